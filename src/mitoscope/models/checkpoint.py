@@ -1,0 +1,103 @@
+"""Checkpoints that carry their contract (after torchvision ``Weights`` / TIAToolbox ``ModelIOConfigABC``).
+
+A checkpoint is a ``torch.save``d dict::
+
+    {"format": "mitoscope-checkpoint", "version": 1,
+     "contract": {...},            # ModelContract as a dict
+     "state_dict": {...},          # model weights
+     "extra": {...}}               # optional: optimizer state, epoch, metrics (training runs)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mitoscope import __version__
+from mitoscope.models.registry import create_model
+from mitoscope.utils.atomic import atomic_path
+from mitoscope.utils.errors import InputError
+
+CHECKPOINT_FORMAT = "mitoscope-checkpoint"
+
+
+@dataclasses.dataclass
+class ModelContract:
+    """Everything inference needs to use a model without asking again."""
+
+    architecture: str
+    kwargs: dict[str, Any]
+    task: str  # "classification" or "detection"
+    input_size: int
+    mpp: float = 0.25
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    class_names: tuple[str, ...] = ("normal", "atypical")
+    thresholds: dict[str, float] = dataclasses.field(default_factory=lambda: {"default": 0.5})
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    code_version: str = __version__
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form for saving."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelContract:
+        """Inverse of :meth:`to_dict`; unknown keys are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kept = {k: v for k, v in data.items() if k in names}
+        for key in ("mean", "std", "class_names"):
+            if key in kept:
+                kept[key] = tuple(kept[key])
+        return cls(**kept)
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    contract: ModelContract,
+    *,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Atomically save ``model`` weights together with ``contract``."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": 1,
+        "contract": contract.to_dict(),
+        "state_dict": model.state_dict(),
+        "extra": extra or {},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a checkpoint dict on the CPU, checking that it is a mitoscope checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("checkpoint file not found", path=path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # corrupt or not a torch file
+        raise InputError(f"cannot read checkpoint ({exc})", path=path) from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise InputError("not a mitoscope checkpoint (no 'format' key)", path=path)
+    return payload
+
+
+def load_model(
+    path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, ModelContract]:
+    """Rebuild the model a checkpoint describes, load its weights, and return it in eval mode."""
+    payload = read_checkpoint(path)
+    contract = ModelContract.from_dict(payload["contract"])
+    model = create_model(contract.architecture, **contract.kwargs)
+    model.load_state_dict(payload["state_dict"])
+    model.to(device).eval()
+    return model, contract

@@ -1,0 +1,120 @@
+"""The package skeleton: registry, checkpoint contract, catalog shape, atomic writes, array slide."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mitoscope.data.catalog import CATALOG_COLUMNS, make_catalog, validate_catalog
+from mitoscope.io.slide_base import ArraySlide, as_rgb_uint8
+from mitoscope.models.checkpoint import ModelContract, load_model, read_checkpoint, save_checkpoint
+from mitoscope.models.registry import create_model, register_model
+from mitoscope.utils.atomic import atomic_path, write_text_atomic
+from mitoscope.utils.errors import InputError
+
+
+@register_model("_test_tiny_linear")
+def _tiny(*, features: int = 4) -> nn.Module:
+    return nn.Linear(features, 2)
+
+
+def test_registry_duplicate_name_raises() -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("_test_tiny_linear")(_tiny)
+
+
+def test_create_unknown_model_names_known_ones() -> None:
+    with pytest.raises(KeyError, match="_test_tiny_linear"):
+        create_model("no-such-model")
+
+
+def test_checkpoint_round_trip_keeps_contract(tmp_path: Path) -> None:
+    model = create_model("_test_tiny_linear", features=3)
+    contract = ModelContract(
+        architecture="_test_tiny_linear",
+        kwargs={"features": 3},
+        task="classification",
+        input_size=64,
+        thresholds={"default": 0.37},
+    )
+    save_checkpoint(tmp_path / "m.pt", model, contract)
+    loaded, got = load_model(tmp_path / "m.pt")
+    assert got == contract
+    x = torch.randn(2, 3)
+    assert torch.equal(loaded(x), model.eval()(x))
+
+
+def test_checkpoint_rejects_foreign_file(tmp_path: Path) -> None:
+    torch.save({"weights": 1}, tmp_path / "x.pt")
+    with pytest.raises(InputError, match="not a mitoscope checkpoint"):
+        read_checkpoint(tmp_path / "x.pt")
+    with pytest.raises(InputError, match="not found"):
+        read_checkpoint(tmp_path / "missing.pt")
+
+
+def test_atomic_path_leaves_nothing_on_error(tmp_path: Path) -> None:
+    write_text_atomic(tmp_path / "a.txt", "old")
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "a.txt") as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("interrupted")
+    assert (tmp_path / "a.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_catalog_defaults_and_derived_columns() -> None:
+    cat = make_catalog(
+        [
+            {"slide": "s1", "x": 10, "y": 20, "label": "mitotic figure", "experts": (1, 1, 1)},
+            {"image": "p.png", "label": "normal", "experts": (0, None, 1)},
+        ]
+    )
+    validate_catalog(cat)
+    assert tuple(cat.columns) == CATALOG_COLUMNS
+    assert cat["target"].tolist() == [1, 0]
+    assert cat["hard"].tolist() == [False, True]
+    assert cat["group"].tolist() == ["s1", "p.png"]
+    assert math.isnan(cat.loc[1, "x"])
+    with pytest.raises(ValueError, match="unknown label"):
+        make_catalog([{"label": "weird"}])
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "w", "h", "mpp"),
+    [
+        (0, 0, 16, 16, None),
+        (-8, -8, 16, 16, None),
+        (90, 70, 20, 20, None),
+        (0, 0, 10, 10, 0.5),
+        (60, 40, 30, 30, 1.0),
+    ],
+)
+def test_array_slide_read_rect_matches_numpy(x: int, y: int, w: int, h: int, mpp: float | None) -> None:
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 255, (80, 100, 3), dtype=np.uint8)
+    slide = ArraySlide(arr, mpp=0.25)
+    out = slide.read_rect(x, y, w, h, mpp=mpp)
+    assert out.shape == (h, w, 3) and out.dtype == np.uint8
+    if mpp is None:
+        padded = np.pad(arr, ((20, 20), (20, 20), (0, 0)))
+        assert np.array_equal(out, padded[y + 20 : y + 20 + h, x + 20 : x + 20 + w])
+    else:
+        factor = round(mpp / 0.25)
+        inside = arr[y : y + h * factor, x : x + w * factor].astype(float)
+        block = inside[: (inside.shape[0] // factor) * factor, : (inside.shape[1] // factor) * factor]
+        mean = block.reshape(block.shape[0] // factor, factor, block.shape[1] // factor, factor, 3).mean(
+            (1, 3)
+        )
+        assert np.abs(out[: mean.shape[0], : mean.shape[1]].astype(float) - mean).mean() < 20
+
+
+def test_as_rgb_uint8_converts_grey_rgba_and_16bit() -> None:
+    assert as_rgb_uint8(np.zeros((4, 4), np.uint8)).shape == (4, 4, 3)
+    assert as_rgb_uint8(np.zeros((4, 4, 4), np.uint8)).shape == (4, 4, 3)
+    assert as_rgb_uint8(np.full((4, 4, 3), 65535, np.uint16)).max() == 255
+    with pytest.raises(ValueError, match=r"bad\.png"):
+        as_rgb_uint8(np.zeros((4, 4, 5)), source="bad.png")
