@@ -2,7 +2,8 @@
 
 The resolution is stored twice so every reader finds it: as TIFF resolution tags (centimetre unit,
 ``X/YResolution = 10000 / mpp`` pixels per cm) and Aperio-style in the ImageDescription (``|MPP = 0.25``).
-Reduced levels are stored as SubIFDs of the first page (2× downsampling each).
+Reduced levels follow as further pages marked "reduced resolution" (NewSubfileType 1, 2× downsampling each), the
+layout OpenSlide's generic-TIFF reader, QuPath and tifffile all understand.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def write_tiled_tiff(
         rgb: image (H, W, 3) uint8; grey, RGBA and 16-bit images are converted to RGB uint8.
         mpp: microns per pixel of ``rgb``.
         tile: tile edge in pixels (multiple of 16).
-        pyramid: also store 2× reduced levels as SubIFDs.
+        pyramid: also store 2× reduced levels (as reduced-resolution pages after the first).
         compression: ``jpeg`` (default), ``deflate``, ``lzw``, ``zstd``, ``webp``, ``jpeg2000`` or ``none``.
         quality: JPEG quality.
 
@@ -103,7 +104,6 @@ def write_tiled_tiff(
     with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=image.nbytes > 2**31) as tif:
         tif.write(
             levels[0],
-            subifds=len(levels) - 1,
             resolution=(res, res),
             resolutionunit="CENTIMETER",
             description=mpp_description(mpp),

@@ -1,0 +1,90 @@
+"""Find the microns-per-pixel of a TIFF page in its metadata (Aperio, OME-XML, resolution tags)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_APERIO_MPP = re.compile(r"\bMPP\s*=\s*([0-9.eE+-]+)")
+_OME_SIZE = re.compile(r'PhysicalSizeX="([0-9.eE+-]+)"')
+_OME_UNIT = re.compile(r'PhysicalSizeXUnit="([^"]+)"')
+_OME_TO_UM = {"µm": 1.0, "um": 1.0, "micron": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
+
+
+def mpp_from_description(description: str) -> float | None:
+    """mpp from an Aperio-like (``|MPP = 0.25``) or OME-XML ImageDescription, else ``None``.
+
+    Examples:
+        >>> mpp_from_description("Aperio Image Library|AppMag = 20|MPP = 0.4990|Left = 1")
+        0.499
+        >>> mpp_from_description('<OME><Pixels PhysicalSizeX="0.25" PhysicalSizeXUnit="µm"/></OME>')
+        0.25
+        >>> mpp_from_description("nothing here") is None
+        True
+    """
+    if not description:
+        return None
+    match = _APERIO_MPP.search(description)
+    if match:
+        value = _positive(match.group(1))
+        if value is not None:
+            return value
+    match = _OME_SIZE.search(description)
+    if match:
+        value = _positive(match.group(1))
+        unit = _OME_UNIT.search(description)
+        factor = _OME_TO_UM.get(unit.group(1), 1.0) if unit else 1.0
+        if value is not None:
+            return value * factor
+    return None
+
+
+def mpp_from_resolution(tags: Any) -> float | None:
+    """mpp from TIFF ``XResolution`` + ``ResolutionUnit`` (2 inch, 3 centimetre); ``None`` without a unit.
+
+    Examples:
+        >>> class T(dict):
+        ...     pass
+        >>> class V:
+        ...     def __init__(self, v): self.value = v
+        >>> mpp_from_resolution(T(XResolution=V((40000, 1)), ResolutionUnit=V(3)))
+        0.25
+    """
+    try:
+        unit = int(tags["ResolutionUnit"].value)
+        res = tags["XResolution"].value
+    except (KeyError, TypeError, ValueError):
+        return None
+    pixels = (
+        res[0] / res[1]
+        if isinstance(res, tuple) and res[1]
+        else float(res)
+        if not isinstance(res, tuple)
+        else 0
+    )
+    if pixels <= 0:
+        return None
+    if unit == 3:
+        return _round(1e4 / pixels)
+    if unit == 2:
+        value = 25400.0 / pixels
+        # 72 / 96 / 300 dpi are screen or print defaults, not a scan resolution
+        return None if value > 50 else _round(value)
+    return None
+
+
+def _positive(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.6g}")
+
+
+def page_mpp(page: Any) -> float | None:
+    """mpp of a tifffile page: description first, then resolution tags."""
+    return mpp_from_description(getattr(page, "description", "") or "") or mpp_from_resolution(page.tags)

@@ -1,0 +1,98 @@
+"""One entry point to open any slide: :func:`open_slide`."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from mitoscope.io.slide_base import ArraySlide, Slide
+from mitoscope.utils.errors import InputError
+
+TIFF_SUFFIXES = {".tif", ".tiff", ".svs", ".btf", ".qptiff", ".ome.tif", ".ome.tiff"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+OPENSLIDE_SUFFIXES = {".mrxs", ".ndpi", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".dcm"}
+SLIDE_SUFFIXES = TIFF_SUFFIXES | IMAGE_SUFFIXES | OPENSLIDE_SUFFIXES
+BACKENDS = ("auto", "tifffile", "openslide", "pil", "array")
+
+
+def open_slide(
+    source: str | os.PathLike[str] | np.ndarray | Slide,
+    *,
+    mpp: float | None = None,
+    backend: str = "auto",
+) -> Slide:
+    """Open a slide (TIFF/SVS, OpenSlide formats, plain images, arrays) as a :class:`Slide`.
+
+    Args:
+        source: a path, an (H, W, 3) array or an already opened slide (returned as is).
+        mpp: microns per pixel, needed when the file has none (it is then assumed, with a warning).
+        backend: ``auto`` (tifffile for TIFF/SVS, Pillow for PNG/JPEG, OpenSlide for other WSI formats or when
+            tifffile fails and OpenSlide is installed), ``tifffile``, ``openslide``, ``pil`` or ``array``.
+
+    Raises:
+        InputError: missing file, unsupported format, or no mpp in the file and none given.
+
+    Examples:
+        >>> s = open_slide(np.zeros((64, 48, 3), np.uint8), mpp=0.5)
+        >>> s.dimensions, s.mpp
+        ((48, 64), 0.5)
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown slide backend {backend!r}; use one of {BACKENDS}")
+    if isinstance(source, Slide):
+        return source
+    if isinstance(source, np.ndarray) or backend == "array":
+        if mpp is None:
+            warnings.warn("array slide without mpp; assuming 0.25 µm/px", stacklevel=2)
+            mpp = 0.25
+        return ArraySlide(np.asarray(source), mpp=mpp)
+    path = Path(source)
+    if not path.exists():
+        raise InputError("slide file not found", path=path)
+    if path.is_dir() and path.suffix.lower() != ".mrxs":
+        raise InputError("is a folder, not a slide file", path=path)
+    suffix = path.suffix.lower()
+    if backend == "auto":
+        if suffix in IMAGE_SUFFIXES:
+            backend = "pil"
+        elif suffix in OPENSLIDE_SUFFIXES:
+            backend = "openslide"
+        elif suffix in TIFF_SUFFIXES or _is_tiff(path):
+            backend = "tifffile"
+        else:
+            raise InputError(
+                f"unsupported slide format {suffix or '(no suffix)'!r}; supported: {sorted(SLIDE_SUFFIXES)}",
+                path=path,
+            )
+    if backend == "pil":
+        from mitoscope.io.image_slide import ImageSlide
+
+        return ImageSlide(path, mpp=mpp)
+    if backend == "openslide":
+        from mitoscope.io.openslide_slide import OpenSlideSlide
+
+        return OpenSlideSlide(path, mpp=mpp)
+    from mitoscope.io.tiff_slide import TiffSlide
+
+    try:
+        return TiffSlide(path, mpp=mpp)
+    except InputError as exc:
+        if "mpp" in str(exc):
+            raise
+        from mitoscope.io.openslide_slide import OpenSlideSlide, openslide_available
+
+        if openslide_available():
+            return OpenSlideSlide(path, mpp=mpp)
+        raise
+
+
+def _is_tiff(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return False
+    return head in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")

@@ -1,0 +1,197 @@
+"""Tiled / pyramidal TIFF and SVS slides read through tifffile (+ imagecodecs), tile by tile.
+
+Only the tiles a region touches are read and decoded (page ``dataoffsets`` + ``decode``), from the pyramid level
+that best fits the requested resolution, so reading a small region of a 40k × 40k slide costs a few tiles.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import warnings
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+from mitoscope.io.mpp import page_mpp
+from mitoscope.io.slide_base import Slide, as_rgb_uint8
+from mitoscope.utils.errors import InputError
+
+_TILE_CACHE = 128
+
+
+class _Level:
+    """One pyramid level: a tifffile page and its downsample relative to level 0."""
+
+    def __init__(self, page: Any, downsample: float) -> None:
+        self.page = page
+        self.downsample = downsample
+        self.height, self.width = int(page.imagelength), int(page.imagewidth)
+        self.tiled = bool(page.is_tiled)
+        self.tile_h = int(page.tilelength) if self.tiled else int(page.rowsperstrip or self.height)
+        self.tile_w = int(page.tilewidth) if self.tiled else self.width
+
+
+class TiffSlide(Slide):
+    """A slide in a (tiled, pyramidal) TIFF or SVS file.
+
+    Args:
+        path: the file.
+        mpp: microns per pixel; overrides the file's (with a warning when they differ) and is required when the
+            file has none.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> from mitoscope.io.tiff_writer import write_tiled_tiff
+        >>> p = write_tiled_tiff(pathlib.Path(tempfile.mkdtemp()) / "s.tiff", np.zeros((512, 512, 3), np.uint8),
+        ...                      mpp=0.25)
+        >>> with TiffSlide(p) as s:
+        ...     s.read_rect(100, 100, 64, 64, mpp=0.5).shape
+        (64, 64, 3)
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, mpp: float | None = None) -> None:
+        import tifffile
+
+        self.path = str(path)
+        try:
+            self._tif = tifffile.TiffFile(self.path)
+        except (OSError, tifffile.TiffFileError, ValueError) as exc:
+            raise InputError(f"cannot open as TIFF: {exc}", path=path) from exc
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        try:
+            self._levels = self._find_levels()
+        except Exception:
+            self._tif.close()
+            raise
+        base = self._levels[0].page
+        found = page_mpp(base)
+        self._assumed = False
+        if mpp is not None:
+            if mpp <= 0:
+                self._tif.close()
+                raise InputError(f"mpp must be positive, got {mpp}", path=path)
+            if found is None:
+                warnings.warn(f"{path}: no mpp in the file; assuming {mpp:g} µm/px as given", stacklevel=3)
+                self._assumed = True
+            elif abs(found - mpp) / found > 0.05:
+                warnings.warn(
+                    f"{path}: the file says {found:g} µm/px; using the given {mpp:g} µm/px", stacklevel=3
+                )
+            self._mpp = float(mpp)
+        elif found is None:
+            self._tif.close()
+            raise InputError(
+                "no resolution (mpp) in the file's metadata; pass the microns per pixel with --mpp (or mpp=)",
+                path=path,
+            )
+        else:
+            self._mpp = float(found)
+
+    def _find_levels(self) -> list[_Level]:
+        tif = self._tif
+        if not tif.pages:
+            raise InputError("TIFF has no pages", path=self.path)
+        base = tif.pages.first if hasattr(tif.pages, "first") else tif.pages[0]
+        if base.ndim < 2 or (base.shape[-1] not in (1, 3, 4) and base.ndim == 3):
+            raise InputError(f"unsupported TIFF page shape {base.shape}", path=self.path)
+        pages = [base, *(base.pages or [])]  # SubIFD pyramids (OME, tifffile)
+        if len(pages) == 1 and tif.series and len(tif.series[0].levels) > 1:  # SVS and other series pyramids
+            pages = [lv.pages[0] for lv in tif.series[0].levels if lv.pages]
+        if len(pages) == 1:  # generic pyramids: reduced-resolution pages after the first
+            aspect = base.imagewidth / base.imagelength
+            for page in tif.pages[1:]:
+                if not hasattr(page, "subfiletype") or not page.subfiletype & 1 or not page.is_tiled:
+                    continue
+                if abs(page.imagewidth / page.imagelength - aspect) < 0.05 * aspect:
+                    pages.append(page)
+        width = float(base.imagewidth)
+        levels = [_Level(p, width / float(p.imagewidth)) for p in pages if p is not None]
+        return sorted(levels, key=lambda lv: lv.downsample)
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        lv = self._levels[0]
+        return lv.width, lv.height
+
+    @property
+    def mpp(self) -> float:
+        return self._mpp
+
+    @property
+    def mpp_is_assumed(self) -> bool:
+        return self._assumed
+
+    @property
+    def level_downsamples(self) -> list[float]:
+        """Downsample of every pyramid level relative to level 0."""
+        return [lv.downsample for lv in self._levels]
+
+    def close(self) -> None:
+        self._tif.close()
+        self._cache.clear()
+
+    def _pick_level(self, downsample: float) -> int:
+        best = 0
+        for i, lv in enumerate(self._levels):
+            if lv.downsample <= downsample * 1.01:
+                best = i
+        return best
+
+    def _read_level0(self, x: int, y: int, width: int, height: int, downsample: float) -> np.ndarray:
+        index = self._pick_level(downsample)
+        lv = self._levels[index]
+        ds = lv.downsample
+        lx0, ly0 = math.floor(x / ds), math.floor(y / ds)
+        lx1 = min(lv.width, max(lx0 + 1, math.ceil((x + width) / ds)))
+        ly1 = min(lv.height, max(ly0 + 1, math.ceil((y + height) / ds)))
+        return self._read_level_box(index, lx0, ly0, lx1, ly1)
+
+    def _read_level_box(self, index: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        lv = self._levels[index]
+        out = np.zeros((y1 - y0, x1 - x0, 3), np.uint8)
+        tiles_across = math.ceil(lv.width / lv.tile_w)
+        for ty in range(y0 // lv.tile_h, (y1 - 1) // lv.tile_h + 1):
+            for tx in range(x0 // lv.tile_w, (x1 - 1) // lv.tile_w + 1):
+                tile = self._tile(index, ty * tiles_across + tx)
+                oy, ox = ty * lv.tile_h, tx * lv.tile_w
+                sy0, sx0 = max(y0 - oy, 0), max(x0 - ox, 0)
+                sy1 = min(y1 - oy, tile.shape[0])
+                sx1 = min(x1 - ox, tile.shape[1])
+                if sy1 <= sy0 or sx1 <= sx0:
+                    continue
+                out[oy + sy0 - y0 : oy + sy1 - y0, ox + sx0 - x0 : ox + sx1 - x0] = tile[sy0:sy1, sx0:sx1]
+        return out
+
+    def _tile(self, level: int, index: int) -> np.ndarray:
+        key = (level, index)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+            page = self._levels[level].page
+            offset, count = page.dataoffsets[index], page.databytecounts[index]
+            data: bytes | None = None
+            if count:
+                fh = self._tif.filehandle
+                fh.seek(offset)
+                data = fh.read(count)
+        try:
+            segment = page.decode(data, index, jpegtables=page.jpegtables, jpegheader=page.jpegheader)[0]
+        except Exception as exc:
+            raise InputError(f"cannot decode tile {index} of level {level}: {exc}", path=self.path) from exc
+        if segment is None:  # missing tile
+            lv = self._levels[level]
+            tile = np.zeros((lv.tile_h, lv.tile_w, 3), np.uint8)
+        else:
+            arr = np.asarray(segment)
+            arr = arr.reshape(arr.shape[-3:]) if arr.ndim > 3 else arr
+            tile = as_rgb_uint8(arr, source=self.path)
+        with self._lock:
+            self._cache[key] = tile
+            while len(self._cache) > _TILE_CACHE:
+                self._cache.popitem(last=False)
+        return tile
