@@ -1,0 +1,300 @@
+"""Analyse a cohort of slides: resumable, fault-tolerant, sharded over ``torchrun`` ranks.
+
+Output directory layout::
+
+    OUT/slides/<name>/    one finished bundle per slide (written atomically, see ``inference.analyze``)
+    OUT/cohort.csv        one row per slide of this run (rebuilt from the bundles on every run)
+    OUT/cohort.json       settings (model paths, thresholds, versions), slide list, failures
+
+A slide whose bundle is complete and made with the same settings fingerprint is skipped, so re-running a command
+resumes an interrupted cohort. Missing or unreadable slides are reported and the others still run.
+Under ``torchrun --nproc_per_node N`` each rank analyses a strided shard of the slides and rank 0 writes the
+cohort table once every rank is done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mitoscope import __version__
+from mitoscope.inference.analyze import (
+    SUMMARY_FILE,
+    AnalysisConfig,
+    ClassifyFn,
+    DetectFn,
+    TissueFn,
+    analyze_slide,
+    is_complete,
+    json_safe,
+    settings_fingerprint,
+    slide_name_of,
+    write_slide_result,
+)
+from mitoscope.io.slide_base import Slide
+from mitoscope.utils.atomic import write_text_atomic
+
+logger = logging.getLogger(__name__)
+
+COHORT_CSV = "cohort.csv"
+COHORT_JSON = "cohort.json"
+SLIDES_DIR = "slides"
+
+COHORT_COLUMNS = (
+    "slide", "path", "status", "mitotic_count", "density_per_mm2", "hotspot_count", "atypical_count",
+    "normal_count", "atypical_fraction", "hotspot_atypical_count", "tissue_area_mm2", "hotspot_area_mm2",
+    "detection_threshold", "atypical_threshold", "width", "height", "mpp", "seconds", "error",
+)  # fmt: skip
+
+
+@dataclasses.dataclass
+class Pipeline:
+    """The three callables of the analysis plus the threshold and settings they use."""
+
+    detect: DetectFn
+    classify: ClassifyFn
+    tissue_area: TissueFn | None
+    atypical_threshold: float
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class CohortOutcome:
+    """What happened to each slide: ``done`` (analysed now), ``skipped`` (already finished), ``failed``."""
+
+    done: list[str]
+    skipped: list[str]
+    failed: dict[str, str]
+    cohort_csv: Path | None
+    slide_dirs: dict[str, Path]
+
+    @property
+    def ok(self) -> bool:
+        """True when no slide failed."""
+        return not self.failed
+
+
+def unique_names(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Output names of the slides: file stems, made unique with ``-2``, ``-3``... suffixes.
+
+    Examples:
+        >>> unique_names(["a/x.tif", "b/x.tif", "y.svs"])
+        ['x', 'x-2', 'y']
+    """
+    seen: dict[str, int] = {}
+    names = []
+    for p in paths:
+        base = slide_name_of(p)
+        k = seen.get(base, 0) + 1
+        seen[base] = k
+        names.append(base if k == 1 else f"{base}-{k}")
+    return names
+
+
+def _default_open(path: str, mpp: float | None) -> Slide:
+    from mitoscope.io.slides import open_slide
+
+    return open_slide(path, mpp=mpp) if mpp is not None else open_slide(path)
+
+
+def versions() -> dict[str, str]:
+    """Versions of mitoscope and of the libraries that shape its numbers."""
+    out = {"mitoscope": __version__, "python": platform.python_version()}
+    for mod in ("torch", "timm", "numpy"):
+        m = sys.modules.get(mod)
+        if m is not None:
+            out[mod] = str(getattr(m, "__version__", "?"))
+    return out
+
+
+def run_cohort(
+    slides: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    *,
+    make_pipeline: Callable[[], Pipeline],
+    settings: Mapping[str, Any] | None = None,
+    config: AnalysisConfig | None = None,
+    mpp: float | None = None,
+    formats: Sequence[str] = ("geojson", "midog"),
+    resume: bool = True,
+    open_slide_fn: Callable[[str, float | None], Slide] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> CohortOutcome:
+    """Analyse every slide into ``out_dir`` and (re)build ``cohort.csv`` / ``cohort.json``.
+
+    Args:
+        slides: slide files.
+        out_dir: output directory (created; a previous run's directory is resumed).
+        make_pipeline: builds the models; called at most once per process, and only when a slide needs work.
+        settings: what defines the results (model paths, thresholds, options); its fingerprint decides whether
+            a finished slide may be reused.
+        config: statistics / report settings.
+        mpp: mpp to assume for slides whose files lack it.
+        formats: detection output formats beside ``figures.csv`` (``geojson``, ``midog``, ``sqlite``, ...).
+        resume: skip slides finished with the same settings (False: redo every slide).
+        open_slide_fn: ``(path, mpp) -> Slide`` (default :func:`mitoscope.io.slides.open_slide`).
+        log: where progress lines go (default: the module logger).
+
+    Returns:
+        A :class:`CohortOutcome`; under torchrun every rank gets the merged outcome of all ranks.
+
+    Examples:
+        >>> import numpy as np, tempfile
+        >>> from mitoscope.io.slide_base import ArraySlide
+        >>> pipe = Pipeline(lambda s: pd.DataFrame({"x": [5.0], "y": [5.0]}), lambda s, p: np.array([0.9]),
+        ...                 None, 0.5)
+        >>> opener = lambda path, mpp: ArraySlide(np.zeros((64, 64, 3), np.uint8), mpp=0.25, path=path)
+        >>> d = Path(tempfile.mkdtemp()); (d / "a.png").touch()
+        >>> out = run_cohort([d / "a.png"], d / "out", make_pipeline=lambda: pipe, open_slide_fn=opener,
+        ...                  formats=(), config=AnalysisConfig(thumbnail_size=0))
+        >>> out.done, pd.read_csv(out.cohort_csv)["atypical_count"].tolist()
+        (['a'], [1])
+    """
+    from mitoscope.engine.distributed import all_gather_object, barrier, get_info
+
+    log = log or logger.info
+    config = config or AnalysisConfig()
+    opener = open_slide_fn or _default_open
+    out_dir = Path(out_dir)
+    slides_root = out_dir / SLIDES_DIR
+    slides_root.mkdir(parents=True, exist_ok=True)
+    settings = {**dict(settings or {}), "config": dataclasses.asdict(config), "formats": list(formats)}
+    fingerprint = settings_fingerprint(settings)
+    paths = [str(p) for p in slides]
+    names = unique_names(paths)
+    info = get_info()
+    mine = list(range(info.rank, len(paths), info.world_size))
+
+    pipeline: Pipeline | None = None
+    done: list[str] = []
+    skipped: list[str] = []
+    failed: dict[str, str] = {}
+    for k, i in enumerate(mine, start=1):
+        path, name = paths[i], names[i]
+        slide_dir = slides_root / name
+        prefix = f"[{k}/{len(mine)}]" + (f" rank {info.rank}" if info.is_distributed else "")
+        if resume and is_complete(slide_dir, fingerprint):
+            skipped.append(name)
+            log(f"{prefix} {name}: already done, skipped")
+            continue
+        if not Path(path).exists():
+            failed[name] = f"{path}: file not found"
+            log(f"{prefix} {name}: FAILED: file not found")
+            continue
+        try:
+            slide = opener(path, mpp)
+        except Exception as exc:
+            failed[name] = f"{path}: cannot open slide ({exc})"
+            log(f"{prefix} {name}: FAILED: cannot open ({exc})")
+            continue
+        if pipeline is None:
+            pipeline = make_pipeline()  # model errors are not per-slide: let them stop the run
+        try:
+            t0 = time.perf_counter()
+            extra = {"fingerprint": fingerprint, **pipeline.info}
+            with slide:
+                result = analyze_slide(
+                    slide,
+                    detect=pipeline.detect,
+                    classify=pipeline.classify,
+                    tissue_area=pipeline.tissue_area,
+                    atypical_threshold=pipeline.atypical_threshold,
+                    config=config,
+                    name=name,
+                    extra_summary=extra,
+                )
+                result.summary["path"] = path
+            write_slide_result(slide_dir, result, formats=formats)
+        except Exception as exc:
+            failed[name] = f"{path}: {type(exc).__name__}: {exc}"
+            logger.debug("analysis of %s failed", path, exc_info=True)
+            log(f"{prefix} {name}: FAILED: {exc}")
+            continue
+        s = result.summary
+        done.append(name)
+        log(
+            f"{prefix} {name}: {s['mitotic_count']} figures ({s['atypical_count']} atypical), "
+            f"hotspot {s['hotspot_count']} / {s['hotspot_area_mm2']:g} mm², {time.perf_counter() - t0:.1f} s"
+        )
+
+    gathered = all_gather_object({"done": done, "skipped": skipped, "failed": failed})
+    barrier()
+    done = [n for g in gathered for n in g["done"]]
+    skipped = [n for g in gathered for n in g["skipped"]]
+    failed = {k: v for g in gathered for k, v in g["failed"].items()}
+    slide_dirs = {n: slides_root / n for n in names}
+    cohort_csv = None
+    if info.rank == 0:
+        cohort_csv = write_cohort(
+            out_dir, names, paths, failed, settings={**settings, "fingerprint": fingerprint}
+        )
+    barrier()
+    return CohortOutcome(done, skipped, failed, cohort_csv or out_dir / COHORT_CSV, slide_dirs)
+
+
+def cohort_table(
+    out_dir: str | os.PathLike[str], names: Sequence[str], paths: Sequence[str], failed: Mapping[str, str]
+) -> pd.DataFrame:
+    """One row per slide from the per-slide summaries on disk (failed or missing slides with their error)."""
+    rows = []
+    for name, path in zip(names, paths, strict=True):
+        summary_path = Path(out_dir) / SLIDES_DIR / name / SUMMARY_FILE
+        if name not in failed and summary_path.is_file():
+            s = json.loads(summary_path.read_text(encoding="utf-8"))
+            row = {c: s.get(c) for c in COHORT_COLUMNS}
+            row.update(slide=name, path=path, status="ok", error="")
+        else:
+            row = {c: None for c in COHORT_COLUMNS}
+            row.update(slide=name, path=path, status="failed", error=failed.get(name, "no result"))
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=list(COHORT_COLUMNS))
+    for col in COHORT_COLUMNS:
+        if col not in ("slide", "path", "status", "error"):
+            table[col] = pd.to_numeric(table[col], errors="coerce")
+    return table
+
+
+def write_cohort(
+    out_dir: str | os.PathLike[str],
+    names: Sequence[str],
+    paths: Sequence[str],
+    failed: Mapping[str, str],
+    *,
+    settings: Mapping[str, Any],
+) -> Path:
+    """Write ``cohort.csv`` and ``cohort.json`` (atomically) and return the CSV path."""
+    out_dir = Path(out_dir)
+    table = cohort_table(out_dir, names, paths, failed)
+    csv_path = write_text_atomic(out_dir / COHORT_CSV, table.to_csv(index=False))
+    ok = table[table["status"] == "ok"]
+    totals = {
+        "slides": len(table),
+        "analysed": len(ok),
+        "failed": len(table) - len(ok),
+        "mitotic_count": int(ok["mitotic_count"].sum()) if len(ok) else 0,
+        "atypical_count": int(ok["atypical_count"].sum()) if len(ok) else 0,
+    }
+    totals["atypical_fraction"] = (
+        totals["atypical_count"] / totals["mitotic_count"] if totals["mitotic_count"] else math.nan
+    )
+    meta = {
+        "settings": dict(settings),
+        "versions": versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "slides": [{"slide": n, "path": p} for n, p in zip(names, paths, strict=True)],
+        "failed": dict(failed),
+        "totals": totals,
+    }
+    write_text_atomic(out_dir / COHORT_JSON, json.dumps(json_safe(meta), indent=2, default=str))
+    return csv_path
