@@ -1,3 +1,5 @@
 """Built-in architectures; importing this package registers them."""
 
 from __future__ import annotations
+
+from mitoscope.models.architectures import retinanet_multitask  # noqa: F401
