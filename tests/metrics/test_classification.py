@@ -107,3 +107,13 @@ def test_report_overall_groups_and_ci() -> None:
     rep2 = classification_report(LABELS, PROBS, threshold=0.35)
     assert rep2["sensitivity"] == 1.0 and rep2["threshold"] == 0.35
     assert "groups" not in rep2 and "auroc_ci" not in rep2
+
+
+def test_report_with_hard_predictions() -> None:
+    # e.g. a majority vote that disagrees with the thresholded mean probability on the last two cases
+    preds = [1, 1, 0, 1, 0, 0, 1, 0, 1, 1]
+    rep = classification_report(LABELS, PROBS, preds=preds, n_bootstrap=20)
+    assert rep["specificity"] == pytest.approx(3 / 6) and rep["sensitivity"] == pytest.approx(3 / 4)
+    assert rep["auroc"] == pytest.approx(21 / 24)
+    with pytest.raises(ValueError, match="0/1"):
+        classification_report(LABELS, PROBS, preds=PROBS)

@@ -226,8 +226,9 @@ def bootstrap_ci(
     return (float(low), float(high))
 
 
-def _summary(y: np.ndarray, s: np.ndarray, threshold: float, n_bootstrap: int, seed: int) -> dict[str, Any]:
-    pred = threshold_probs(s, threshold)
+def _summary(
+    y: np.ndarray, s: np.ndarray, pred: np.ndarray, threshold: float, n_bootstrap: int, seed: int
+) -> dict[str, Any]:
     counts = confusion(y, pred)
     out: dict[str, Any] = {
         "n": len(y),
@@ -242,8 +243,10 @@ def _summary(y: np.ndarray, s: np.ndarray, threshold: float, n_bootstrap: int, s
         **counts,
     }
     if n_bootstrap > 0:
-        for name in ("balanced_accuracy", "auroc"):
-            out[f"{name}_ci"] = list(bootstrap_ci(y, s, name, n_bootstrap, seed, threshold=threshold))
+        # the hard predictions are resampled as "probabilities" 0/1 thresholded at 0.5
+        ba = bootstrap_ci(y, pred.astype(np.float64), "balanced_accuracy", n_bootstrap, seed, threshold=0.5)
+        out["balanced_accuracy_ci"] = list(ba)
+        out["auroc_ci"] = list(bootstrap_ci(y, s, "auroc", n_bootstrap, seed))
     return out
 
 
@@ -253,6 +256,7 @@ def classification_report(
     *,
     threshold: float = 0.5,
     groups: ArrayLike | None = None,
+    preds: ArrayLike | None = None,
     n_bootstrap: int = 0,
     seed: int = 0,
 ) -> dict[str, Any]:
@@ -263,6 +267,8 @@ def classification_report(
         probs: P(atypical) per case.
         threshold: predictions are ``prob >= threshold``.
         groups: optional group per case (e.g. the domain); adds a ``"groups"`` breakdown.
+        preds: optional hard 0/1 predictions (e.g. an ensemble's majority vote) used instead of
+            ``probs >= threshold`` for the threshold-dependent metrics.
         n_bootstrap: when > 0, add ``balanced_accuracy_ci`` and ``auroc_ci`` (95 % percentile bootstrap).
         seed: bootstrap seed.
 
@@ -277,14 +283,18 @@ def classification_report(
         (0.5, 1.0)
     """
     y, s = _pair(labels, probs, "probabilities")
+    if preds is None:
+        pred = threshold_probs(s, threshold)
+    else:
+        _, pred = _hard(y, preds)
     report: dict[str, Any] = {"threshold": float(threshold)}
-    report.update(_summary(y, s, threshold, n_bootstrap, seed))
+    report.update(_summary(y, s, pred, threshold, n_bootstrap, seed))
     if groups is not None:
         g = np.asarray([str(v) for v in groups], dtype=object)
         if len(g) != len(y):
             raise ValueError(f"{len(y)} labels but {len(g)} groups")
         report["groups"] = {
-            name: _summary(y[g == name], s[g == name], threshold, n_bootstrap, seed)
+            name: _summary(y[g == name], s[g == name], pred[g == name], threshold, n_bootstrap, seed)
             for name in sorted(set(g.tolist()))
         }
     return report
