@@ -1,0 +1,147 @@
+"""``atypical_single``: single-task atypical-vs-normal baseline (backbone → 3-FC head, weighted BCE).
+
+Also holds :class:`AtypicalClassifier`, the base every atypical classifier shares: the eval/train output
+contract, ``required_targets`` and ``build_kwargs`` (what to write into a checkpoint contract).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mitoscope.models.backbones import Pretrained, backbone_normalization, create_backbone
+from mitoscope.models.heads import MLPHead, check_images, check_targets, label_target
+from mitoscope.models.losses import weighted_bce
+from mitoscope.models.registry import register_model
+
+
+class AtypicalClassifier(nn.Module):
+    """Base of the atypical-vs-normal classifiers.
+
+    Contract: ``model(images)`` in eval mode returns a dict with ``"logits"`` ``(N,)`` and ``"prob"`` ``(N,)``
+    = P(atypical); in train mode ``model(images, targets)`` returns a dict of named, unweighted losses.
+    ``images`` are float ``(N, 3, H, W)`` normalised with ``model.mean`` / ``model.std``.
+
+    Attributes:
+        required_targets: target keys the training forward needs (the dataset produces them).
+        build_kwargs: keyword arguments that rebuild this model with ``create_model(architecture, **kw)``.
+        architecture: the registered name.
+        mean, std: input normalisation the backbone expects.
+    """
+
+    architecture: str = ""
+    required_targets: set[str]
+    build_kwargs: dict[str, Any]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    min_input_size: int = 32
+
+    def forward(self, images: Tensor, targets: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """Predictions (eval mode) or named losses (train mode)."""
+        check_images(images, in_chans=3, min_size=self.min_input_size, model=self.architecture)
+        if self.training:
+            check_targets(targets, self.required_targets, images.shape[0], model=self.architecture)
+            assert targets is not None
+            return self._losses(images, targets)
+        return self._predict(images)
+
+    def _predict(self, images: Tensor) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def _losses(self, images: Tensor, targets: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+
+class AtypicalSingle(AtypicalClassifier):
+    """Backbone (pooled features) → fully connected head (512-256-1 by default) → P(atypical).
+
+    Examples:
+        >>> m = AtypicalSingle(backbone="test_resnet").eval()
+        >>> sorted(m(torch.zeros(2, 3, 64, 64)))
+        ['logits', 'prob']
+    """
+
+    architecture = "atypical_single"
+
+    def __init__(
+        self,
+        *,
+        backbone: str = "resnetv2_50",
+        pretrained: Pretrained = False,
+        dropout: float = 0.3,
+        hidden: Sequence[int] = (512, 256),
+        pos_weight: float = 1.0,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        extra = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
+        self.backbone = create_backbone(backbone, pretrained=pretrained, **extra)
+        self.head = MLPHead(self.backbone.num_features, hidden=hidden, out_features=1, dropout=dropout)
+        self.pos_weight = float(pos_weight)
+        self.mean, self.std = backbone_normalization(backbone, pretrained)
+        self.required_targets = {"label"}
+
+    def _logits(self, images: Tensor) -> Tensor:
+        return self.head(self.backbone(images)).squeeze(1)
+
+    def _predict(self, images: Tensor) -> dict[str, Tensor]:
+        logits = self._logits(images)
+        return {"logits": logits, "prob": torch.sigmoid(logits)}
+
+    def _losses(self, images: Tensor, targets: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        label = label_target(targets, images.shape[0], model=self.architecture)
+        return {"loss_cls": weighted_bce(self._logits(images), label, self.pos_weight)}
+
+
+@register_model("atypical_single")
+def atypical_single(
+    *,
+    backbone: str = "resnetv2_50",
+    pretrained: Pretrained = False,
+    dropout: float = 0.3,
+    hidden: Sequence[int] = (512, 256),
+    pos_weight: float = 1.0,
+    drop_path_rate: float = 0.0,
+) -> AtypicalSingle:
+    """Single-task baseline: timm backbone → FC 512 → FC 256 → 1 logit, BCE weighted by ``pos_weight``.
+
+    Args:
+        backbone: timm name (pooled features).
+        pretrained: see :func:`mitoscope.models.backbones.create_backbone`.
+        dropout: dropout after each hidden FC layer.
+        hidden: hidden widths of the head.
+        pos_weight: weight of the atypical class in the BCE (``n_normal / n_atypical`` from the training data).
+        drop_path_rate: stochastic depth of the backbone (when it supports it).
+
+    Examples:
+        >>> from mitoscope.models.registry import create_model
+        >>> m = create_model("atypical_single", backbone="test_resnet").train()
+        >>> sorted(m(torch.zeros(2, 3, 64, 64), {"label": torch.tensor([0.0, 1.0])}))
+        ['loss_cls']
+    """
+    model = AtypicalSingle(
+        backbone=backbone,
+        pretrained=pretrained,
+        dropout=dropout,
+        hidden=tuple(hidden),
+        pos_weight=pos_weight,
+        drop_path_rate=drop_path_rate,
+    )
+    model.build_kwargs = dict(
+        backbone=backbone,
+        pretrained=_contract_pretrained(pretrained),
+        dropout=dropout,
+        hidden=list(hidden),
+        pos_weight=pos_weight,
+        drop_path_rate=drop_path_rate,
+    )
+    return model
+
+
+def _contract_pretrained(pretrained: Pretrained) -> bool:
+    """Rebuilding from a checkpoint must not fetch weights again: the recorded value is always ``False``."""
+    del pretrained
+    return False
