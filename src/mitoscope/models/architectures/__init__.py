@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from mitoscope.models.architectures import atypical_experts  # noqa: F401
-from mitoscope.models.architectures import atypical_multitask  # noqa: F401
-from mitoscope.models.architectures import atypical_single  # noqa: F401
-from mitoscope.models.architectures import retinanet_multitask  # noqa: F401
+from mitoscope.models.architectures import (
+    atypical_experts,  # noqa: F401
+    atypical_multitask,  # noqa: F401
+    atypical_single,  # noqa: F401
+    retinanet_multitask,  # noqa: F401
+)
