@@ -1,0 +1,346 @@
+"""Classify patches as normal or atypical with a checkpoint, an ensemble or a training run.
+
+:class:`Classifier` wraps an :class:`~mitoscope.engine.ensemble.Ensemble` (one model is an ensemble of one)
+with the preprocessing its contract asks for (size, mpp, mean/std: the same evaluation transform as training)
+and optional 8-view dihedral test-time augmentation. Reading and decoding overlap with computing: a background
+thread (and, with ``num_workers > 0``, DataLoader worker processes) prepares the next batch while the model
+runs on the current one.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mitoscope.engine.ensemble import Ensemble, EnsembleOutput, load_ensemble
+from mitoscope.io.slide_base import Slide, as_rgb_uint8
+from mitoscope.models.checkpoint import ModelContract
+
+T = TypeVar("T")
+
+_END = object()
+
+
+def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Iterate ``items`` in a background thread, keeping up to ``depth`` items ready.
+
+    Exceptions raised while producing an item are re-raised in the consumer.
+
+    Examples:
+        >>> list(prefetch(iter(range(5))))
+        [0, 1, 2, 3, 4]
+    """
+    q: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_END)
+        except BaseException as exc:  # handed to the consumer
+            q.put(exc)
+
+    thread = threading.Thread(target=produce, daemon=True, name="mitoscope-prefetch")
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def _chunks(n: int, size: int) -> Iterator[range]:
+    for start in range(0, n, size):
+        yield range(start, min(n, start + size))
+
+
+class Classifier:
+    """Atypical-vs-normal patch classifier (one checkpoint or an ensemble of fold models).
+
+    Args:
+        ensemble: the models.
+        device: torch device.
+        tta: average the 8 dihedral views (rotations × flips).
+
+    Examples:
+        >>> clf = Classifier.from_path("run_dir", tta=True)  # doctest: +SKIP
+        >>> probs = clf.predict_arrays([patch1, patch2])  # doctest: +SKIP
+    """
+
+    def __init__(self, ensemble: Ensemble, *, device: str | torch.device = "cpu", tta: bool = False) -> None:
+        self.ensemble = ensemble.to(device)
+        self.device = torch.device(device)
+        self.tta = bool(tta)
+        c = ensemble.contract
+        from mitoscope.data.transforms import build_patch_transform
+
+        # the evaluation transform of training: ``(rgb, mask, rng) -> (tensor, mask)``
+        self._transform: Callable[..., tuple[torch.Tensor, Any]] = build_patch_transform(
+            train=False, size=int(c.input_size), mean=tuple(c.mean), std=tuple(c.std), crop=_eval_crop(c)
+        )
+        self._rng = np.random.default_rng(0)  # the evaluation transform draws nothing
+
+    @classmethod
+    def from_path(
+        cls,
+        path: str | os.PathLike[str],
+        device: str | torch.device = "cpu",
+        tta: bool = False,
+        *,
+        rule: str | None = None,
+        tta_reduce: str = "logits",
+    ) -> Classifier:
+        """Load from a checkpoint, an ``ensemble.json``, an ensemble directory or a training RUN directory.
+
+        Args:
+            path: where the model(s) are.
+            device: torch device.
+            tta: 8-view test-time augmentation.
+            rule: override the ensemble rule (``"majority"`` or ``"mean"``).
+            tta_reduce: merge TTA views by mean ``"logits"`` or mean ``"prob"``.
+
+        Examples:
+            >>> Classifier.from_path("no/such/model.pt")  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            mitoscope.utils.errors.InputError: no/such/model.pt: model path not found ...
+        """
+        ens = load_ensemble(path, device=device, rule=rule, tta_reduce=tta_reduce)
+        return cls(ens, device=device, tta=tta)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def contract(self) -> ModelContract:
+        """The contract shared by the ensemble's models."""
+        return self.ensemble.contract
+
+    @property
+    def threshold(self) -> float:
+        """Decision threshold on P(atypical) (the ensemble's; for one model its ``thresholds["default"]``)."""
+        return self.ensemble.threshold
+
+    @property
+    def input_size(self) -> int:
+        """Patch side in pixels the model expects."""
+        return int(self.contract.input_size)
+
+    @property
+    def mpp(self) -> float:
+        """Microns per pixel the model was trained at."""
+        return float(self.contract.mpp)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """``(negative, positive)`` class names, normally ``("normal", "atypical")``."""
+        return tuple(self.contract.class_names)
+
+    def label_names(self, labels: np.ndarray) -> list[str]:
+        """Map 0/1 labels to class names.
+
+        Examples:
+            >>> Classifier.label_names.__doc__.split()[0]
+            'Map'
+        """
+        names = self.class_names
+        return [names[int(v)] for v in labels]
+
+    # ------------------------------------------------------------------ core
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        """One RGB uint8 patch → the normalised ``(3, S, S)`` tensor the model expects."""
+        return self._transform(as_rgb_uint8(image), None, self._rng)[0]
+
+    @torch.no_grad()
+    def predict_batch(self, batch: torch.Tensor) -> EnsembleOutput:
+        """Run the ensemble (with TTA if enabled) on a preprocessed batch ``(N, 3, S, S)``."""
+        batch = batch.to(self.device, non_blocking=True)
+        if self.tta:
+            from mitoscope.data.transforms import tta_views
+
+            views: list[torch.Tensor] = list(tta_views(batch))
+        else:
+            views = [batch]
+        return self.ensemble.predict(views)
+
+    def _run(self, batches: Iterable[torch.Tensor]) -> EnsembleOutput:
+        outs = [self.predict_batch(b) for b in prefetch(batches)]
+        if not outs:
+            m = len(self.ensemble)
+            empty_f, empty_i = np.zeros(0), np.zeros(0, dtype=np.int64)
+            return EnsembleOutput(empty_f, empty_i, np.zeros((0, m)), empty_i)
+        return EnsembleOutput(
+            prob=np.concatenate([o.prob for o in outs]),
+            label=np.concatenate([o.label for o in outs]),
+            member_probs=np.concatenate([o.member_probs for o in outs]),
+            votes=np.concatenate([o.votes for o in outs]),
+        )
+
+    def predict_arrays_full(self, images: Sequence[np.ndarray], *, batch_size: int = 64) -> EnsembleOutput:
+        """Like :meth:`predict_arrays` but returns probabilities, labels, member probabilities and votes."""
+
+        def batches() -> Iterator[torch.Tensor]:
+            for idx in _chunks(len(images), batch_size):
+                yield torch.stack([self.preprocess(images[i]) for i in idx])
+
+        return self._run(batches())
+
+    def predict_arrays(self, images: Sequence[np.ndarray], *, batch_size: int = 64) -> np.ndarray:
+        """P(atypical) for RGB patches (any size: they are resized/cropped like the evaluation transform does).
+
+        Args:
+            images: RGB (or grey/RGBA) uint8 arrays ``(H, W, C)``.
+            batch_size: patches per forward pass.
+
+        Returns:
+            ``(N,)`` float array of P(atypical) (the ensemble mean).
+
+        Examples:
+            >>> clf.predict_arrays([np.zeros((128, 128, 3), np.uint8)])  # doctest: +SKIP
+            array([0.42])
+        """
+        return self.predict_arrays_full(images, batch_size=batch_size).prob
+
+    def predict_catalog(
+        self,
+        catalog: pd.DataFrame,
+        *,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        source: object = None,
+    ) -> pd.DataFrame:
+        """Classify every record of a catalog (patch images, stack pages or slide points).
+
+        Records are read by the training dataset (:class:`mitoscope.data.datasets.PatchDataset`), so the
+        pixels the model sees at inference are the pixels it saw in validation.
+
+        Args:
+            catalog: a mitoscope catalog (see :mod:`mitoscope.data.catalog`).
+            batch_size: patches per forward pass.
+            num_workers: DataLoader worker processes for reading (0: a background thread reads).
+            source: what to name in read errors (e.g. the catalog file).
+
+        Returns:
+            A frame aligned with ``catalog`` (same index) with columns ``image, page, slide, x, y``,
+            ``p_atypical``, ``label`` (predicted class name), ``votes`` and ``p_model_<k>`` per ensemble member.
+
+        Examples:
+            >>> clf.predict_catalog(catalog)[["image", "p_atypical", "label"]]  # doctest: +SKIP
+        """
+        loader = self._catalog_loader(catalog, batch_size=batch_size, num_workers=num_workers, source=source)
+        out = self._run(loader)
+        if len(out.prob) != len(catalog):
+            raise RuntimeError(f"read {len(out.prob)} patches for {len(catalog)} catalog rows")
+        frame = catalog.loc[:, [c for c in ("image", "page", "slide", "x", "y") if c in catalog]].copy()
+        frame["p_atypical"] = out.prob
+        frame["label"] = self.label_names(out.label)
+        frame["votes"] = out.votes
+        if len(self.ensemble) > 1:
+            for k in range(out.member_probs.shape[1]):
+                frame[f"p_model_{k}"] = out.member_probs[:, k]
+        return frame
+
+    def _catalog_loader(
+        self, catalog: pd.DataFrame, *, batch_size: int, num_workers: int, source: object = None
+    ) -> Iterable[torch.Tensor]:
+        from torch.utils.data import DataLoader
+
+        from mitoscope.data.datasets import PatchDataset
+
+        dataset = PatchDataset(
+            catalog,
+            transform=self._transform,
+            size=self.input_size,
+            mpp=self.mpp,
+            targets=("label",),
+            source=source,
+        )
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=num_workers,
+            persistent_workers=False,
+        )
+        return (_images_of(batch) for batch in loader)
+
+    def classify_points(
+        self,
+        slide: Slide,
+        points_df: pd.DataFrame,
+        *,
+        batch_size: int = 64,
+        return_labels: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """P(atypical) of figures at ``(x, y)`` points of a slide (level-0 pixels).
+
+        Each patch is ``input_size`` px at the classifier's mpp, centred on the point
+        (``slide.read_centered(x, y, input_size, mpp=contract.mpp)``); reading runs in a background thread.
+
+        Args:
+            slide: an open slide.
+            points_df: frame with ``x`` and ``y`` columns (level-0 pixels).
+            batch_size: patches per forward pass.
+            return_labels: also return the ensemble's 0/1 labels.
+
+        Returns:
+            ``(N,)`` P(atypical), or ``(probs, labels)`` when ``return_labels``.
+
+        Examples:
+            >>> from mitoscope.io.slide_base import ArraySlide
+            >>> probs = clf.classify_points(ArraySlide(region), detections)  # doctest: +SKIP
+        """
+        missing = [c for c in ("x", "y") if c not in points_df.columns]
+        if missing:
+            raise ValueError(f"points_df lacks column(s) {missing}")
+        xs = points_df["x"].to_numpy(dtype=np.float64)
+        ys = points_df["y"].to_numpy(dtype=np.float64)
+        size, mpp = self.input_size, self.mpp
+
+        def batches() -> Iterator[torch.Tensor]:
+            for idx in _chunks(len(xs), batch_size):
+                crops = [slide.read_centered(xs[i], ys[i], size, mpp=mpp) for i in idx]
+                yield torch.stack([self.preprocess(c) for c in crops])
+
+        out = self._run(batches())
+        return (out.prob, out.label) if return_labels else out.prob
+
+
+def _eval_crop(contract: ModelContract) -> int | None:
+    """The centre crop the training recipe applied before resizing (``data.augment.crop``), if any."""
+    data = (contract.config or {}).get("data") or {}
+    augment = data.get("augment") or {}
+    crop = augment.get("crop") if isinstance(augment, dict) else None
+    return int(crop) if crop else None
+
+
+def _images_of(batch: Any) -> torch.Tensor:
+    """The image tensor of a DataLoader batch (a tensor, an ``(images, targets)`` pair or a dict)."""
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, dict):
+        for key in ("image", "images"):
+            if key in batch:
+                return batch[key]
+        raise KeyError(f"dataset batch has no 'image' key (keys: {sorted(batch)})")
+    if isinstance(batch, list | tuple):
+        return batch[0]
+    raise TypeError(f"unexpected dataset batch type {type(batch).__name__}")
