@@ -201,3 +201,24 @@ def test_empty_bundle_round_trip(tmp_path) -> None:
 def test_slide_name_of() -> None:
     assert slide_name_of("a/b/c.svs") == "c"
     assert slide_name_of("x.ome.tif") == "x"
+
+
+def test_classifier_labels_used_unless_threshold_forced() -> None:
+    slide, pts = make_slide()
+    probs = np.full(10, 0.4)
+    votes = np.array([1, 0] * 5)
+    r = analyze_slide(
+        slide,
+        detect=stand_in_detect(pts),
+        classify=lambda s, p: (probs, votes),
+        config=AnalysisConfig(thumbnail_size=0, max_crops=0),
+    )
+    assert r.summary["atypical_count"] == 5
+    assert list(r.figures["class"][:2]) == ["atypical", "normal"]
+    r = analyze_slide(
+        slide,
+        detect=stand_in_detect(pts),
+        classify=lambda s, p: (probs, votes),
+        config=AnalysisConfig(thumbnail_size=0, max_crops=0, atypical_threshold=0.3),
+    )
+    assert r.summary["atypical_count"] == 10

@@ -43,7 +43,7 @@ from mitoscope.utils.errors import InputError
 logger = logging.getLogger(__name__)
 
 DetectFn = Callable[[Slide], pd.DataFrame]
-ClassifyFn = Callable[[Slide, pd.DataFrame], np.ndarray]
+ClassifyFn = Callable[[Slide, pd.DataFrame], np.ndarray | tuple[np.ndarray, np.ndarray]]
 TissueFn = Callable[[Slide], float]
 
 FIGURE_COLUMNS = ("x", "y", "x_mm", "y_mm", "score", "p_atypical", "class", "label")
@@ -123,6 +123,9 @@ def summarize_figures(
 ) -> tuple[dict[str, Any], Hotspot]:
     """Per-slide statistics of classified figures (``x``, ``y``, ``p_atypical`` columns).
 
+    A figure is atypical by its ``class`` column when there is one (e.g. an ensemble's majority vote), else
+    when ``p_atypical >= atypical_threshold``.
+
     Returns the summary dict (mitotic count, density per mm² of tissue, hotspot count in the densest
     ``hpf_area_mm2`` window, atypical / normal counts, atypical fraction — NaN without figures — and the same
     counts inside the hotspot) and the :class:`Hotspot`.
@@ -136,8 +139,11 @@ def summarize_figures(
     """
     config = config or AnalysisConfig()
     n = len(figures)
-    p = figures["p_atypical"].to_numpy(float) if n else np.zeros(0)
-    atypical = p >= atypical_threshold
+    if "class" in figures.columns:
+        atypical = figures["class"].astype(str).eq("atypical").to_numpy()
+    else:
+        p = figures["p_atypical"].to_numpy(float) if n else np.zeros(0)
+        atypical = p >= atypical_threshold
     hotspot = densest_window(
         figures,
         slide_dims,
@@ -215,7 +221,8 @@ def analyze_slide(
     Args:
         slide: the slide (any :class:`~mitoscope.io.slide_base.Slide`).
         detect: ``slide -> DataFrame(x, y, score, label)`` in level-0 px.
-        classify: ``(slide, points) -> P(atypical)`` per point.
+        classify: ``(slide, points) -> P(atypical)`` per point, or ``(P(atypical), labels)`` when the classifier
+            decides by itself (an ensemble's majority vote); its labels are used unless ``config`` sets a threshold.
         tissue_area: ``slide -> mm²`` of tissue; None uses the whole slide area.
         atypical_threshold: threshold on P(atypical) (``config.atypical_threshold`` overrides it when set).
         config: statistics and report settings.
@@ -242,9 +249,17 @@ def analyze_slide(
     start = time.perf_counter()
     dets = _check_detections(detect(slide), slide)
     if len(dets):
-        probs = np.asarray(classify(slide, dets[["x", "y"]]), dtype=float).reshape(-1)
+        out = classify(slide, dets[["x", "y"]])
+        votes = None
+        if isinstance(out, tuple):  # (P(atypical), 0/1 labels), e.g. an ensemble's majority vote
+            out, votes = out
+        probs = np.asarray(out, dtype=float).reshape(-1)
         if probs.shape[0] != len(dets):
             raise ValueError(f"classifier returned {probs.shape[0]} probabilities for {len(dets)} figures")
+        if votes is not None and config.atypical_threshold is None:
+            is_atypical = np.asarray(votes).reshape(-1).astype(bool)
+        else:
+            is_atypical = probs >= threshold
         figures = pd.DataFrame(
             {
                 "x": dets["x"].to_numpy(float),
@@ -253,7 +268,7 @@ def analyze_slide(
                 "y_mm": dets["y"].to_numpy(float) * slide.mpp / 1000.0,
                 "score": dets["score"].to_numpy(float),
                 "p_atypical": probs,
-                "class": np.where(probs >= threshold, "atypical", "normal"),
+                "class": np.where(is_atypical, "atypical", "normal"),
                 "label": dets["label"].astype(str).to_numpy(),
             }
         )
