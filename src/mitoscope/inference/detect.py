@@ -1,0 +1,457 @@
+"""Whole-slide detection: overlapping tiles at the model's mpp, batched, read in parallel with computing.
+
+The slide is cut into a grid of tiles (:mod:`mitoscope.inference.tiling`) at the detector's resolution; tiles
+without tissue are skipped (:mod:`mitoscope.data.tissue`). A ``torch.utils.data.DataLoader`` reads and resamples
+tiles in ``num_workers`` worker processes — each worker opens the slide file itself — while the main process
+runs the model, so reading never idles the accelerator (``num_workers=0`` reads in the main thread). Only a few
+batches are in flight at once: memory stays bounded whatever the slide size.
+
+Each detected box becomes its centre point; a tile keeps only the points inside its *core* (the overlaps are
+split between neighbours), and the points of all tiles are then merged by non-maximum suppression on centre
+distance (higher score wins within ``merge_radius_um``, the MIDOG radius by default), so a figure on a tile
+border is reported once. Points are returned in level-0 pixels of the slide.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from mitoscope.inference.tiling import Tile, select_tissue_tiles, tile_grid
+from mitoscope.utils.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from mitoscope.io.slide_base import Slide
+    from mitoscope.models.checkpoint import ModelContract
+
+#: Label of a detection at or above the threshold, and of a kept candidate below it (MIDOG output names).
+POSITIVE_LABEL = "mitotic figure"
+BELOW_THRESHOLD_LABEL = "non-mitotic figure"
+#: File names looked for, in order, when a model path is a training run directory.
+CHECKPOINT_NAMES = ("best.pt", "model.pt", "checkpoints/best.pt", "last.pt", "checkpoints/last.pt")
+DETECTION_COLUMNS = ("x", "y", "score", "label")
+
+ProgressArg = bool | Callable[[int, int], None]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; anything else is passed to ``torch.device``.
+
+    Examples:
+        >>> str(resolve_device("cpu"))
+        'cpu'
+    """
+    import torch
+
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def find_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """A checkpoint file, or the best checkpoint inside a training run directory.
+
+    Examples:
+        >>> find_checkpoint("/nonexistent/run")
+        Traceback (most recent call last):
+        ...
+        mitoscope.utils.errors.InputError: /nonexistent/run: model checkpoint or run directory not found
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for name in CHECKPOINT_NAMES:
+            if (path / name).is_file():
+                return path / name
+        found = sorted(path.glob("*.pt"))
+        if len(found) == 1:
+            return found[0]
+        raise InputError(
+            f"no checkpoint in run directory (looked for {', '.join(CHECKPOINT_NAMES)})", path=path
+        )
+    raise InputError("model checkpoint or run directory not found", path=path)
+
+
+# --------------------------------------------------------------------------------------------- merging
+
+
+def merge_by_distance(xy: np.ndarray, scores: np.ndarray, radius: float) -> np.ndarray:
+    """Non-maximum suppression on centre distance: indices kept, by descending score.
+
+    A point is dropped when a point with a higher score (ties: earlier index) lies within ``radius``
+    (inclusive) and was itself kept.
+
+    Examples:
+        >>> merge_by_distance(np.array([[0, 0], [10, 0], [100, 0]]), np.array([0.5, 0.9, 0.7]), 20).tolist()
+        [1, 2]
+    """
+    xy = np.asarray(xy, dtype=float).reshape(-1, 2)
+    scores = np.asarray(scores, dtype=float)
+    if len(xy) == 0:
+        return np.zeros(0, dtype=int)
+    from scipy.spatial import cKDTree
+
+    order = np.argsort(-scores, kind="mergesort")
+    tree = cKDTree(xy)
+    suppressed = np.zeros(len(xy), dtype=bool)
+    keep = []
+    for i in order:
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        suppressed[tree.query_ball_point(xy[i], r=radius)] = True
+    return np.asarray(keep, dtype=int)
+
+
+# --------------------------------------------------------------------------------------------- tile reading
+
+
+class _TileDataset:
+    """Map-style dataset of tiles; in worker processes the slide file is opened anew (no shared handles)."""
+
+    def __init__(self, slide: Slide, tiles: Sequence[Tile], *, mpp: float, pad_value: int) -> None:
+        from mitoscope.io.slide_base import ArraySlide
+
+        self.tiles = list(tiles)
+        self.mpp = mpp
+        self.pad_value = pad_value
+        self._slide: Slide | None = slide
+        self._reopen: tuple[str, float | None] | None = None
+        path = getattr(slide, "path", "")
+        if not isinstance(slide, ArraySlide) and path and Path(path).is_file():
+            self._reopen = (str(path), slide.mpp if slide.mpp_is_assumed else None)
+        self._owner_pid = os.getpid()
+
+    def slide(self) -> Slide:
+        if self._reopen is not None and os.getpid() != self._owner_pid:
+            from mitoscope.io.slides import open_slide
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._slide = open_slide(self._reopen[0], mpp=self._reopen[1])
+            self._owner_pid = os.getpid()
+            self._reopen = None
+        assert self._slide is not None
+        return self._slide
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        import torch
+
+        t = self.tiles[i]
+        arr = self.slide().read_rect(
+            t.level0_x, t.level0_y, t.size, t.size, mpp=self.mpp, pad_value=self.pad_value
+        )
+        return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1), i
+
+
+def _collate(items: list[tuple[Any, int]]) -> tuple[Any, list[int]]:
+    import torch
+
+    return torch.stack([im for im, _ in items]), [i for _, i in items]
+
+
+def _worker_init(_: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def iterate_tile_batches(
+    slide: Slide,
+    tiles: Sequence[Tile],
+    *,
+    mpp: float,
+    batch_size: int = 8,
+    num_workers: int = 2,
+    pad_value: int = 255,
+    pin_memory: bool = False,
+) -> Any:
+    """Yield ``(uint8 tensor (B, 3, S, S), tile indices)`` batches, read by ``num_workers`` processes.
+
+    Examples:
+        >>> from mitoscope.io.slide_base import ArraySlide
+        >>> s = ArraySlide(np.zeros((100, 100, 3), np.uint8))
+        >>> tiles = tile_grid(s.dimensions, slide_mpp=0.25, tile_size=64, overlap=0)
+        >>> [(b.shape[0], idx) for b, idx in iterate_tile_batches(s, tiles, mpp=0.25, batch_size=3, num_workers=0)]
+        [(3, [0, 1, 2]), (1, [3])]
+    """
+    from torch.utils.data import DataLoader
+
+    dataset = _TileDataset(slide, tiles, mpp=mpp, pad_value=pad_value)
+    workers = max(0, int(num_workers))
+    loader = DataLoader(
+        dataset,  # type: ignore[arg-type]
+        batch_size=max(1, int(batch_size)),
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_collate,
+        pin_memory=pin_memory,
+        worker_init_fn=_worker_init if workers else None,
+        prefetch_factor=2 if workers else None,
+    )
+    yield from loader
+
+
+# --------------------------------------------------------------------------------------------- detection
+
+
+def _progress_callback(
+    progress: ProgressArg, total: int
+) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    if callable(progress):
+        return progress, lambda: None
+    if not progress:
+        return (lambda done, total: None), lambda: None
+    from rich.progress import Progress
+
+    bar = Progress(transient=True)
+    task = bar.add_task("tiles", total=total)
+    bar.start()
+    return (lambda done, total: bar.update(task, completed=done)), bar.stop
+
+
+def _tiles_for(
+    slide: Slide,
+    *,
+    tile_size: int,
+    overlap: int,
+    mpp: float,
+    region: tuple[int, int, int, int] | None,
+    tissue: bool | tuple[np.ndarray, float],
+    min_tissue: float,
+) -> tuple[list[Tile], int]:
+    tiles = tile_grid(
+        slide.dimensions, slide_mpp=slide.mpp, mpp=mpp, tile_size=tile_size, overlap=overlap, region=region
+    )
+    total = len(tiles)
+    if tissue is False:
+        return tiles, total
+    if tissue is True:
+        from mitoscope.data.tissue import slide_tissue_mask
+
+        mask, mask_mpp = slide_tissue_mask(slide)
+    else:
+        mask, mask_mpp = tissue
+    origin = (region[0], region[1]) if region is not None else (0, 0)
+    kept = select_tissue_tiles(
+        tiles, mask, mask_mpp, slide_mpp=slide.mpp, min_tissue=min_tissue, region_origin=origin
+    )
+    return kept, total
+
+
+def detect_slide(
+    model: nn.Module,
+    contract: ModelContract,
+    slide: Slide,
+    *,
+    batch_size: int = 8,
+    overlap: int = 64,
+    device: str | torch.device = "cpu",
+    threshold: float | None = None,
+    num_workers: int = 2,
+    progress: ProgressArg = True,
+    tissue: bool | tuple[np.ndarray, float] = True,
+    min_tissue: float = 0.01,
+    keep_below_threshold: bool = False,
+    merge_radius_um: float = 7.5,
+    tile_size: int | None = None,
+    region: tuple[int, int, int, int] | None = None,
+    pad_value: int = 255,
+) -> pd.DataFrame:
+    """Detect mitotic figures in a whole slide (or a level-0 ``region`` of it).
+
+    Args:
+        model: a detector following the torchvision convention: ``model(list of float CHW tensors in [0, 1])``
+            → list of ``{"boxes" (K, 4) xyxy in input px, "scores" (K,), "labels" (K,)}``, label 1 = mitosis.
+        contract: its :class:`~mitoscope.models.checkpoint.ModelContract` (``mpp``, ``input_size``,
+            ``thresholds["default"]``).
+        slide: the slide; tiles are read at ``contract.mpp`` (resampled when the slide's mpp differs).
+        batch_size: tiles per forward pass.
+        overlap: overlap between tiles in model px.
+        device: ``"cpu"``, ``"cuda"``, ``"auto"`` or a torch device.
+        threshold: score threshold; ``None`` uses ``contract.thresholds["default"]`` (0.5 if absent).
+        num_workers: tile-reading worker processes (0: read in the main thread).
+        progress: ``True`` shows a transient progress bar, a callable gets ``(tiles_done, tiles_total)``.
+        tissue: skip tiles without tissue (``True``: compute the mask; or a precomputed ``(mask, mask_mpp)``).
+        min_tissue: least tissue fraction of a tile's core for it to be processed.
+        keep_below_threshold: also return candidates below the threshold, labelled ``"non-mitotic figure"``
+            (for AP / FROC / threshold tuning).
+        merge_radius_um: points closer than this (µm) are merged, keeping the higher score.
+        tile_size: tile edge in model px (default ``contract.input_size``).
+        region: ``(x, y, width, height)`` in level-0 px to restrict detection to.
+        pad_value: fill for areas outside the slide (255: white glass).
+
+    Returns:
+        DataFrame with ``x, y`` (level-0 px), ``score`` and ``label``, by descending score.
+        ``attrs`` holds ``threshold``, ``tiles_total``, ``tiles_processed``, ``mpp`` (slide) and ``model_mpp``.
+
+    Examples:
+        >>> import torch
+        >>> from mitoscope.io.slide_base import ArraySlide
+        >>> from mitoscope.models.checkpoint import ModelContract
+        >>> class Nothing(torch.nn.Module):
+        ...     def forward(self, images):
+        ...         return [{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0)}
+        ...                 for _ in images]
+        >>> c = ModelContract("nothing", {}, "detection", input_size=64)
+        >>> detect_slide(Nothing(), c, ArraySlide(np.zeros((100, 100, 3), np.uint8)), overlap=16,
+        ...              num_workers=0, progress=False, tissue=False).attrs["tiles_processed"]
+        4
+    """
+    import torch
+
+    dev = resolve_device(device)
+    size = int(tile_size or contract.input_size)
+    model_mpp = float(contract.mpp)
+    thr = float(threshold) if threshold is not None else float(contract.thresholds.get("default", 0.5))
+    tiles, total = _tiles_for(
+        slide,
+        tile_size=size,
+        overlap=overlap,
+        mpp=model_mpp,
+        region=region,
+        tissue=tissue,
+        min_tissue=min_tissue,
+    )
+    report, finish = _progress_callback(progress, len(tiles))
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    ss: list[np.ndarray] = []
+    done = 0
+    was_training = model.training
+    model.eval()
+    try:
+        report(0, len(tiles))
+        batches = iterate_tile_batches(
+            slide,
+            tiles,
+            mpp=model_mpp,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pad_value=pad_value,
+            pin_memory=dev.type == "cuda",
+        )
+        for batch, indices in batches:
+            images = batch.to(dev, non_blocking=True).float().div_(255.0)
+            with torch.inference_mode():
+                outputs = model(list(images.unbind(0)))
+            for out, i in zip(outputs, indices, strict=True):
+                x, y, s = _points_in_core(out, tiles[i])
+                xs.append(x)
+                ys.append(y)
+                ss.append(s)
+            done += len(indices)
+            report(done, len(tiles))
+    finally:
+        finish()
+        model.train(was_training)
+    x = np.concatenate([*xs, np.empty(0)])
+    y = np.concatenate([*ys, np.empty(0)])
+    s = np.concatenate([*ss, np.empty(0)])
+    keep = merge_by_distance(np.stack([x, y], axis=1), s, merge_radius_um / slide.mpp)
+    x, y, s = x[keep], y[keep], s[keep]
+    above = s >= thr
+    if not keep_below_threshold:
+        x, y, s, above = x[above], y[above], s[above], above[above]
+    frame = pd.DataFrame(
+        {
+            "x": x,
+            "y": y,
+            "score": s,
+            "label": np.where(above, POSITIVE_LABEL, BELOW_THRESHOLD_LABEL).astype(object),
+        },
+        columns=list(DETECTION_COLUMNS),
+    )
+    frame.attrs.update(
+        threshold=thr,
+        tiles_total=total,
+        tiles_processed=len(tiles),
+        mpp=float(slide.mpp),
+        model_mpp=model_mpp,
+    )
+    return frame
+
+
+def _points_in_core(out: dict[str, Any], tile: Tile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    boxes = out["boxes"].detach().float().cpu().numpy().reshape(-1, 4)
+    scores = out["scores"].detach().float().cpu().numpy().reshape(-1)
+    if "labels" in out and len(boxes):
+        is_mitosis = out["labels"].detach().cpu().numpy().reshape(-1) == 1
+        boxes, scores = boxes[is_mitosis], scores[is_mitosis]
+    u = (boxes[:, 0] + boxes[:, 2]) / 2.0
+    v = (boxes[:, 1] + boxes[:, 3]) / 2.0
+    own = tile.owns(u, v)
+    x, y = tile.to_level0(u[own], v[own])
+    return x.astype(float), y.astype(float), scores[own].astype(float)
+
+
+class Detector:
+    """A detection model with its contract, ready to run on slides.
+
+    Examples:
+        >>> import torch
+        >>> from mitoscope.models.checkpoint import ModelContract
+        >>> d = Detector(torch.nn.Identity(), ModelContract("x", {}, "detection", input_size=256,
+        ...              thresholds={"default": 0.6}))
+        >>> d.threshold, d.tile_size
+        (0.6, 256)
+    """
+
+    def __init__(
+        self, model: nn.Module, contract: ModelContract, *, device: str | torch.device = "cpu"
+    ) -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.contract = contract
+        self.path: Path | None = None
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str], *, device: str | torch.device = "auto") -> Detector:
+        """Load a detector from a checkpoint file or a training run directory (``best.pt`` / ``model.pt``)."""
+        from mitoscope.models.checkpoint import load_model
+
+        ckpt = find_checkpoint(path)
+        dev = resolve_device(device)
+        model, contract = load_model(ckpt, device=dev)
+        if contract.task != "detection":
+            raise InputError(f"checkpoint is a {contract.task!r} model, not a detection model", path=ckpt)
+        det = cls(model, contract, device=dev)
+        det.path = ckpt
+        return det
+
+    @property
+    def threshold(self) -> float:
+        """The detection threshold stored in the checkpoint (0.5 if none)."""
+        return float(self.contract.thresholds.get("default", 0.5))
+
+    @property
+    def tile_size(self) -> int:
+        """Tile edge in model px (the contract's input size)."""
+        return int(self.contract.input_size)
+
+    def detect(self, slide: Slide, **kwargs: Any) -> pd.DataFrame:
+        """:func:`detect_slide` with this model, contract and device."""
+        kwargs.setdefault("device", self.device)
+        return detect_slide(self.model, self.contract, slide, **kwargs)
+
+
+def tiles_per_second(n_tiles: int, seconds: float) -> float:
+    """Throughput helper used by benchmarks (NaN for a zero duration)."""
+    return n_tiles / seconds if seconds > 0 else math.nan
