@@ -1,11 +1,126 @@
-"""Placeholder: this command is not built yet."""
+"""``mitoscope classify``: P(atypical) for patches in a folder, a labelled-source CSV or a Track 2 TIFF stack."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import typer
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
-def classify() -> None:
-    """Not built yet."""
-    typer.echo("not built yet", err=True)
-    raise typer.Exit(2)
+
+def _folder_catalog(folder: Path) -> Any:
+    from mitoscope.data.catalog import make_catalog
+
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
+    if not files:
+        raise FileNotFoundError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    return make_catalog({"image": str(p), "source": "folder"} for p in files)
+
+
+def _stack_pages(path: Path) -> int:
+    """Number of patches in a TIFF stack (pages, or the first axis of a single 4-D page); 0 if not a stack."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if len(tif.pages) == 1 and tif.series and tif.series[0].ndim == 4:
+                return int(tif.series[0].shape[0])
+            return len(tif.pages) if len(tif.pages) > 1 else 0
+    except Exception as exc:
+        raise ValueError(f"{path}: cannot read TIFF ({exc})") from exc
+
+
+def _input_catalog(path: Path) -> tuple[Any, bool]:
+    """``(catalog, is_stack)`` for a folder, a TIFF stack, a single image or a source CSV/JSON."""
+    from mitoscope.data.catalog import make_catalog
+
+    if path.is_dir():
+        return _folder_catalog(path), False
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: input not found")
+    suffix = path.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        pages = _stack_pages(path)
+        if pages:
+            rows = ({"image": str(path), "page": k, "source": "track2"} for k in range(pages))
+            return make_catalog(rows), True
+    if suffix in IMAGE_SUFFIXES:
+        return make_catalog([{"image": str(path), "source": "file"}]), False
+    from mitoscope.data.sources import load_catalog
+
+    return load_catalog(path), False
+
+
+def _track2_records(labels: list[str], probs: Any) -> list[dict[str, Any]]:
+    return [{"class": str(lab), "confidence": float(p)} for lab, p in zip(labels, probs, strict=True)]
+
+
+def _write_track2_json(path: Path, labels: list[str], probs: Any) -> None:
+    """The MIDOG 2025 Track 2 output: ``[{"class": "normal"|"atypical", "confidence": P(atypical)}, ...]``."""
+    import json
+
+    from mitoscope.utils.atomic import write_text_atomic
+
+    write_text_atomic(path, json.dumps(_track2_records(labels, probs), indent=1) + "\n")
+
+
+def classify(
+    model: Path = typer.Argument(
+        ..., help="Checkpoint (.pt), ensemble.json / ensemble directory, or RUN directory."
+    ),
+    input: Path = typer.Argument(
+        ..., help="Folder of images (recursive), source CSV, or MIDOG Track 2 TIFF stack."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Output CSV (file, [page,] p_atypical, label)."),
+    tta: bool = typer.Option(False, "--tta", help="Average the 8 dihedral views (rotations x flips)."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Patches per forward pass."),
+    device: str = typer.Option("cpu", "--device", help="Torch device (cpu, cuda, cuda:1, mps)."),
+    num_workers: int = typer.Option(0, "--num-workers", min=0, help="Reader processes (0: a reader thread)."),
+    rule: str | None = typer.Option(None, "--rule", help="Override the ensemble rule: majority or mean."),
+    json_out: Path | None = typer.Option(
+        None, "--json", help="Track 2 JSON path for a TIFF stack (default: OUT with .json)."
+    ),
+) -> None:
+    """Classify mitotic-figure patches as normal or atypical (P(atypical) and label per patch)."""
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    try:
+        from mitoscope.inference.classify import Classifier
+        from mitoscope.utils.atomic import write_text_atomic
+
+        if rule is not None and rule not in ("majority", "mean"):
+            raise ValueError(f"--rule must be 'majority' or 'mean', got {rule!r}")
+        catalog, is_stack = _input_catalog(input)
+        if catalog.empty:
+            raise ValueError(f"{input}: no records to classify")
+        clf = Classifier.from_path(model, device=device, tta=tta, rule=rule)
+        result = clf.predict_catalog(catalog, batch_size=batch_size, num_workers=num_workers, source=input)
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+    frame = result.rename(columns={"image": "file"})
+    cols = ["file", "page", "p_atypical", "label"] if is_stack else ["file", "p_atypical", "label"]
+    if "page" in frame and not is_stack and (frame["page"] >= 0).any():
+        cols.insert(1, "page")
+    if len(clf.ensemble) > 1:
+        cols.append("votes")
+    frame = frame[cols]
+    write_text_atomic(out, frame.to_csv(index=False, float_format="%.6f"))
+    n_atyp = int((frame["label"] == clf.class_names[1]).sum())
+    msg = (
+        f"{len(frame)} patches → {out} ({n_atyp} atypical; {len(clf.ensemble)} model(s), "
+        f"{clf.ensemble.rule}, threshold {clf.threshold:.3f}{', TTA' if tta else ''})"
+    )
+    if is_stack:
+        track2 = json_out or out.with_suffix(".json")
+        _write_track2_json(track2, frame["label"].tolist(), frame["p_atypical"].to_numpy())
+        msg += f"; Track 2 JSON → {track2}"
+    err.print(msg, highlight=False, soft_wrap=True)

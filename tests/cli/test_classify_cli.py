@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+import torch
+from PIL import Image
+from torch import nn
+from typer.testing import CliRunner
+
+from mitoscope.cli.main import app
+from mitoscope.inference.classify import Classifier
+from mitoscope.models.checkpoint import ModelContract, save_checkpoint
+from mitoscope.models.registry import register_model
+
+ARCH = "c3_test_classify_cli_tiny"
+runner = CliRunner()
+
+
+class _Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3, stride=2)
+        self.fc = nn.Linear(2, 1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = 4.0 * self.fc(self.conv(x).mean(dim=(2, 3)))[:, 0]
+        return {"logits": logits, "prob": torch.sigmoid(logits)}
+
+
+try:
+
+    @register_model(ARCH)
+    def _build() -> nn.Module:
+        return _Tiny()
+
+except ValueError:
+    pass
+
+
+def _save(path: Path, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    contract = ModelContract(
+        architecture=ARCH, kwargs={}, task="classification", input_size=32, mean=(0.5,) * 3, std=(0.25,) * 3
+    )
+    return save_checkpoint(path, _Tiny().eval(), contract)
+
+
+def _patches(n: int, size: int = 40) -> list[np.ndarray]:
+    rng = np.random.default_rng(n)
+    return [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_folder_recursive(tmp_path: Path) -> None:
+    ckpt = _save(tmp_path / "m.pt")
+    folder = tmp_path / "imgs"
+    (folder / "sub").mkdir(parents=True)
+    patches = _patches(3)
+    names = [folder / "a.png", folder / "sub" / "b.png", folder / "sub" / "c.jpg"]
+    for p, name in zip(patches, names, strict=True):
+        Image.fromarray(p).save(name, quality=100) if name.suffix == ".jpg" else Image.fromarray(p).save(name)
+    (folder / "notes.txt").write_text("ignored")
+    out = tmp_path / "pred.csv"
+    res = runner.invoke(app, ["classify", str(ckpt), str(folder), "--out", str(out), "--batch-size", "2"])
+    assert res.exit_code == 0, res.output
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == ["file", "p_atypical", "label"]
+    assert [Path(f).name for f in frame["file"]] == ["a.png", "b.png", "c.jpg"]
+    clf = Classifier.from_path(ckpt)
+    expected = clf.predict_arrays([np.asarray(Image.open(n).convert("RGB")) for n in names])
+    np.testing.assert_allclose(frame["p_atypical"], expected, atol=1e-5)
+    assert set(frame["label"]) <= {"normal", "atypical"}
+    assert not (tmp_path / "pred.json").exists()
+
+
+def test_stack_writes_track2_json_and_ensemble_votes(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    for k in range(3):
+        _save(run / f"fold_{k}" / "best.pt", seed=k)
+    (run / "ensemble.json").write_text(
+        json.dumps({"models": [f"fold_{k}/best.pt" for k in range(3)], "rule": "majority"})
+    )
+    stack = tmp_path / "stack.tiff"
+    patches = _patches(5, size=32)
+    tifffile.imwrite(stack, np.stack(patches))
+    out = tmp_path / "res" / "pred.csv"
+    res = runner.invoke(app, ["classify", str(run), str(stack), "--out", str(out), "--tta"])
+    assert res.exit_code == 0, res.output
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == ["file", "page", "p_atypical", "label", "votes"]
+    assert frame["page"].tolist() == [0, 1, 2, 3, 4]
+    records = json.loads((tmp_path / "res" / "pred.json").read_text())
+    assert len(records) == 5
+    assert [r["class"] for r in records] == frame["label"].tolist()
+    np.testing.assert_allclose([r["confidence"] for r in records], frame["p_atypical"], atol=1e-6)
+    full = Classifier.from_path(run, tta=True).predict_arrays_full(patches)
+    assert frame["votes"].tolist() == full.votes.tolist()
+    assert frame["label"].tolist() == ["atypical" if v else "normal" for v in full.label]
+
+
+def test_real_track2_stack(tmp_path: Path, shared_data: Path) -> None:
+    ckpt = _save(tmp_path / "m.pt")
+    stack = shared_data / "slides" / "midog25_track2_stack_5.tiff"
+    out = tmp_path / "t2.csv"
+    track2 = tmp_path / "custom.json"
+    res = runner.invoke(app, ["classify", str(ckpt), str(stack), "--out", str(out), "--json", str(track2)])
+    assert res.exit_code == 0, res.output
+    records = json.loads(track2.read_text())
+    assert len(records) == 16 and pd.read_csv(out)["page"].tolist() == list(range(16))
+    assert all(set(r) == {"class", "confidence"} and 0.0 <= r["confidence"] <= 1.0 for r in records)
+    assert all(r["class"] in ("normal", "atypical") for r in records)
+
+
+@pytest.mark.parametrize(
+    ("model", "inp", "message"),
+    [
+        ("missing.pt", "imgs", "model path not found"),
+        ("m.pt", "nothing_here", "input not found"),
+        ("m.pt", "empty", "no image files"),
+    ],
+)
+def test_errors_are_one_line(tmp_path: Path, model: str, inp: str, message: str) -> None:
+    _save(tmp_path / "m.pt")
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(_patches(1)[0]).save(tmp_path / "imgs" / "a.png")
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "o.csv"
+    res = runner.invoke(app, ["classify", str(tmp_path / model), str(tmp_path / inp), "--out", str(out)])
+    assert res.exit_code == 1
+    assert message in res.output and "Traceback" not in res.output
+    assert not out.exists()
