@@ -34,7 +34,7 @@ from mitoscope.utils.errors import InputError
 
 RULES = ("majority", "mean")
 ENSEMBLE_FILE = "ensemble.json"
-_CHECKPOINT_NAMES = ("best.pt", "model.pt", "last.pt")
+_CHECKPOINT_NAMES = ("model.pt", "best.pt", "last.pt")
 
 
 def _logit(p: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -236,7 +236,7 @@ def read_ensemble_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def find_fold_checkpoints(run_dir: str | os.PathLike[str]) -> list[Path]:
-    """Checkpoints of a run directory without ``ensemble.json``: ``fold_*/best.pt`` (or ``model.pt``/``last.pt``),
+    """Checkpoints of a run directory without ``ensemble.json``: ``fold_*/model.pt`` (or ``best.pt``/``last.pt``),
     else ``*.pt`` files directly inside it (sorted).
 
     Examples:
@@ -272,7 +272,7 @@ def resolve_ensemble(path: str | os.PathLike[str]) -> dict[str, Any]:
         found = find_fold_checkpoints(path)
         if not found:
             raise InputError(
-                "no ensemble.json, fold_*/best.pt or *.pt checkpoint in this directory", path=path
+                "no ensemble.json, fold_*/model.pt or *.pt checkpoint in this directory", path=path
             )
         return {"models": found, "rule": "majority" if len(found) > 1 else "mean", "threshold": None}
     raise InputError(
@@ -290,7 +290,7 @@ def load_ensemble(
     """Load an :class:`Ensemble` from an ``ensemble.json``, a run directory, or a single checkpoint.
 
     Args:
-        path: ``ensemble.json``; a directory holding one, or ``fold_*/best.pt`` checkpoints, or ``*.pt``
+        path: ``ensemble.json``; a directory holding one, or ``fold_*/model.pt`` checkpoints, or ``*.pt``
             files; or one checkpoint file (an ensemble of one).
         device: where to put the models.
         rule: override the rule stored in the ensemble file.
