@@ -1,0 +1,290 @@
+"""Joint image/mask patch transforms for the classifiers, and the 8 dihedral views for test-time augmentation.
+
+A transform takes ``(image, mask, rng)`` — uint8 RGB ``(H, W, 3)``, an optional ``(H, W)`` mask and a numpy
+generator — and returns ``(tensor, mask_tensor)``: the normalised float image ``(3, size, size)`` and the mask
+``(1, size, size)`` (float 0/1) or ``None``. Geometric operations are applied to both; colour operations only to
+the image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from skimage.color import hsv2rgb, rgb2hsv
+from skimage.transform import resize, rotate
+from torch import Tensor
+
+from mitoscope.data.stain import HEDJitter
+
+PatchTransformFn = Callable[
+    [np.ndarray, "np.ndarray | None", "np.random.Generator | None"], tuple[Tensor, "Tensor | None"]
+]
+
+
+@dataclass(frozen=True)
+class ColorJitter:
+    """Random brightness, contrast, saturation (factors in ``[1 - x, 1 + x]``) and hue shift (``±hue``, turns).
+
+    Examples:
+        >>> img = np.full((4, 4, 3), 128, np.uint8)
+        >>> ColorJitter(0.0, 0.0, 0.0, 0.0)(img, np.random.default_rng(0)).tolist() == img.tolist()
+        True
+    """
+
+    brightness: float = 0.1
+    contrast: float = 0.1
+    saturation: float = 0.1
+    hue: float = 0.025
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Jitter a uint8 RGB image."""
+        x = image.astype(np.float32) / 255.0
+        if self.brightness:
+            x = x * rng.uniform(1 - self.brightness, 1 + self.brightness)
+        if self.contrast:
+            mean = float(_gray(x).mean())
+            x = (x - mean) * rng.uniform(1 - self.contrast, 1 + self.contrast) + mean
+        if self.saturation:
+            gray = _gray(x)[..., None]
+            x = gray + (x - gray) * rng.uniform(1 - self.saturation, 1 + self.saturation)
+        x = np.clip(x, 0.0, 1.0)
+        if self.hue:
+            hsv = rgb2hsv(x)
+            hsv[..., 0] = (hsv[..., 0] + rng.uniform(-self.hue, self.hue)) % 1.0
+            x = hsv2rgb(hsv)
+        return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+
+
+def _gray(x: np.ndarray) -> np.ndarray:
+    return x[..., 0] * 0.299 + x[..., 1] * 0.587 + x[..., 2] * 0.114
+
+
+def _color_jitter(spec: float | Mapping[str, float] | ColorJitter | None) -> ColorJitter | None:
+    if spec is None or spec is False:
+        return None
+    if isinstance(spec, ColorJitter):
+        return spec
+    if isinstance(spec, Mapping):
+        return ColorJitter(**{k: float(v) for k, v in spec.items()})
+    strength = float(spec)
+    if strength <= 0:
+        return None
+    return ColorJitter(strength, strength, strength, strength / 4)
+
+
+def _check_inputs(image: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 4:
+        image = image[..., :3]
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"expected an RGB image (H, W, 3), got shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise TypeError(f"expected a uint8 image, got dtype {image.dtype}")
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.ndim == 3 and mask.shape[-1] == 1:
+            mask = mask[..., 0]
+        if mask.shape != image.shape[:2]:
+            raise ValueError(f"mask shape {mask.shape} does not match image shape {image.shape[:2]}")
+        mask = mask > 0
+    return image, mask
+
+
+def center_crop(array: np.ndarray, size: int) -> np.ndarray:
+    """The central ``size × size`` region (zero-padded when the array is smaller).
+
+    Examples:
+        >>> center_crop(np.arange(16).reshape(4, 4), 2).tolist()
+        [[5, 6], [9, 10]]
+        >>> center_crop(np.ones((2, 2)), 4).sum()
+        4.0
+    """
+    h, w = array.shape[:2]
+    if h < size or w < size:
+        ph, pw = max(0, size - h), max(0, size - w)
+        pad = [(ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)] + [(0, 0)] * (array.ndim - 2)
+        array = np.pad(array, pad)
+        h, w = array.shape[:2]
+    top, left = (h - size) // 2, (w - size) // 2
+    return array[top : top + size, left : left + size]
+
+
+class PatchTransform:
+    """The callable :func:`build_patch_transform` returns (picklable, for DataLoader workers)."""
+
+    def __init__(
+        self,
+        *,
+        train: bool,
+        size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        rotate: bool = True,
+        max_angle: float = 15.0,
+        color_jitter: ColorJitter | None = None,
+        hed_jitter: HEDJitter | None = None,
+        crop: int | None = None,
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"size must be positive, got {size}")
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean and std need 3 values (std > 0), got {mean}, {std}")
+        self.train = train
+        self.size = int(size)
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.std = np.asarray(std, dtype=np.float32)
+        self.rotate = rotate
+        self.max_angle = float(max_angle)
+        self.color_jitter = color_jitter
+        self.hed_jitter = hed_jitter
+        self.crop = crop
+
+    def __repr__(self) -> str:
+        return (
+            f"PatchTransform(train={self.train}, size={self.size}, crop={self.crop}, rotate={self.rotate}, "
+            f"max_angle={self.max_angle}, color_jitter={self.color_jitter}, hed_jitter={self.hed_jitter})"
+        )
+
+    def __call__(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Transform ``image`` (and ``mask``); ``rng`` drives the random choices (fresh entropy when None)."""
+        image, mask = _check_inputs(image, mask)
+        if self.crop is not None:
+            image = center_crop(image, self.crop)
+            mask = None if mask is None else center_crop(mask, self.crop)
+        if self.train:
+            gen = rng if rng is not None else np.random.default_rng()
+            image, mask = self._geometric(image, mask, gen)
+            if self.hed_jitter is not None:
+                image = self.hed_jitter(image, gen)
+            if self.color_jitter is not None:
+                image = self.color_jitter(image, gen)
+        if image.shape[:2] != (self.size, self.size):
+            down = image.shape[0] > self.size
+            image = resize(
+                image, (self.size, self.size), order=1, anti_aliasing=down, preserve_range=True
+            ).astype(np.float32)
+            if mask is not None:
+                mask = (
+                    resize(mask.astype(np.float32), (self.size, self.size), order=0, anti_aliasing=False)
+                    > 0.5
+                )
+        x = (image.astype(np.float32) / 255.0 - self.mean) / self.std
+        tensor = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+        mask_t = (
+            None if mask is None else torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None]
+        )
+        return tensor, mask_t
+
+    def _geometric(
+        self, image: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        if rng.random() < 0.5:
+            image, mask = image[:, ::-1], None if mask is None else mask[:, ::-1]
+        if self.rotate:
+            k = int(rng.integers(4))
+            image, mask = np.rot90(image, k), None if mask is None else np.rot90(mask, k)
+            if self.max_angle > 0:
+                angle = float(rng.uniform(-self.max_angle, self.max_angle))
+                image = rotate(image, angle, order=1, mode="reflect", preserve_range=True)
+                image = np.clip(np.round(image), 0, 255).astype(np.uint8)
+                if mask is not None:
+                    mask = rotate(mask.astype(np.float32), angle, order=0, mode="reflect") > 0.5
+        elif rng.random() < 0.5:
+            image, mask = image[::-1], None if mask is None else mask[::-1]
+        return np.ascontiguousarray(image), None if mask is None else np.ascontiguousarray(mask)
+
+
+def build_patch_transform(
+    *,
+    train: bool,
+    size: int,
+    mean: Sequence[float] = (0.485, 0.456, 0.406),
+    std: Sequence[float] = (0.229, 0.224, 0.225),
+    rotate: bool = True,
+    max_angle: float = 15.0,
+    color_jitter: float | Mapping[str, float] | ColorJitter | None = 0.1,
+    hed_jitter: float | HEDJitter | None = 0.05,
+    crop: int | None = None,
+) -> PatchTransform:
+    """Build the joint image/mask transform of classifier patches.
+
+    Training: random horizontal flip, random 90° rotation and a small random rotation (``±max_angle`` degrees,
+    reflect padding) — or, with ``rotate=False``, random flips only — then HED stain jitter and colour jitter.
+    Both modes: optional centre ``crop`` first, resize to ``size × size`` (bilinear image, nearest mask), and
+    normalisation with ``mean``/``std``. Eval does only the crop/resize and normalisation.
+
+    Args:
+        train: training (random) or evaluation (deterministic) transform.
+        size: output side in pixels.
+        mean, std: per-channel normalisation of the [0, 1] image (the model's ``mean``/``std``).
+        rotate: random 90° and small rotations.
+        max_angle: largest small rotation in degrees (0 disables it).
+        color_jitter: strength ``x`` (brightness/contrast/saturation ``±x``, hue ``±x/4``), a dict of the four
+            values, a :class:`ColorJitter`, or ``None``.
+        hed_jitter: ``sigma = bias`` of :class:`~mitoscope.data.stain.HEDJitter`, an instance, or ``None``.
+        crop: centre crop side applied before resizing (``None``: the whole patch is resized).
+
+    Returns:
+        A callable ``(image, mask=None, rng=None) -> (tensor (3, size, size), mask (1, size, size) or None)``.
+
+    Examples:
+        >>> t = build_patch_transform(train=True, size=64, mean=(0.5,) * 3, std=(0.5,) * 3)
+        >>> img = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+        >>> x, m = t(img, np.ones((128, 128), bool), np.random.default_rng(1))
+        >>> tuple(x.shape), tuple(m.shape), x.dtype
+        ((3, 64, 64), (1, 64, 64), torch.float32)
+    """
+    if isinstance(hed_jitter, HEDJitter) or hed_jitter is None:
+        hed = hed_jitter
+    else:
+        hed = HEDJitter(sigma=float(hed_jitter), bias=float(hed_jitter)) if float(hed_jitter) > 0 else None
+    return PatchTransform(
+        train=train,
+        size=size,
+        mean=mean,
+        std=std,
+        rotate=rotate,
+        max_angle=max_angle,
+        color_jitter=_color_jitter(color_jitter),
+        hed_jitter=hed,
+        crop=crop,
+    )
+
+
+def tta_views(images: Tensor) -> list[Tensor]:
+    """The 8 dihedral views (4 rotations × optional horizontal flip) of a batch ``(N, C, H, W)``.
+
+    The first view is the batch itself. Average the model's probabilities over the views for test-time
+    augmentation (classification outputs need no inverse transform).
+
+    Examples:
+        >>> views = tta_views(torch.arange(4.0).view(1, 1, 2, 2))
+        >>> len(views), len({tuple(v.flatten().tolist()) for v in views})
+        (8, 8)
+    """
+    if images.ndim != 4:
+        raise ValueError(f"tta_views needs (N, C, H, W), got {tuple(images.shape)}")
+    flipped = torch.flip(images, dims=(3,))
+    return [torch.rot90(base, k, dims=(2, 3)) for base in (images, flipped) for k in range(4)]
+
+
+def denormalize(tensor: Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Undo the normalisation of a ``(3, H, W)`` tensor: uint8 ``(H, W, 3)`` for viewing.
+
+    Examples:
+        >>> t = build_patch_transform(train=False, size=4, mean=(0.5,) * 3, std=(0.5,) * 3)
+        >>> img = np.full((4, 4, 3), 200, np.uint8)
+        >>> int(denormalize(t(img)[0], (0.5,) * 3, (0.5,) * 3)[0, 0, 0])
+        200
+    """
+    x = tensor.detach().cpu().float().numpy().transpose(1, 2, 0)
+    x = x * np.asarray(std, dtype=np.float32) + np.asarray(mean, dtype=np.float32)
+    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
