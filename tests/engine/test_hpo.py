@@ -75,13 +75,15 @@ def test_set_dotted_and_read_config(tmp_path: Path) -> None:
         read_tuning_config(cfg)
 
 
-def test_run_score_prefers_oof_predictions(tmp_path: Path) -> None:
-    (tmp_path / "cv_summary.json").write_text(json.dumps({"mean": {"balanced_accuracy": 0.61}}))
+def test_run_score_summary_then_oof_predictions(tmp_path: Path) -> None:
+    # per-row (per-fold) thresholds: 0.2 >= 0.15 counts as atypical in the second fold
+    pd.DataFrame(
+        {"target": [1, 1, 0, 0], "p_atypical": [0.9, 0.2, 0.1, 0.3], "threshold": [0.5, 0.15, 0.5, 0.5]}
+    ).to_csv(tmp_path / "oof_predictions.csv", index=False)
+    assert run_score(tmp_path) == pytest.approx(1.0)
+    summary = {"folds": {"fold_0": {"balanced_accuracy": 0.5}}, "oof": {"balanced_accuracy": 0.61}}
+    (tmp_path / "cv_summary.json").write_text(json.dumps(summary))
     assert run_score(tmp_path) == pytest.approx(0.61)
-    pd.DataFrame({"target": [1, 1, 0, 0], "prob": [0.9, 0.2, 0.1, 0.3]}).to_csv(
-        tmp_path / "oof_predictions.csv", index=False
-    )
-    assert run_score(tmp_path) == pytest.approx(0.75)
     with pytest.raises(InputError, match="no validation"):
         run_score(tmp_path / "empty")
 
@@ -135,3 +137,35 @@ def test_shared_storage_url_and_bad_keys(tmp_path: Path) -> None:
             hpo={"space": {"optim.nope": [1, 2]}},
             train_fn=FakeTrain(),
         )
+
+
+@pytest.mark.slow
+def test_two_real_trials_on_tiny_data(tmp_path: Path) -> None:
+    """End to end with the real trainer: 2 trials of one holdout epoch on 16 synthetic patches."""
+    import numpy as np
+    from PIL import Image
+
+    from mitoscope.data.catalog import make_catalog
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(16):
+        label = "atypical" if i % 2 else "normal"
+        img = rng.integers(0, 100 if label == "normal" else 256, (32, 32, 3), dtype=np.uint8)
+        path = tmp_path / "img" / f"{i}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(img).save(path)
+        rows.append({"image": str(path), "label": label, "slide": f"s{i // 2}"})
+    catalog = make_catalog(rows)
+    recipe = {
+        "model": {"name": "atypical_single", "kwargs": {"backbone": "test_resnet", "hidden": [8]}},
+        "data": {"size": 32, "batch_size": 8, "augment": {"color_jitter": None, "hed_jitter": None}},
+        "train": {"epochs": 1, "amp": False},
+        "cv": {"val_fraction": 0.5},
+    }
+    study = tune_classifier(recipe, catalog, tmp_path / "hpo", n_trials=2, hpo={"epochs": 1})
+    assert len(study.trials) == 2
+    assert all(t.value is not None and 0.0 <= t.value <= 1.0 for t in study.trials)
+    assert set(study.best_params) == {"optim.lr", "model.kwargs.dropout"}
+    assert (tmp_path / "hpo" / "trials" / "trial_0000" / "cv_summary.json").is_file()
+    assert load_config(tmp_path / "hpo" / "best_config.yaml", ClassifierConfig).model.kwargs["hidden"] == [8]

@@ -41,8 +41,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_SPACE: dict[str, dict[str, Any]] = {
     "optim.lr": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},
     "model.kwargs.dropout": {"type": "float", "low": 0.0, "high": 0.5},
-    "model.kwargs.focal_alpha": {"type": "float", "low": 0.25, "high": 0.9},
-    "model.kwargs.focal_gamma": {"type": "float", "low": 0.0, "high": 3.0},
+    "model.kwargs.alpha": {"type": "float", "low": 0.25, "high": 0.9},
+    "model.kwargs.gamma": {"type": "float", "low": 0.0, "high": 3.0},
 }
 STUDY_FILE = "study.sqlite"
 BEST_PARAMS_FILE = "best_params.yaml"
@@ -72,6 +72,36 @@ class SearchParam:
             step = int(self.step) if self.step else 1
             return trial.suggest_int(self.name, int(self.low), int(self.high), step=step, log=self.log)  # type: ignore[arg-type]
         return trial.suggest_float(self.name, float(self.low), float(self.high), step=self.step, log=self.log)  # type: ignore[arg-type]
+
+
+def default_space(model_name: str) -> dict[str, dict[str, Any]]:
+    """:data:`DEFAULT_SPACE` restricted to what the model builder accepts.
+
+    Learning rate always; ``dropout`` and the focal-loss ``alpha``/``gamma`` only when the registered builder
+    of ``model_name`` takes them (``atypical_experts`` trains with a focal loss, the others with BCE).
+
+    Examples:
+        >>> sorted(default_space("atypical_experts"))
+        ['model.kwargs.alpha', 'model.kwargs.dropout', 'model.kwargs.gamma', 'optim.lr']
+        >>> sorted(default_space("atypical_single"))
+        ['model.kwargs.dropout', 'optim.lr']
+    """
+    import inspect
+
+    from mitoscope.models.registry import _MODELS, list_models
+
+    if model_name not in list_models():
+        return {k: v for k, v in DEFAULT_SPACE.items() if not k.startswith("model.")}
+    params = inspect.signature(_MODELS[model_name]).parameters
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    out = {}
+    for key, spec in DEFAULT_SPACE.items():
+        if key.startswith("model.kwargs."):
+            name = key.removeprefix("model.kwargs.")
+            if not accepts_any and name not in params:
+                continue
+        out[key] = spec
+    return out
 
 
 def parse_space(space: Mapping[str, Any], *, where: object = "hpo.space") -> dict[str, SearchParam]:
@@ -209,30 +239,41 @@ def _find_metric(tree: Any, metric: str) -> float | None:
 def run_score(run_dir: str | os.PathLike[str], metric: str = "balanced_accuracy") -> float:
     """Validation ``metric`` of a finished training run.
 
-    Uses ``oof_predictions.csv`` when it has labels and probabilities (recomputed at each row's threshold, or
-    0.5), else the value in ``cv_summary.json``.
+    Reads ``cv_summary.json`` (the pooled out-of-fold value, each prediction at its own fold's threshold),
+    else recomputes it from ``oof_predictions.csv`` (``target``, ``p_atypical`` and an optional per-row
+    ``threshold``, default 0.5).
+
+    Examples:
+        >>> import tempfile, pathlib, json
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "cv_summary.json").write_text(json.dumps({"oof": {"balanced_accuracy": 0.7}}))
+        >>> run_score(d)
+        0.7
     """
     from mitoscope.metrics.classification import classification_report
 
     run_dir = Path(run_dir)
-    oof = run_dir / "oof_predictions.csv"
-    if oof.is_file():
-        frame = pd.read_csv(oof)
-        label_col = next((c for c in ("target", "label", "y_true") if c in frame), None)
-        prob_col = next((c for c in ("p_atypical", "prob", "y_prob") if c in frame), None)
-        if label_col and prob_col and len(frame):
-            frame = frame[frame[label_col].astype(str).isin(["0", "1", "atypical", "normal"])]
-            thr = float(frame["threshold"].iloc[0]) if "threshold" in frame else 0.5
-            rep = classification_report(frame[label_col].tolist(), frame[prob_col].to_numpy(), threshold=thr)
-            if metric in rep and isinstance(rep[metric], float) and math.isfinite(rep[metric]):
-                return float(rep[metric])
     summary = run_dir / "cv_summary.json"
     if summary.is_file():
         found = _find_metric(json.loads(summary.read_text(encoding="utf-8")), metric)
         if found is not None:
             return found
+    oof = run_dir / "oof_predictions.csv"
+    if oof.is_file():
+        frame = pd.read_csv(oof)
+        label_col = next((c for c in ("target", "label") if c in frame), None)
+        prob_col = next((c for c in ("p_atypical", "prob") if c in frame), None)
+        if label_col and prob_col and len(frame):
+            frame = frame[frame[label_col].astype(str).isin(["0", "1", "atypical", "normal"])]
+            probs = frame[prob_col].to_numpy(dtype=float)
+            thr = frame["threshold"].to_numpy(dtype=float) if "threshold" in frame else 0.5
+            preds = (probs >= thr).astype(int)
+            rep = classification_report(frame[label_col].tolist(), probs, preds=preds)
+            value = rep.get(metric)
+            if isinstance(value, float) and math.isfinite(value):
+                return value
     raise InputError(
-        f"no validation {metric!r} found in the run (oof_predictions.csv / cv_summary.json)", path=run_dir
+        f"no validation {metric!r} found in the run (cv_summary.json / oof_predictions.csv)", path=run_dir
     )
 
 
@@ -300,7 +341,8 @@ def tune_classifier(
     from mitoscope.engine.config import ClassifierConfig, load_config, save_config
 
     hpo = dict(hpo or {})
-    space = parse_space(hpo.get("space") or DEFAULT_SPACE)
+    model_name = str((recipe.get("model") or {}).get("name", "atypical_single"))
+    space = parse_space(hpo.get("space") or default_space(model_name))
     metric = str(hpo.get("metric", "balanced_accuracy"))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
