@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from mitoscope.cli.main import app
 from mitoscope.inference.classify import Classifier
+from mitoscope.io.midog_outputs import read_track2_json
 from mitoscope.models.checkpoint import ModelContract, save_checkpoint
 from mitoscope.models.registry import register_model
 
@@ -95,6 +96,7 @@ def test_stack_writes_track2_json_and_ensemble_votes(tmp_path: Path) -> None:
     assert frame["page"].tolist() == [0, 1, 2, 3, 4]
     records = json.loads((tmp_path / "res" / "pred.json").read_text())
     assert len(records) == 5
+    assert read_track2_json(tmp_path / "res" / "pred.json")["label"].tolist() == frame["label"].tolist()
     assert [r["class"] for r in records] == frame["label"].tolist()
     np.testing.assert_allclose([r["confidence"] for r in records], frame["p_atypical"], atol=1e-6)
     full = Classifier.from_path(run, tta=True).predict_arrays_full(patches)

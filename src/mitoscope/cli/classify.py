@@ -23,19 +23,6 @@ def _folder_catalog(folder: Path) -> Any:
     return make_catalog({"image": str(p), "source": "folder"} for p in files)
 
 
-def _stack_pages(path: Path) -> int:
-    """Number of patches in a TIFF stack (pages, or the first axis of a single 4-D page); 0 if not a stack."""
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            if len(tif.pages) == 1 and tif.series and tif.series[0].ndim == 4:
-                return int(tif.series[0].shape[0])
-            return len(tif.pages) if len(tif.pages) > 1 else 0
-    except Exception as exc:
-        raise ValueError(f"{path}: cannot read TIFF ({exc})") from exc
-
-
 def _input_catalog(path: Path) -> tuple[Any, bool]:
     """``(catalog, is_stack)`` for a folder, a TIFF stack, a single image or a source CSV/JSON."""
     from mitoscope.data.catalog import make_catalog
@@ -45,11 +32,10 @@ def _input_catalog(path: Path) -> tuple[Any, bool]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: input not found")
     suffix = path.suffix.lower()
-    if suffix in (".tif", ".tiff"):
-        pages = _stack_pages(path)
-        if pages:
-            rows = ({"image": str(path), "page": k, "source": "track2"} for k in range(pages))
-            return make_catalog(rows), True
+    if suffix in (".tif", ".tiff"):  # a MIDOG 2025 Track 2 stack (one crop per page; one page is a stack too)
+        from mitoscope.io.midog_outputs import read_track2_stack
+
+        return read_track2_stack(path), True
     if suffix in IMAGE_SUFFIXES:
         return make_catalog([{"image": str(path), "source": "file"}]), False
     from mitoscope.data.sources import load_catalog
@@ -62,7 +48,11 @@ def _track2_records(labels: list[str], probs: Any) -> list[dict[str, Any]]:
 
 
 def _write_track2_json(path: Path, labels: list[str], probs: Any) -> None:
-    """The MIDOG 2025 Track 2 output: ``[{"class": "normal"|"atypical", "confidence": P(atypical)}, ...]``."""
+    """The MIDOG 2025 Track 2 output: ``[{"class": "normal"|"atypical", "confidence": P(atypical)}, ...]``.
+
+    ``class`` is the classifier's decision (an ensemble's majority vote may differ from thresholding the mean
+    probability, which is why this does not use :func:`mitoscope.io.midog_outputs.write_track2_json`).
+    """
     import json
 
     from mitoscope.utils.atomic import write_text_atomic
