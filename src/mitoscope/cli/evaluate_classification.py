@@ -1,11 +1,128 @@
-"""Placeholder: this command is not built yet."""
+"""``mitoscope evaluate classification``: score atypical/normal predictions against a labelled source."""
 
 from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
 
 import typer
 
 
-def evaluate_classification() -> None:
-    """Not built yet."""
-    typer.echo("not built yet", err=True)
-    raise typer.Exit(2)
+def _fmt(value: Any, ci: Any = None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    text = f"{value:.3f}"
+    if ci and not any(isinstance(v, float) and math.isnan(v) for v in ci):
+        text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+    return text
+
+
+def _table(report: dict[str, Any], title: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("set", "n", "atypical", "bal. acc. [95% CI]", "AUROC [95% CI]", "sens.", "spec.", "F1"):
+        table.add_column(col, justify="left" if col == "set" else "right")
+
+    def row(name: str, r: dict[str, Any]) -> None:
+        table.add_row(
+            name,
+            str(r["n"]),
+            str(r["n_atypical"]),
+            _fmt(r["balanced_accuracy"], r.get("balanced_accuracy_ci")),
+            _fmt(r["auroc"], r.get("auroc_ci")),
+            _fmt(r["sensitivity"]),
+            _fmt(r["specificity"]),
+            _fmt(r["f1"]),
+        )
+
+    row("all", report)
+    for name, sub in report.get("groups", {}).items():
+        row(name or "(none)", sub)
+    return table
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    return obj
+
+
+def evaluate_classification(
+    predictions: Path = typer.Argument(
+        ..., help="CSV written by `mitoscope classify` (file, p_atypical, label)."
+    ),
+    truth: Path = typer.Option(
+        ..., "--truth", "-t", help="Labelled source: AMi-Br/MIDOG25/AtNorM-MD CSV, catalog…"
+    ),
+    by: str | None = typer.Option(
+        None, "--by", help="Also report per value of this catalog column (e.g. domain)."
+    ),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the full report as JSON here."),
+    threshold: float | None = typer.Option(
+        None, "--threshold", help="Threshold on p_atypical (default: use the CSV's label column, else 0.5)."
+    ),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the 95% CIs (0: none)."),
+    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+) -> None:
+    """Score predictions against ground truth: balanced accuracy, AUROC, sensitivity, specificity, F1."""
+    import pandas as pd
+    from rich.console import Console
+
+    from mitoscope.metrics.classification import classification_report, join_predictions
+    from mitoscope.utils.atomic import write_text_atomic
+
+    console = Console()
+    err = Console(stderr=True)
+    try:
+        from mitoscope.data.sources import load_catalog
+
+        if not predictions.is_file():
+            raise FileNotFoundError(f"{predictions}: predictions file not found")
+        pred = pd.read_csv(predictions)
+        file_col = "file" if "file" in pred.columns else "image"
+        catalog = load_catalog(truth)
+        if by is not None and by not in catalog.columns:
+            raise ValueError(f"--by {by!r} is not a catalog column; choose from {list(catalog.columns)}")
+        joined, unmatched = join_predictions(pred, catalog, file_column=file_col)
+        if joined.empty:
+            raise ValueError(f"{predictions}: no prediction matches a labelled record of {truth}")
+        preds = None
+        if threshold is None and "pred_label" in joined.columns:
+            names = joined["pred_label"].astype(str).str.lower()
+            if names.isin(["atypical", "normal"]).all():
+                preds = (names == "atypical").astype(int).to_numpy()
+        report = classification_report(
+            joined["target"].to_numpy(),
+            joined["p_atypical"].to_numpy(),
+            threshold=0.5 if threshold is None else threshold,
+            preds=preds,
+            groups=None if by is None else joined[by].astype(str).tolist(),
+            n_bootstrap=bootstrap,
+            seed=seed,
+        )
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+    n_truth = int((catalog["target"].astype(int) >= 0).sum())
+    report["decision"] = "label column" if preds is not None else f"p_atypical >= {report['threshold']:g}"
+    report["n_predictions"] = len(pred)
+    report["n_unmatched_predictions"] = len(unmatched)
+    report["n_truth_without_prediction"] = n_truth - len(joined)
+    console.print(_table(report, f"{predictions.name} vs {truth.name} ({report['decision']})"))
+    if len(unmatched):
+        err.print(f"[yellow]warning:[/yellow] {len(unmatched)} prediction(s) match no labelled record")
+    if report["n_truth_without_prediction"]:
+        err.print(
+            f"[yellow]warning:[/yellow] {report['n_truth_without_prediction']} labelled record(s) have no prediction"
+        )
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps(_json_safe(report), indent=2) + "\n")
+        console.print(f"report written to {json_out}")

@@ -298,3 +298,85 @@ def classification_report(
             for name in sorted(set(g.tolist()))
         }
     return report
+
+
+def _norm_key(value: Any) -> str:
+    return str(value).replace("\\", "/").strip()
+
+
+def join_predictions(predictions: Any, truth: Any, *, file_column: str = "file") -> Any:
+    """Join a predictions table (``file[, page], p_atypical[, label]``) to a truth catalog by file.
+
+    Files match by their full path first (resolved, as written in the catalog), else by their
+    trailing path components (e.g. ``Normal/12.png`` or ``12.png``) when that is unambiguous in the truth.
+    Truth rows without a label (``target == -1``) are dropped.
+
+    Args:
+        predictions: DataFrame with ``file_column`` and ``p_atypical`` (optionally ``page``, ``label``).
+        truth: a mitoscope catalog (``image``, ``page``, ``target`` and the domain columns).
+        file_column: the file column of ``predictions``.
+
+    Returns:
+        ``(joined, unmatched)``: the truth rows that have a prediction with columns ``p_atypical`` and
+        ``pred_label`` (if ``label`` was given) added, and the prediction rows that matched nothing.
+
+    Examples:
+        >>> import pandas as pd
+        >>> pred = pd.DataFrame({"file": ["/x/Normal/1.png", "/x/Atypical/2.png"], "p_atypical": [0.2, 0.9]})
+        >>> truth = pd.DataFrame({"image": ["/data/Normal/1.png", "/data/Atypical/2.png"], "page": [-1, -1],
+        ...                       "target": [0, 1]})
+        >>> joined, unmatched = join_predictions(pred, truth)
+        >>> joined["p_atypical"].tolist(), len(unmatched)
+        ([0.2, 0.9], 0)
+    """
+    import pandas as pd
+
+    if file_column not in predictions.columns or "p_atypical" not in predictions.columns:
+        raise ValueError(
+            f"predictions need columns '{file_column}' and 'p_atypical' (have {list(predictions.columns)})"
+        )
+    truth = truth[truth["target"].astype(int) >= 0].copy()
+    truth_keys = [_norm_key(v) for v in truth["image"]]
+    truth_pages = truth["page"].astype(int).tolist() if "page" in truth else [-1] * len(truth)
+    pred_pages = (
+        predictions["page"].astype(int).tolist() if "page" in predictions else [-1] * len(predictions)
+    )
+
+    # index of the truth by every path suffix (1, 2, ... components); ambiguous suffixes map to None
+    by_suffix: dict[tuple[str, int], int | None] = {}
+    exact: dict[tuple[str, int], int] = {}
+    for pos, (key, page) in enumerate(zip(truth_keys, truth_pages, strict=True)):
+        exact[(key, page)] = pos
+        parts = key.split("/")
+        for k in range(1, len(parts) + 1):
+            suffix = ("/".join(parts[-k:]), page)
+            by_suffix[suffix] = None if suffix in by_suffix and by_suffix[suffix] != pos else pos
+
+    matched_truth: list[int] = []
+    matched_pred: list[int] = []
+    unmatched: list[int] = []
+    for i, (value, page) in enumerate(zip(predictions[file_column], pred_pages, strict=True)):
+        key = _norm_key(value)
+        pos = exact.get((key, page))
+        if pos is None:
+            parts = key.split("/")
+            for k in range(len(parts), 0, -1):
+                cand = by_suffix.get(("/".join(parts[-k:]), page))
+                if cand is not None:
+                    pos = cand
+                    break
+        if pos is None:
+            unmatched.append(i)
+        else:
+            matched_truth.append(pos)
+            matched_pred.append(i)
+    joined = truth.iloc[matched_truth].copy()
+    joined["p_atypical"] = predictions["p_atypical"].to_numpy(dtype=float)[matched_pred]
+    if "label" in predictions.columns:
+        joined["pred_label"] = predictions["label"].to_numpy()[matched_pred]
+    joined = joined.reset_index(drop=True)
+    if joined.duplicated(subset=["image", "page"] if "page" in joined else ["image"]).any():
+        raise ValueError("several predictions match the same truth record")
+    return joined, predictions.iloc[unmatched].copy() if unmatched else pd.DataFrame(
+        columns=predictions.columns
+    )
