@@ -298,3 +298,65 @@ def test_retinanet_contract_runs_end_to_end():
     found = detect_slide(model, c, slide, overlap=16, num_workers=0, progress=False, tissue=False)
     assert list(found.columns) == ["x", "y", "score", "label"]
     assert found["x"].between(0, 100).all() and found["y"].between(0, 110).all()
+
+
+# --------------------------------------------------------------------------------------------- outputs
+
+
+def test_outputs_csv_keeps_extra_columns_and_classes(tmp_path):
+    from mitoscope.inference.outputs import outputs_complete, write_detection_outputs, write_done_marker
+
+    dets = pd.DataFrame(
+        {
+            "x": [4000.0, 10.0],
+            "y": [8000.0, 20.0],
+            "score": [0.9, 0.8],
+            "label": ["mitotic figure"] * 2,
+            "p_atypical": [0.7, 0.1],
+            "class": ["atypical", "normal"],
+        }
+    )
+    written = write_detection_outputs(tmp_path, "s1", dets, mpp=0.25, formats=("csv",))
+    table = pd.read_csv(written["csv"])
+    assert list(table.columns) == ["slide", "x", "y", "x_mm", "y_mm", "score", "label", "class", "p_atypical"]
+    assert table.loc[0, ["x_mm", "y_mm"]].tolist() == [1.0, 2.0]
+    assert table["class"].tolist() == ["atypical", "normal"]
+    assert not outputs_complete(tmp_path, "s1")
+    write_done_marker(tmp_path, "s1", written, {"n_detections": 2})
+    assert outputs_complete(tmp_path, "s1", ("csv",))
+    assert not outputs_complete(tmp_path, "s1", ("csv", "geojson"))
+    written["csv"].unlink()
+    assert not outputs_complete(tmp_path, "s1")
+
+
+def test_outputs_other_formats_written_or_reported(tmp_path):
+    import importlib.util
+    import warnings
+
+    from mitoscope.inference.outputs import write_detection_outputs
+
+    dets = pd.DataFrame({"x": [100.0], "y": [200.0], "score": [0.9], "label": ["mitotic figure"]})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        written = write_detection_outputs(
+            tmp_path,
+            "s1",
+            dets,
+            mpp=0.25,
+            formats=("csv", "geojson", "midog", "sqlite"),
+            slide_dims=(500, 500),
+        )
+    modules = {
+        "geojson": "mitoscope.io.geojson",
+        "midog": "mitoscope.io.midog_output",
+        "sqlite": "mitoscope.io.sliderunner",
+    }
+    for fmt, module in modules.items():
+        if importlib.util.find_spec(module) is not None and fmt in written:
+            assert written[fmt].is_file() and written[fmt].stat().st_size > 0
+        else:
+            assert fmt not in written
+            assert any(fmt in str(w.message) for w in caught)
+    assert "csv" in written
+    with pytest.raises(ValueError, match="unknown output formats"):
+        write_detection_outputs(tmp_path, "s1", dets, mpp=0.25, formats=("xml",))

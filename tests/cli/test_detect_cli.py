@@ -1,0 +1,166 @@
+"""``mitoscope detect`` end to end on small regions with a dark-blob test detector."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import ndimage
+from torch import nn
+from typer.testing import CliRunner
+
+from mitoscope.cli.main import app
+from mitoscope.models.checkpoint import ModelContract, save_checkpoint
+from mitoscope.models.registry import list_models, register_model
+
+BLOB_MODEL = "test_blob_detector"
+BLOBS = [(40.0, 40.0), (200.0, 70.0), (310.0, 300.0), (100.0, 330.0)]
+
+
+class BlobDetector(nn.Module):
+    """Boxes around dark connected regions (grey < 0.35); score = darkness. Same contract as the RetinaNet."""
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        out = []
+        for img in images:
+            grey = img.mean(0).numpy()
+            labels, _ = ndimage.label(grey < 0.35)
+            boxes, scores = [], []
+            for k, sl in enumerate(ndimage.find_objects(labels), start=1):
+                region = labels[sl] == k
+                if region.sum() >= 9:
+                    boxes.append([sl[1].start, sl[0].start, sl[1].stop, sl[0].stop])
+                    scores.append(1.0 - float(grey[sl][region].mean()))
+            out.append(
+                {
+                    "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                    "scores": torch.tensor(scores, dtype=torch.float32),
+                    "labels": torch.ones(len(scores), dtype=torch.int64),
+                }
+            )
+        return out
+
+
+if BLOB_MODEL not in list_models():
+
+    @register_model(BLOB_MODEL)
+    def _blob(*, level: float = 0.35, min_area: int = 9) -> nn.Module:
+        return BlobDetector()
+
+
+def paint(shape, blobs, radius=6.0, values=None) -> np.ndarray:
+    h, w = shape
+    img = np.empty((h, w, 3), np.uint8)
+    img[:] = (225, 160, 205)
+    yy, xx = np.mgrid[0:h, 0:w]
+    for i, (x, y) in enumerate(blobs):
+        img[(xx + 0.5 - x) ** 2 + (yy + 0.5 - y) ** 2 <= radius**2] = 40 if values is None else values[i]
+    return img
+
+
+@pytest.fixture()
+def checkpoint(tmp_path):
+    contract = ModelContract(
+        BLOB_MODEL, {}, "detection", input_size=128, mpp=0.25, class_names=("mitotic figure",),
+        thresholds={"default": 0.7},
+    )  # fmt: skip
+    path = tmp_path / "run" / "best.pt"
+    save_checkpoint(path, BlobDetector(), contract)
+    return path
+
+
+@pytest.fixture()
+def slides(tmp_path):
+    from mitoscope.io.tiff_writer import write_tiled_tiff
+
+    a = write_tiled_tiff(tmp_path / "slides" / "case_a.tiff", paint((380, 400), BLOBS), mpp=0.25, tile=128,
+                         compression="deflate")  # fmt: skip
+    b = write_tiled_tiff(tmp_path / "slides" / "case_b.tiff", paint((300, 300), BLOBS[:1]), mpp=0.25, tile=128,
+                         compression="deflate")  # fmt: skip
+    return a, b
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_detect_writes_outputs_and_resumes(tmp_path, checkpoint, slides):
+    out = tmp_path / "out"
+    res = run("detect", checkpoint.parent, *slides, "--out", out, "--device", "cpu", "--workers", "0",
+              "--batch-size", "4", "--overlap", "32")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(out / "case_a.csv")
+    assert list(table.columns[:8]) == ["slide", "x", "y", "x_mm", "y_mm", "score", "label", "class"]
+    assert len(table) == len(BLOBS) and (table["slide"] == "case_a").all()
+    got = table[["x", "y"]].to_numpy()
+    for x, y in BLOBS:
+        assert np.hypot(got[:, 0] - x, got[:, 1] - y).min() <= 1.0
+    assert np.allclose(table["x_mm"], table["x"] * 0.25 / 1000)
+    assert len(pd.read_csv(out / "case_b.csv")) == 1
+    done = json.loads((out / "case_a.done.json").read_text())
+    assert done["n_detections"] == 4 and done["threshold"] == 0.7 and done["mpp"] == 0.25
+    assert "csv" in done["files"]
+    # a second run skips finished slides and leaves their files alone
+    mtime = (out / "case_a.csv").stat().st_mtime_ns
+    res = run("detect", checkpoint, *slides, "--out", out, "--device", "cpu", "--workers", "0")
+    assert res.exit_code == 0, res.output
+    assert "skipped" in res.output
+    assert (out / "case_a.csv").stat().st_mtime_ns == mtime
+    # an interrupted slide (no done marker) is redone; --force redoes everything
+    (out / "case_b.done.json").unlink()
+    res = run("detect", checkpoint, *slides, "--out", out, "--device", "cpu", "--workers", "0", "--force",
+              "--threshold", "0.99")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert len(pd.read_csv(out / "case_a.csv")) == 0
+
+
+def test_missing_and_unreadable_slides_are_reported_and_others_continue(tmp_path, checkpoint, slides):
+    bad = tmp_path / "slides" / "broken.tiff"
+    bad.write_bytes(b"II*\x00 not really a tiff")
+    out = tmp_path / "out"
+    res = run("detect", checkpoint, tmp_path / "nope.svs", bad, slides[0], "--out", out, "--device", "cpu",
+              "--workers", "0")  # fmt: skip
+    assert res.exit_code == 1
+    assert "nope.svs" in res.output and "broken.tiff" in res.output
+    assert (out / "case_a.done.json").is_file()
+    assert not (out / "broken.done.json").exists()
+
+
+def test_slide_without_mpp_needs_mpp_option(tmp_path, checkpoint):
+    from PIL import Image
+
+    png = tmp_path / "region.png"
+    Image.fromarray(paint((300, 300), BLOBS[:1])).save(png)
+    out = tmp_path / "out"
+    res = run("detect", checkpoint, png, "--out", out, "--device", "cpu", "--workers", "0", "--mpp", "0.25",
+              "--no-tissue")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert len(pd.read_csv(out / "region.csv")) == 1
+
+
+def test_keep_candidates_and_formats(tmp_path, checkpoint, slides):
+    from mitoscope.io.tiff_writer import write_tiled_tiff
+
+    values = [10, 10, 80, 10]  # the third blob scores about 0.69 < 0.7
+    path = write_tiled_tiff(tmp_path / "c.tiff", paint((380, 400), BLOBS, values=values), mpp=0.25,
+                            compression="deflate")  # fmt: skip
+    out = tmp_path / "out"
+    res = run("detect", checkpoint, path, "--out", out, "--device", "cpu", "--workers", "0", "--keep-candidates",
+              "--formats", "csv")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(out / "c.csv")
+    assert sorted(table["label"]) == ["mitotic figure"] * 3 + ["non-mitotic figure"]
+    assert not (out / "c.geojson").exists()
+
+
+def test_bad_model_is_one_clear_line(tmp_path, slides):
+    res = run("detect", tmp_path / "missing_run", slides[0], "--out", tmp_path / "out")
+    assert res.exit_code == 1
+    assert "error:" in res.output and "Traceback" not in res.output
+    res = run(
+        "detect", tmp_path / "missing_run", slides[0], "--out", tmp_path / "out", "--formats", "csv,xml"
+    )
+    assert res.exit_code == 1 and "xml" in res.output
