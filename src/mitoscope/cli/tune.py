@@ -1,11 +1,82 @@
-"""Placeholder: this command is not built yet."""
+"""``mitoscope tune classifier``: Optuna search over a classifier recipe (resumable, shareable storage)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
-def tune_classifier() -> None:
-    """Not built yet."""
-    typer.echo("not built yet", err=True)
-    raise typer.Exit(2)
+def tune_classifier(
+    config: Path = typer.Option(
+        ..., "--config", "-c", help="Classifier recipe YAML (optional 'hpo:' section)."
+    ),
+    data: Path = typer.Option(
+        ..., "--data", "-d", help="Training source (AMi-Br/MIDOG25 CSV, folders, catalog…)."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Output directory (trials, study.sqlite, best_*.yaml)."
+    ),
+    trials: int = typer.Option(20, "--trials", "-n", min=1, help="Total finished trials wanted (resumes)."),
+    storage: str | None = typer.Option(
+        None, "--storage", help="Optuna storage URL shared by machines (default sqlite:///OUT/study.sqlite)."
+    ),
+    study_name: str = typer.Option("mitoscope-classifier", "--study-name", help="Study name in the storage."),
+    epochs: int | None = typer.Option(
+        None, "--epochs", help="Epochs per trial (default: hpo.epochs or recipe)."
+    ),
+    device: str = typer.Option("cpu", "--device", help="Training device."),
+    seed: int = typer.Option(0, "--seed", help="Sampler seed."),
+    overrides: list[str] = typer.Option([], "--set", help="Recipe override key.path=value (repeatable)."),
+) -> None:
+    """Search focal α/γ, learning rate and dropout (or the config's hpo.space) for the best validation balanced
+    accuracy; write best_params.yaml and a ready-to-use best_config.yaml."""
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    try:
+        from mitoscope.data.sources import load_catalog
+        from mitoscope.engine.config import parse_overrides
+        from mitoscope.engine.hpo import BEST_CONFIG_FILE, BEST_PARAMS_FILE, read_tuning_config, set_dotted
+        from mitoscope.engine.hpo import tune_classifier as run_study
+
+        recipe, hpo = read_tuning_config(config)
+        for key, value in parse_overrides(overrides).items():
+            set_dotted(recipe, key, value)
+        if epochs is not None:
+            hpo["epochs"] = epochs
+        catalog = load_catalog(data)
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = run_study(
+            recipe,
+            catalog,
+            out,
+            n_trials=trials,
+            hpo=hpo,
+            storage=storage,
+            study_name=study_name,
+            device=device,
+            seed=seed,
+        )
+    except (ValueError, FileNotFoundError, KeyError, ImportError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+    done = [t for t in study.trials if t.value is not None]
+    if not done:
+        err.print(
+            f"[red]error:[/red] no trial finished; see the trial directories under {out / 'trials'}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    best = study.best_trial
+    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
+    err.print(
+        f"{len(done)} trial(s) finished; best #{best.number}: balanced accuracy {best.value:.4f} with {params}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    err.print(f"→ {out / BEST_PARAMS_FILE}, {out / BEST_CONFIG_FILE}", highlight=False, soft_wrap=True)
