@@ -249,6 +249,13 @@ class PatchDataset(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
             msg = str(exc) if isinstance(exc, InputError) else f"cannot read {what!s} ({exc})"
             raise InputError(msg, path=self.source or "catalog", row=self._row(index)) from exc
 
+    def _mask(self, index: int, rgb: np.ndarray) -> np.ndarray:
+        assert self.mask_fn is not None
+        if self.cache is None:
+            return np.asarray(self.mask_fn(rgb), dtype=bool)
+        key = f"{self._key(index)}|mask"
+        return self.cache.get_or_load(key, lambda: np.asarray(self.mask_fn(rgb), dtype=bool)).copy()  # type: ignore[misc]
+
     def rng(self, index: int) -> np.random.Generator:
         """The augmentation RNG of sample ``index`` in the current epoch."""
         return np.random.default_rng([self.rng_seed & 0xFFFFFFFF, self.epoch, int(index)])
@@ -257,8 +264,7 @@ class PatchDataset(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
         rgb = self.load_rgb(index)
         mask = None
         if "mask" in self.targets:
-            assert self.mask_fn is not None
-            mask = np.asarray(self.mask_fn(rgb), dtype=bool)
+            mask = self._mask(index, rgb)
         image, mask_t = self.transform(rgb, mask, self.rng(index))
         targets: dict[str, torch.Tensor] = {}
         if "label" in self.targets:

@@ -65,7 +65,6 @@ class DataConfig:
     augment: dict[str, Any] = dataclasses.field(default_factory=dict)
     mean: list[float] | None = None
     std: list[float] | None = None
-    mask_dir: str | None = None
 
 
 @dataclasses.dataclass

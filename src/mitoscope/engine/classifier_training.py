@@ -1,0 +1,645 @@
+"""Train an atypical-vs-normal classifier with cross-validation, from a :class:`ClassifierConfig` recipe.
+
+A run directory after :func:`train_classifier`::
+
+    RUN/config.yaml               the resolved recipe
+    RUN/fold_k/last.pt            everything to resume the fold (full model, optimiser, RNG, history)
+    RUN/fold_k/best.pt            the best epoch (full model, e.g. with the multitask decoders)
+    RUN/fold_k/model.pt           the inference model (no auxiliary decoders) with its validation threshold
+    RUN/fold_k/history.csv        one row per epoch
+    RUN/fold_k/metrics.json       report of the best epoch on the fold's test part (validation part when the
+                                  scheme has none) at the validation threshold; marks the fold finished
+    RUN/fold_k/predictions.csv    validation and test predictions (column ``part``)
+    RUN/oof_predictions.csv       every fold's out-of-fold predictions (its test part, else its validation part)
+    RUN/cv_summary.json           pooled OOF metrics, per-fold metrics, mean ± std
+    RUN/ensemble.json             the fold models and how ``mitoscope classify RUN`` combines them
+
+Under ``torchrun`` each rank trains on its shard of every epoch (DistributedDataParallel), validation is
+sharded and gathered, and rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from mitoscope.data.catalog import validate_catalog
+from mitoscope.data.datasets import PatchDataset
+from mitoscope.data.patch_cache import PatchCache
+from mitoscope.data.samplers import ClassBalancedSampler, ShardedSequentialSampler
+from mitoscope.engine import distributed as D
+from mitoscope.engine.config import ClassifierConfig, OptimConfig, config_to_dict, save_config
+from mitoscope.engine.crossval import (
+    FOLD_METRICS,
+    FOLD_PREDICTIONS,
+    Fold,
+    choose_threshold,
+    make_folds,
+    run_crossval,
+)
+from mitoscope.engine.loop import EpochState, fit, resolve_device
+from mitoscope.engine.seed import seed_everything, seed_worker
+from mitoscope.models.checkpoint import ModelContract, read_checkpoint, save_checkpoint
+from mitoscope.utils.atomic import write_text_atomic
+from mitoscope.utils.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+ENSEMBLE_FILE = "ensemble.json"
+MODEL_FILE = "model.pt"
+RECORD_COLUMNS = ("image", "page", "slide", "x", "y", "label", "group", "domain", "source")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Building blocks
+# --------------------------------------------------------------------------------------------------------------
+
+
+def build_optimizer(cfg: OptimConfig, params: Any) -> torch.optim.Optimizer:
+    """Adam, AdamW or SGD (momentum, Nesterov) from the ``optim`` section.
+
+    Examples:
+        >>> build_optimizer(OptimConfig(name="adam", lr=1e-3), nn.Linear(2, 1).parameters()).__class__.__name__
+        'Adam'
+    """
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, nesterov=True
+        )
+    raise ValueError(f"unknown optimiser {cfg.name!r}")
+
+
+def build_scheduler(
+    cfg: OptimConfig, optimizer: torch.optim.Optimizer, *, steps_per_epoch: int, epochs: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step schedule: linear warm-up over ``warmup_epochs``, then cosine to ``min_lr_ratio`` (or constant).
+
+    Examples:
+        >>> opt = torch.optim.SGD(nn.Linear(1, 1).parameters(), lr=1.0)
+        >>> s = build_scheduler(OptimConfig(scheduler="cosine"), opt, steps_per_epoch=10, epochs=1)
+        >>> for _ in range(10): opt.step(); s.step()
+        >>> round(opt.param_groups[0]["lr"], 3)
+        0.01
+    """
+    total = max(1, steps_per_epoch * epochs)
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    floor = float(cfg.min_lr_ratio)
+    cosine = cfg.scheduler == "cosine"
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if not cosine:
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _builder_accepts(name: str, kwarg: str) -> bool:
+    from mitoscope.models import registry
+
+    registry.list_models()  # registers the built-ins
+    builder = getattr(registry, "_MODELS", {}).get(name)
+    if builder is None:
+        return False
+    params = inspect.signature(builder).parameters
+    return kwarg in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+
+
+def _build_model(cfg: ClassifierConfig, train_targets: np.ndarray) -> tuple[nn.Module, dict[str, Any]]:
+    from mitoscope.models.registry import create_model
+
+    kwargs = dict(cfg.model.kwargs)
+    if (
+        cfg.data.balance == "pos_weight"
+        and "pos_weight" not in kwargs
+        and _builder_accepts(cfg.model.name, "pos_weight")
+    ):
+        n_pos = int((train_targets == 1).sum())
+        n_neg = int((train_targets == 0).sum())
+        kwargs["pos_weight"] = float(n_neg / max(n_pos, 1))
+    model = create_model(cfg.model.name, **kwargs)
+    return model, kwargs
+
+
+def _normalization(
+    cfg: ClassifierConfig, model: nn.Module, kwargs: dict[str, Any]
+) -> tuple[tuple[float, ...], ...]:
+    if cfg.data.mean is not None and cfg.data.std is not None:
+        return tuple(cfg.data.mean), tuple(cfg.data.std)
+    mean, std = getattr(model, "mean", None), getattr(model, "std", None)
+    if mean is not None and std is not None:
+        return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    from mitoscope.models.backbones import backbone_normalization
+
+    return backbone_normalization(str(kwargs.get("backbone", "")), kwargs.get("pretrained", False))
+
+
+def _transforms(cfg: ClassifierConfig, mean: Sequence[float], std: Sequence[float]) -> tuple[Any, Any]:
+    from mitoscope.data.transforms import build_patch_transform
+
+    aug = dict(cfg.data.augment)
+    train_tf = build_patch_transform(train=True, size=cfg.data.size, mean=mean, std=std, **aug)
+    eval_kwargs = {k: v for k, v in aug.items() if k == "crop"}
+    eval_tf = build_patch_transform(train=False, size=cfg.data.size, mean=mean, std=std, **eval_kwargs)
+    return train_tf, eval_tf
+
+
+def _mask_fn(targets: set[str]) -> Any:
+    if "mask" not in targets:
+        return None
+    from mitoscope.data.masks import point_mask
+
+    return point_mask
+
+
+def _hard_fn(model: nn.Module) -> Any:
+    n = getattr(model, "hardness_classes", None)
+    if n is None:
+        return None
+    return _HardnessFn(int(n))
+
+
+@dataclasses.dataclass(frozen=True)
+class _HardnessFn:
+    """Picklable ``(votes, label) -> hardness class`` for DataLoader workers."""
+
+    n_classes: int
+
+    def __call__(self, votes: Sequence[Any], label: float) -> int:
+        from mitoscope.models.heads import hardness_class
+
+        return hardness_class(votes, self.n_classes, label=label)
+
+
+def _contract(
+    cfg: ClassifierConfig,
+    model: nn.Module,
+    kwargs: dict[str, Any],
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> ModelContract:
+    build_kwargs = dict(getattr(model, "build_kwargs", kwargs))
+    return ModelContract(
+        architecture=cfg.model.name,
+        kwargs=_plain(build_kwargs),
+        task="classification",
+        input_size=cfg.data.size,
+        mpp=cfg.data.mpp,
+        mean=tuple(float(v) for v in mean),
+        std=tuple(float(v) for v in std),
+        class_names=("normal", "atypical"),
+        thresholds={"default": 0.5 if cfg.threshold.fixed is None else float(cfg.threshold.fixed)},
+        config=config_to_dict(cfg),
+    )
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+@torch.no_grad()
+def predict_probs(
+    model: nn.Module, dataset: PatchDataset, *, batch_size: int, device: torch.device, num_workers: int = 0
+) -> np.ndarray:
+    """P(atypical) of every record of ``dataset`` (sharded over ranks and gathered when distributed).
+
+    Examples:
+        >>> predict_probs(model, dataset, batch_size=64, device=torch.device("cpu"))  # doctest: +SKIP
+    """
+    info = D.get_info()
+    sampler = ShardedSequentialSampler(len(dataset), rank=info.rank, world_size=info.world_size)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    inner = D.unwrap_model(model)  # no DDP forward: ranks may hold different numbers of batches
+    was_training = inner.training
+    inner.eval()
+    probs: list[np.ndarray] = []
+    use_amp = device.type == "cuda"
+    for images, _ in loader:
+        with torch.autocast(device_type=device.type, enabled=use_amp):
+            out = inner(images.to(device, non_blocking=True))
+        p = out["prob"] if isinstance(out, dict) and "prob" in out else torch.sigmoid(out["logits"])
+        probs.append(p.float().reshape(-1).cpu().numpy())
+    inner.train(was_training)
+    local = np.concatenate(probs) if probs else np.zeros(0, np.float32)
+    gathered = D.all_gather_object((sampler.indices, local))
+    result = np.full(len(dataset), np.nan, dtype=np.float64)
+    for idx, p in gathered:
+        result[np.asarray(idx, dtype=np.int64)] = p
+    return result
+
+
+def _val_metrics(cfg: ClassifierConfig, y: np.ndarray, p: np.ndarray) -> tuple[dict[str, float], float]:
+    from mitoscope.metrics.classification import classification_report
+
+    if cfg.threshold.fixed is not None:
+        thr = float(cfg.threshold.fixed)
+    else:
+        thr = choose_threshold(y, p, cfg.threshold.metric)
+    at_half = classification_report(y, p, threshold=0.5 if cfg.threshold.fixed is None else thr)
+    tuned = classification_report(y, p, threshold=thr)
+    metrics = {
+        "balanced_accuracy": float(at_half["balanced_accuracy"]),
+        "auroc": float(at_half["auroc"]),
+        "balanced_accuracy_tuned": float(tuned["balanced_accuracy"]),
+        "threshold": float(thr),
+    }
+    return metrics, thr
+
+
+# --------------------------------------------------------------------------------------------------------------
+# One fold
+# --------------------------------------------------------------------------------------------------------------
+
+
+def train_fold(
+    cfg: ClassifierConfig,
+    catalog: pd.DataFrame,
+    fold: Fold,
+    fold_dir: str | os.PathLike[str],
+    *,
+    device: str | torch.device = "auto",
+    resume: bool = True,
+    progress: bool | None = None,
+    root: str | os.PathLike[str] | None = None,
+    source: object = None,
+) -> dict[str, Any]:
+    """Train one fold: ``fit`` with early stopping, then threshold, ``model.pt``, metrics and predictions.
+
+    Returns:
+        The fold's metrics (also written to ``fold_dir/metrics.json``).
+    """
+    from mitoscope.metrics.classification import classification_report
+
+    fold_dir = Path(fold_dir)
+    dev = resolve_device(device)
+    info = D.get_info()
+    seed = cfg.train.seed + 1000 * fold.index
+    seed_everything(seed)
+
+    train_cat = catalog.iloc[fold.train]
+    val_cat = catalog.iloc[fold.val]
+    y_train = train_cat["target"].to_numpy()
+    model, kwargs = _build_model(cfg, y_train)
+    mean, std = _normalization(cfg, model, kwargs)
+    targets = set(getattr(model, "required_targets", {"label"}))
+    train_tf, eval_tf = _transforms(cfg, mean, std)
+    n_experts = getattr(model, "n_experts", None)
+    common = {
+        "size": cfg.data.size,
+        "mpp": cfg.data.mpp,
+        "mask_fn": _mask_fn(targets),
+        "hard_fn": _hard_fn(model),
+        "n_experts": n_experts,
+        "root": root,
+        "source": source,
+    }
+    cache_bytes = int(cfg.data.cache_mb * 2**20)
+    train_ds = PatchDataset(
+        train_cat,
+        transform=train_tf,
+        targets=targets,
+        cache=PatchCache(cache_bytes) if cache_bytes else None,
+        rng_seed=seed,
+        **common,
+    )
+    val_ds = PatchDataset(
+        val_cat,
+        transform=eval_tf,
+        targets={"label"},
+        cache=PatchCache(cache_bytes) if cache_bytes else None,
+        rng_seed=seed,
+        **common,
+    )
+    sampler: Any
+    if cfg.data.balance == "sampler":
+        sampler = ClassBalancedSampler(y_train, seed=seed, rank=info.rank, world_size=info.world_size)
+    else:
+        sampler = DistributedSampler(
+            train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed
+        )
+    per_rank = len(sampler)
+    drop_last = per_rank > cfg.data.batch_size  # a batch of one breaks BatchNorm
+    train_loader = DataLoader(
+        train_ds,
+        batch_size=cfg.data.batch_size,
+        sampler=sampler,
+        num_workers=cfg.data.num_workers,
+        pin_memory=dev.type == "cuda",
+        drop_last=drop_last,
+        worker_init_fn=seed_worker,
+    )
+    steps = len(train_loader)
+    if cfg.train.max_steps_per_epoch is not None:
+        steps = min(steps, cfg.train.max_steps_per_epoch)
+
+    model.to(dev)
+    net: nn.Module = model
+    if info.is_distributed:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None
+        )
+    optimizer = build_optimizer(cfg.optim, model.parameters())
+    scheduler = build_scheduler(cfg.optim, optimizer, steps_per_epoch=steps, epochs=cfg.train.epochs)
+    contract = _contract(cfg, model, kwargs, mean, std)
+    eval_bs = cfg.data.eval_batch_size or cfg.data.batch_size * 2
+    y_val = val_cat["target"].to_numpy()
+
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        p = predict_probs(m, val_ds, batch_size=eval_bs, device=dev, num_workers=cfg.data.num_workers)
+        metrics, _ = _val_metrics(cfg, y_val, p)
+        return metrics
+
+    def store_threshold(state: EpochState) -> None:
+        state.contract.thresholds = {"default": float(state.metrics["threshold"])}
+
+    def on_epoch_start(epoch: int) -> None:
+        sampler.set_epoch(epoch)
+        train_ds.set_epoch(epoch)
+
+    result = fit(
+        net,
+        train_loader,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        epochs=cfg.train.epochs,
+        evaluate=evaluate,
+        monitor=cfg.train.monitor,
+        mode="max",
+        patience=cfg.train.patience,
+        out_dir=fold_dir,
+        contract=contract,
+        device=dev,
+        loss_weights=cfg.train.loss_weights or None,
+        resume=resume,
+        callbacks=[store_threshold],
+        on_epoch_start=on_epoch_start,
+        amp=cfg.train.amp,
+        grad_clip=cfg.train.grad_clip,
+        max_steps_per_epoch=cfg.train.max_steps_per_epoch,
+        progress=progress,
+        checkpoint_extra={"fold": fold.index},
+    )
+    if result.best_path is None:
+        raise RuntimeError(f"fold {fold.index}: no best checkpoint was written in {fold_dir}")
+
+    # the best epoch: reload, predict the validation set, threshold, export
+    best = read_checkpoint(result.best_path)
+    model.load_state_dict(best["state_dict"])
+    probs = predict_probs(model, val_ds, batch_size=eval_bs, device=dev, num_workers=cfg.data.num_workers)
+    metrics, thr = _val_metrics(cfg, y_val, probs)
+    val_report = classification_report(y_val, probs, threshold=thr)
+    parts: list[tuple[str, pd.DataFrame, np.ndarray]] = [("val", val_cat, probs)]
+    report = val_report
+    if len(fold.test):
+        test_cat = catalog.iloc[fold.test]
+        test_ds = PatchDataset(
+            test_cat, transform=eval_tf, targets={"label"}, cache=None, rng_seed=seed, **common
+        )
+        test_probs = predict_probs(
+            model, test_ds, batch_size=eval_bs, device=dev, num_workers=cfg.data.num_workers
+        )
+        parts.append(("test", test_cat, test_probs))
+        # the out-of-fold report: the test part at the threshold chosen on validation
+        report = classification_report(test_cat["target"].to_numpy(), test_probs, threshold=thr)
+        report["val"] = val_report
+    report.update(
+        {
+            "fold": fold.index,
+            "fold_name": fold.name,
+            "part": parts[-1][0],
+            "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run,
+            "stopped_early": result.stopped_early,
+            "monitor": cfg.train.monitor,
+            "monitor_best": result.best_score,
+            "val_balanced_accuracy_at_0.5": metrics["balanced_accuracy"]
+            if cfg.threshold.fixed is None
+            else None,
+            "n_train": len(fold.train),
+            "n_val": len(fold.val),
+            "n_test": len(fold.test),
+        }
+    )
+    if D.is_main_process():
+        from mitoscope.models.architectures.atypical_multitask import export_inference_model
+
+        export = export_inference_model(model.cpu())
+        export_contract = ModelContract.from_dict(best["contract"])
+        export_contract.kwargs = _plain(dict(getattr(export, "build_kwargs", export_contract.kwargs)))
+        export_contract.thresholds = {"default": float(thr)}
+        save_checkpoint(
+            fold_dir / MODEL_FILE,
+            export,
+            export_contract,
+            extra={"fold": fold.index, "best_epoch": result.best_epoch, "metrics": _json_safe(report)},
+        )
+        frames = []
+        positions = {"val": fold.val, "test": fold.test}
+        for part, part_cat, part_probs in parts:
+            rows = part_cat.reset_index(drop=False).rename(columns={"index": "catalog_index"})
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "row": positions[part],
+                        "catalog_index": rows["catalog_index"].to_numpy(),
+                        "fold": fold.index,
+                        "part": part,
+                        **{c: rows[c].to_numpy() for c in RECORD_COLUMNS if c in rows},
+                        "target": part_cat["target"].to_numpy(),
+                        "p_atypical": part_probs,
+                        "threshold": thr,
+                    }
+                )
+            )
+        write_text_atomic(
+            fold_dir / FOLD_PREDICTIONS, pd.concat(frames, ignore_index=True).to_csv(index=False)
+        )
+        # metrics.json last: its presence marks the fold finished
+        write_text_atomic(fold_dir / FOLD_METRICS, json.dumps(_json_safe(report), indent=2))
+    D.barrier()
+    return report
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The whole run
+# --------------------------------------------------------------------------------------------------------------
+
+
+def train_classifier(
+    config: ClassifierConfig,
+    catalog: pd.DataFrame,
+    out_dir: str | os.PathLike[str],
+    *,
+    device: str | torch.device = "auto",
+    resume: bool = True,
+    folds: Sequence[int] | None = None,
+    progress: bool | None = None,
+    root: str | os.PathLike[str] | None = None,
+    source: object = None,
+) -> Path:
+    """Cross-validate (or hold-out train) the classifier recipe ``config`` on ``catalog``.
+
+    Folds come from ``config.cv``; each fold is trained with :func:`~mitoscope.engine.loop.fit` (early stopping
+    on ``config.train.monitor``, the validation balanced accuracy by default), thresholded on its validation
+    data and exported. Finished folds are skipped on a rerun; an interrupted fold resumes from its
+    ``last.pt``. The run directory layout is described in the module docstring.
+
+    Args:
+        config: the recipe.
+        catalog: a labelled catalog (rows with ``target`` -1 are ignored).
+        out_dir: run directory.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        resume: reuse finished folds and ``last.pt`` checkpoints.
+        folds: only these fold indices (default ``config.cv.folds`` or all).
+        progress: progress bars (None: when stderr is a terminal).
+        root: directory that relative image/slide paths in ``catalog`` are resolved against.
+        source: name of the catalog's source for error messages.
+
+    Returns:
+        ``out_dir``.
+
+    Examples:
+        >>> from mitoscope.engine.config import load_config
+        >>> cfg = load_config("configs/classifier-cpu.yaml", ClassifierConfig)  # doctest: +SKIP
+        >>> train_classifier(cfg, catalog, "runs/cpu")  # doctest: +SKIP
+    """
+    validate_catalog(catalog)
+    D.init_distributed(device="cpu" if str(device) == "cpu" else None)
+    out = Path(out_dir)
+    catalog = catalog.reset_index(drop=True)
+    labelled = catalog["target"].to_numpy() >= 0
+    if labelled.sum() == 0:
+        raise InputError("the catalog has no labelled rows (normal/atypical)", path=source)
+    labels = set(catalog.loc[labelled, "label"].astype(str))
+    if not labels <= {"normal", "atypical"}:
+        raise InputError(
+            f"a classifier needs 'normal'/'atypical' labels, found {sorted(labels)}", path=source
+        )
+    if D.is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "config.yaml")
+    all_folds = make_folds(
+        catalog,
+        scheme=config.cv.scheme,
+        n_splits=config.cv.n_splits,
+        domain_column=config.cv.domain_column,
+        val_fraction=config.cv.val_fraction,
+        seed=config.train.seed,
+    )
+    wanted = list(folds) if folds is not None else config.cv.folds
+    if wanted is not None:
+        known = {f.index for f in all_folds}
+        bad = sorted(set(wanted) - known)
+        if bad:
+            raise InputError(f"no fold {bad} in this scheme (folds {sorted(known)})", path=source)
+        run_folds = [f for f in all_folds if f.index in set(wanted)]
+    else:
+        run_folds = all_folds
+
+    def one(fold: Fold, fold_dir: Path) -> Any:
+        return train_fold(
+            config,
+            catalog,
+            fold,
+            fold_dir,
+            device=device,
+            resume=resume,
+            progress=progress,
+            root=root,
+            source=source,
+        )
+
+    summary = run_crossval(
+        run_folds,
+        one,
+        out,
+        resume=resume,
+        threshold_metric=config.threshold.metric,
+        write=D.is_main_process(),
+        extra_summary={
+            "scheme": config.cv.scheme,
+            "n_folds_total": len(all_folds),
+            "fold_names": {str(f.index): f.name for f in all_folds if f.name},
+            "model": config.model.name,
+        },
+    )
+    if D.is_main_process():
+        write_ensemble(
+            out,
+            summary["folds_finished"],
+            rule=config.cv.ensemble,
+            threshold=_ensemble_threshold(config, summary),
+        )
+    D.barrier()
+    return out
+
+
+def _ensemble_threshold(cfg: ClassifierConfig, summary: dict[str, Any]) -> float:
+    if cfg.threshold.fixed is not None:
+        return float(cfg.threshold.fixed)
+    return float(summary.get("oof_pooled_threshold", 0.5))
+
+
+def write_ensemble(
+    out_dir: str | os.PathLike[str],
+    fold_indices: Sequence[int],
+    *,
+    rule: str = "mean",
+    threshold: float = 0.5,
+) -> Path:
+    """Write ``ensemble.json`` listing ``fold_k/model.pt`` of the given folds and the combination rule.
+
+    Examples:
+        >>> import tempfile
+        >>> p = write_ensemble(tempfile.mkdtemp(), [0, 1], rule="majority")
+        >>> json.loads(p.read_text())["models"]
+        ['fold_0/model.pt', 'fold_1/model.pt']
+    """
+    if rule not in ("majority", "mean"):
+        raise ValueError(f"unknown ensemble rule {rule!r}")
+    spec = {
+        "models": [f"fold_{k}/{MODEL_FILE}" for k in sorted(fold_indices)],
+        "rule": rule,
+        "threshold": float(threshold),
+    }
+    return write_text_atomic(Path(out_dir) / ENSEMBLE_FILE, json.dumps(spec, indent=2))

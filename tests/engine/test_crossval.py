@@ -1,0 +1,157 @@
+"""Cross-validation: threshold choice, folds per scheme, the resumable fold loop and its outputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mitoscope.data.catalog import make_catalog
+from mitoscope.engine.crossval import (
+    FOLD_METRICS,
+    FOLD_PREDICTIONS,
+    Fold,
+    choose_threshold,
+    make_folds,
+    run_crossval,
+)
+from mitoscope.utils.errors import InputError
+
+
+def test_choose_threshold_separates_known_data():
+    labels = [0, 0, 0, 1, 1, 1]
+    probs = [0.05, 0.1, 0.2, 0.25, 0.3, 0.8]
+    t = choose_threshold(labels, probs)
+    assert 0.2 < t <= 0.25
+    preds = (np.array(probs) >= t).astype(int)
+    assert preds.tolist() == labels
+
+
+def test_choose_threshold_maximises_balanced_accuracy_not_accuracy():
+    # 9 negatives spread over [0, 0.8]; 1 positive at 0.7: accuracy prefers predicting all negative (0.9),
+    # balanced accuracy prefers catching the positive
+    labels = [0] * 9 + [1]
+    probs = [*np.linspace(0.0, 0.8, 9).tolist(), 0.7]
+    t = choose_threshold(labels, probs)
+    assert 0.6 < t <= 0.7
+
+
+def test_choose_threshold_prefers_half_on_ties_and_validates():
+    assert choose_threshold([0, 1], [0.1, 0.9]) == 0.5
+    assert choose_threshold([0, 0], [0.1, 0.9]) == 0.5
+    with pytest.raises(ValueError):
+        choose_threshold([0, 1], [0.1])
+    with pytest.raises(ValueError):
+        choose_threshold([0, 1], [0.1, float("nan")])
+    t_f1 = choose_threshold([0, 0, 1, 1], [0.1, 0.6, 0.7, 0.9], metric="f1")
+    assert 0.6 < t_f1 <= 0.7
+
+
+def _catalog(n=60, n_slides=12):
+    rows = []
+    for i in range(n):
+        rows.append(
+            {
+                "image": f"{i}.png",
+                "slide": f"s{i % n_slides}",
+                "label": "atypical" if i % 3 == 0 else "normal",
+                "experts": (1, 0, 1) if i % 4 == 0 else (0, 0, 0),
+                "domain": f"d{i % 3}",
+            }
+        )
+    rows.append({"image": "unlabelled.png", "slide": "s0"})
+    return make_catalog(rows)
+
+
+@pytest.mark.parametrize("scheme", ["group_kfold", "label_hardness_kfold"])
+def test_kfold_groups_never_straddle_and_val_covers_labelled_rows(scheme):
+    cat = _catalog()
+    folds = make_folds(cat, scheme=scheme, n_splits=4, seed=1)
+    assert [f.index for f in folds] == [0, 1, 2, 3]
+    all_test = np.sort(np.concatenate([f.test for f in folds]))
+    assert all_test.tolist() == list(range(60))  # the unlabelled row (60) is never used
+    for f in folds:
+        parts = (f.train, f.val, f.test)
+        for a in range(3):
+            for b in range(a + 1, 3):
+                assert not set(cat["group"].iloc[parts[a]]) & set(cat["group"].iloc[parts[b]])
+        assert cat["target"].iloc[f.val].sum() > 0 and cat["target"].iloc[f.test].sum() > 0
+
+
+def test_lodo_and_holdout():
+    cat = _catalog()
+    folds = make_folds(cat, scheme="lodo", domain_column="domain")
+    assert len(folds) == 3
+    for k, f in enumerate(folds):
+        held = f"d{k}"
+        assert set(cat["domain"].iloc[f.test]) == {held} and held not in set(cat["domain"].iloc[f.train])
+        assert held in f.name and set(cat["domain"].iloc[f.val]) == {f"d{(k + 1) % 3}"}
+    (hold,) = make_folds(cat, scheme="holdout", val_fraction=0.25)
+    assert 0.15 < len(hold.val) / 60 < 0.35 and len(hold.test) == 0
+
+
+def test_fold_errors():
+    cat = _catalog(n=12, n_slides=2)
+    with pytest.raises(InputError, match="only 2 groups for 5 folds"):
+        make_folds(cat, scheme="group_kfold", n_splits=5)
+    one_domain = make_catalog([{"image": f"{i}", "label": "normal", "domain": "a"} for i in range(4)])
+    with pytest.raises(InputError, match="at least 3 domains"):
+        make_folds(one_domain, scheme="lodo")
+    with pytest.raises(InputError, match="unknown cross-validation scheme"):
+        make_folds(cat, scheme="loo")
+    with pytest.raises(InputError, match="no labelled rows"):
+        make_folds(make_catalog([{"image": "a"}]), scheme="holdout")
+
+
+def _fake_train(calls):
+    def train_fold(fold, fold_dir):
+        calls.append(fold.index)
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        y = (fold.val % 2).astype(int)
+        p = np.where(y == 1, 0.6, 0.4) if fold.index == 0 else np.where(y == 1, 0.9, 0.1)
+        pd.DataFrame(
+            {"row": fold.val, "fold": fold.index, "target": y, "p_atypical": p, "threshold": 0.5}
+        ).to_csv(fold_dir / FOLD_PREDICTIONS, index=False)
+        (fold_dir / FOLD_METRICS).write_text(json.dumps({"balanced_accuracy": 1.0, "auroc": 1.0}))
+
+    return train_fold
+
+
+def test_run_crossval_writes_outputs_and_resume_skips_finished_folds(tmp_path):
+    folds = [Fold(k, np.arange(10) + 10 * (1 - k), np.arange(10) + 10 * k) for k in range(2)]
+    calls: list[int] = []
+    summary = run_crossval(folds, _fake_train(calls), tmp_path)
+    assert calls == [0, 1]
+    oof = pd.read_csv(tmp_path / "oof_predictions.csv")
+    assert sorted(oof["row"]) == list(range(20)) and set(oof["fold"]) == {0, 1}
+    saved = json.loads((tmp_path / "cv_summary.json").read_text())
+    assert saved["oof"]["balanced_accuracy"] == 1.0 == summary["oof"]["balanced_accuracy"]
+    assert saved["folds_finished"] == [0, 1] and saved["fold_mean"]["auroc"] == 1.0
+    assert 0.4 < saved["oof_pooled_threshold"] <= 0.6
+
+    # an interrupted fold (no metrics.json) is retrained, finished ones are skipped
+    (tmp_path / "fold_1" / FOLD_METRICS).unlink()
+    calls.clear()
+    summary = run_crossval(folds, _fake_train(calls), tmp_path)
+    assert calls == [1] and summary["folds_skipped"] == [0]
+    calls.clear()
+    run_crossval(folds, _fake_train(calls), tmp_path)
+    assert calls == []
+    run_crossval(folds, _fake_train(calls), tmp_path, resume=False)
+    assert calls == [0, 1]
+
+
+def test_run_crossval_pools_folds_from_earlier_calls(tmp_path):
+    folds = [Fold(k, np.arange(4) + 4 * (1 - k), np.arange(4) + 4 * k) for k in range(2)]
+    calls: list[int] = []
+    run_crossval(folds[:1], _fake_train(calls), tmp_path)
+    summary = run_crossval(folds[1:], _fake_train(calls), tmp_path)
+    assert summary["folds_finished"] == [0, 1] and summary["folds_trained_now"] == [1]
+    assert len(pd.read_csv(tmp_path / "oof_predictions.csv")) == 8
+
+
+def test_run_crossval_requires_fold_outputs(tmp_path):
+    with pytest.raises(RuntimeError, match="left no"):
+        run_crossval([Fold(0, np.arange(2), np.arange(2, 4))], lambda f, d: None, tmp_path)
