@@ -136,6 +136,7 @@ def read_midogpp_json(
     """
     data = _load_json(path)
     xval = read_xvalidation_csv(xvalidation_csv) if xvalidation_csv is not None else None
+    domains = xval.to_dict("index") if xval is not None else {}
     categories = {int(c["id"]): str(c["name"]) for c in data.get("categories", MIDOGPP_CATEGORIES)}
     images: dict[int, Mapping[str, Any]] = {}
     for i, img in enumerate(data["images"]):
@@ -170,8 +171,8 @@ def read_midogpp_json(
         tumor = canonical_tumor(image.get("tumor_type", ""))
         num = _slide_number(file_name)
         scanner = origin = species = split = ""
-        if xval is not None and num is not None and num in xval.index:
-            info = xval.loc[num]
+        if num is not None and num in domains:
+            info = domains[num]
             scanner, origin, species, split = (
                 info["Scanner"],
                 info["Origin"],

@@ -1,0 +1,283 @@
+"""Recognise a dataset's format from a file or folder and load it as a catalog: :func:`load_catalog`.
+
+Formats (names returned by :func:`detect_source`):
+
+| format          | what |
+| --------------- | ---- |
+| ``amibr``       | AMi-Br ``amibr_train.csv`` (or its folder) |
+| ``atnorm-md``   | AtNorM-MD ``expert_votes.csv`` (or its folder) |
+| ``class-folders`` | a folder of ``Atypical/`` and ``Normal/`` images (any depth, no CSV) |
+| ``midog25``     | MIDOG 2025 atypical CSV (slide points; patches with ``images_dir=``) |
+| ``midog++``     | MIDOG++ JSON (with its ``MIDOG++_datasets_xvalidation.csv`` when it lies beside it) |
+| ``midog2021``   | MIDOG 2021 JSON |
+| ``sliderunner`` | SlideRunner SQLite |
+| ``track2-stack``| MIDOG 2025 Track 2 multi-page TIFF of crops |
+| ``catalog-csv`` | a catalog CSV (``patches.csv`` of ``extract-patches``, or any CSV with ``label`` and ``image`` or ``slide,x,y``) |
+| ``geojson``     | point annotations/detections as GeoJSON (QuPath) |
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mitoscope.data.catalog import make_catalog, validate_catalog
+from mitoscope.utils.errors import InputError
+
+FORMATS = (
+    "amibr", "atnorm-md", "class-folders", "midog25", "midog++", "midog2021", "sliderunner", "track2-stack",
+    "catalog-csv", "geojson",
+)  # fmt: skip
+XVALIDATION_NAME = "MIDOG++_datasets_xvalidation.csv"
+
+
+def _csv_header(path: Path) -> list[str]:
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as fh:
+            line = fh.readline()
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc}", path=path) from exc
+    sep = ";" if line.count(";") > line.count(",") else ","
+    return [c.strip().strip('"') for c in line.strip().split(sep)]
+
+
+def _csv_format(path: Path) -> str | None:
+    from mitoscope.io.amibr import AMIBR_COLUMNS
+    from mitoscope.io.midog25 import MIDOG25_COLUMNS
+
+    cols = set(_csv_header(path))
+    if set(AMIBR_COLUMNS) <= cols:
+        return "amibr"
+    if set(MIDOG25_COLUMNS) <= cols:
+        return "midog25"
+    if {"Filename", "Majority"} <= cols:
+        return "atnorm-md"
+    if "label" in cols and ("image" in cols or {"slide", "x", "y"} <= cols):
+        return "catalog-csv"
+    return None
+
+
+def _json_format(path: Path) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            head = fh.read(1 << 20)
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc}", path=path) from exc
+    if '"FeatureCollection"' in head or '"Feature"' in head:
+        return "geojson"
+    if '"annotations"' in head or '"images"' in head:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read: {exc}", path=path) from exc
+        if '"annotations"' in text and '"images"' in text:
+            return "midog++" if '"labels"' in text else "midog2021"
+    return None
+
+
+def _tiff_format(path: Path) -> str | None:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            pages = tif.pages
+            if len(pages) < 2:
+                return None
+            first = pages.first if hasattr(pages, "first") else pages[0]
+            shapes = {p.shape for p in pages[: min(len(pages), 64)]}
+            if len(shapes) == 1 and max(first.shape[:2]) <= 1024:
+                return "track2-stack"
+    except (tifffile.TiffFileError, OSError, ValueError):
+        return None
+    return None
+
+
+def _has_class_folders(path: Path) -> bool:
+    from mitoscope.io.class_folders import class_of_folder
+
+    return any(any(class_of_folder(d) for d in dirnames) for _dirpath, dirnames, _ in os.walk(path))
+
+
+def _file_format(path: Path) -> str | None:
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv", ".txt"):
+        return _csv_format(path)
+    if suffix in (".json", ".geojson"):
+        return _json_format(path)
+    if suffix in (".sqlite", ".db", ".sqlite3"):
+        return "sliderunner"
+    if suffix in (".tif", ".tiff"):
+        return _tiff_format(path)
+    return None
+
+
+def _folder_candidates(path: Path) -> list[tuple[Path, str]]:
+    found = []
+    for child in sorted(path.iterdir()):
+        if child.is_file() and child.name != XVALIDATION_NAME:
+            fmt = _file_format(child)
+            if fmt is not None:
+                found.append((child, fmt))
+    return found
+
+
+def resolve_source(source: str | os.PathLike[str]) -> tuple[Path, str]:
+    """The file to read and its format; a folder resolves to its one recognised file or to class folders.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "c.csv").write_text("image,label\\n")
+        >>> resolve_source(d)[1]
+        'catalog-csv'
+    """
+    path = Path(source)
+    if not path.exists():
+        raise InputError("not found", path=path)
+    if path.is_file():
+        fmt = _file_format(path)
+        if fmt is None:
+            raise InputError(f"unrecognised data format; supported formats: {', '.join(FORMATS)}", path=path)
+        return path, fmt
+    candidates = _folder_candidates(path)
+    if len(candidates) == 1:
+        return candidates[0]
+    if len(candidates) > 1:
+        listing = ", ".join(f"{p.name} ({f})" for p, f in candidates)
+        raise InputError(f"folder holds several datasets, name one of them: {listing}", path=path)
+    if _has_class_folders(path):
+        return path, "class-folders"
+    raise InputError(
+        "no recognised dataset in this folder (expected a known CSV/JSON/SQLite file or Atypical/ and Normal/ "
+        "class folders)",
+        path=path,
+    )
+
+
+def detect_source(source: str | os.PathLike[str]) -> str:
+    """The format of a dataset file or folder (one of :data:`FORMATS`).
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "v.csv"
+        >>> _ = p.write_text("Filename,Expert_1,Majority\\n")
+        >>> detect_source(p)
+        'atnorm-md'
+    """
+    return resolve_source(source)[1]
+
+
+def _geojson_catalog(path: Path, slide: str | None) -> pd.DataFrame:
+    from mitoscope.io.geojson import read_geojson
+
+    det = read_geojson(path)
+    aliases = {"not mitotic figure": "hard negative", "": "unlabelled"}
+    rows = []
+    for i, rec in enumerate(det.to_dict("records")):
+        label = aliases.get(str(rec["label"]).lower(), str(rec["label"]).lower())
+        if label not in ("mitotic figure", "hard negative", "atypical", "normal", "unlabelled"):
+            raise InputError(f"feature {i}: class {rec['label']!r} is not one mitoscope knows", path=path)
+        name = slide or rec.get("slide") or path.stem
+        rows.append({"slide": str(name), "x": rec["x"], "y": rec["y"], "label": label, "source": "geojson"})
+    return make_catalog(rows)
+
+
+def load_catalog(
+    source: str | os.PathLike[str] | pd.DataFrame,
+    *,
+    format: str | None = None,
+    skip_bad: bool = False,
+    check_files: bool = True,
+    images_dir: str | os.PathLike[str] | None = None,
+    xvalidation_csv: str | os.PathLike[str] | None = None,
+    slide: str | None = None,
+) -> pd.DataFrame:
+    """Load any supported dataset as a catalog (see :mod:`mitoscope.data.catalog`).
+
+    Args:
+        source: a file or folder of a supported format, or an existing catalog (returned as is).
+        format: skip auto-detection (one of :data:`FORMATS`).
+        skip_bad: skip bad rows (listed in ``frame.attrs["skipped"]``) instead of raising ``InputError``.
+        check_files: check that patch image files exist.
+        images_dir: MIDOG 2025 CSV: folder of its patch images; AMi-Br / AtNorM-MD: images root.
+        xvalidation_csv: MIDOG++ domain/split CSV (found automatically beside the JSON).
+        slide: GeoJSON: the slide the points lie on (default: the file's stem).
+
+    Returns:
+        The catalog; ``frame.attrs["format"]`` and ``frame.attrs["path"]`` say what was read.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "c.csv"
+        >>> _ = p.write_text("slide,x,y,label\\na.tiff,1,2,atypical\\n")
+        >>> cat = load_catalog(p)
+        >>> cat.attrs["format"], len(cat)
+        ('catalog-csv', 1)
+    """
+    if isinstance(source, pd.DataFrame):
+        return validate_catalog(source)
+    if format is not None:
+        if format not in FORMATS:
+            raise ValueError(f"unknown format {format!r}; use one of {FORMATS}")
+        path = Path(source)
+        if not path.exists():
+            raise InputError("not found", path=path)
+        if path.is_dir() and format != "class-folders":
+            found = [p for p, f in _folder_candidates(path) if f == format]
+            if len(found) != 1:
+                raise InputError(f"expected one {format} file in this folder, found {len(found)}", path=path)
+            path = found[0]
+        fmt = format
+    else:
+        path, fmt = resolve_source(source)
+    frame = _load(path, fmt, skip_bad=skip_bad, check_files=check_files, images_dir=images_dir,
+                  xvalidation_csv=xvalidation_csv, slide=slide)  # fmt: skip
+    frame.attrs["format"] = fmt
+    frame.attrs["path"] = str(path)
+    frame.attrs.setdefault("skipped", [])
+    return frame
+
+
+def _load(path: Path, fmt: str, **opts: Any) -> pd.DataFrame:
+    skip_bad, check_files, images_dir = opts["skip_bad"], opts["check_files"], opts["images_dir"]
+    if fmt == "amibr":
+        from mitoscope.io.amibr import read_amibr_csv
+
+        return read_amibr_csv(path, images_root=images_dir, check_files=check_files, skip_bad=skip_bad)
+    if fmt == "atnorm-md":
+        from mitoscope.io.class_folders import read_atnorm_votes
+
+        return read_atnorm_votes(path, images_root=images_dir, check_files=check_files, skip_bad=skip_bad)
+    if fmt == "class-folders":
+        from mitoscope.io.class_folders import read_class_folders
+
+        return read_class_folders(path)
+    if fmt == "midog25":
+        from mitoscope.io.midog25 import read_midog25_csv
+
+        return read_midog25_csv(path, images_dir=images_dir, check_files=check_files, skip_bad=skip_bad)
+    if fmt in ("midog++", "midog2021"):
+        from mitoscope.io.midogpp import read_midogpp_json
+
+        xval = opts["xvalidation_csv"]
+        if xval is None and fmt == "midog++" and (path.parent / XVALIDATION_NAME).is_file():
+            xval = path.parent / XVALIDATION_NAME
+        return read_midogpp_json(path, xvalidation_csv=xval)
+    if fmt == "sliderunner":
+        from mitoscope.io.sliderunner import read_sliderunner
+
+        return read_sliderunner(path)
+    if fmt == "track2-stack":
+        from mitoscope.io.midog_outputs import read_track2_stack
+
+        return read_track2_stack(path)
+    if fmt == "catalog-csv":
+        from mitoscope.io.catalog_csv import read_catalog_csv
+
+        return read_catalog_csv(path, check_files=check_files, skip_bad=skip_bad)
+    if fmt == "geojson":
+        return _geojson_catalog(path, opts["slide"])
+    raise ValueError(f"unknown format {fmt!r}")
