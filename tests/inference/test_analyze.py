@@ -175,7 +175,7 @@ def test_failed_write_leaves_previous_bundle(tmp_path, monkeypatch) -> None:
     classify, _ = colour_classifier()
     result = analyze_slide(slide, detect=stand_in_detect(pts), classify=classify)
     out = write_slide_result(tmp_path / "case_7", result, formats=())
-    before = (out / "figures.csv").read_text()
+    before = (out / "case_7.csv").read_text()
 
     def boom(*a, **k):
         raise OSError("disk full")
@@ -184,7 +184,7 @@ def test_failed_write_leaves_previous_bundle(tmp_path, monkeypatch) -> None:
     result.figures = result.figures.iloc[:2]
     with pytest.raises(OSError, match="disk full"):
         write_slide_result(out, result, formats=())
-    assert (out / "figures.csv").read_text() == before
+    assert (out / "case_7.csv").read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["case_7"]
 
 

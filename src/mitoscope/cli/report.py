@@ -1,11 +1,23 @@
-"""Placeholder: this command is not built yet."""
+"""``mitoscope report``: the HTML report of an ``analyze`` output directory."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
-def report() -> None:
-    """Not built yet."""
-    typer.echo("not built yet", err=True)
-    raise typer.Exit(2)
+def report(
+    directory: Path = typer.Argument(..., help="Output directory of `mitoscope analyze`."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Report folder (default DIR/report)."),
+    slide: list[str] | None = typer.Option(None, "--slide", help="Only this slide (repeatable)."),
+) -> None:
+    """Write a self-contained HTML page per slide and one for the cohort (DIR/report/index.html)."""
+    from mitoscope.report.html import write_report
+
+    try:
+        index = write_report(directory, slides=slide or None, report_dir=str(out) if out else None)
+    except (ValueError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(str(index))

@@ -12,11 +12,11 @@ The analysis is written against three small callables so that any detector/class
 
 Per-slide bundle (``<out>/slides/<name>/``, appears complete or not at all)::
 
-    figures.csv        one row per figure: x, y (level-0 px), x_mm, y_mm, score, p_atypical, class
-    <name>.geojson / <name>.midog.json / <name>.sqlite   the detection output formats (``inference.outputs``)
+    <name>.csv         one row per figure: slide, x, y (level-0 px), x_mm, y_mm, score, label, class, p_atypical
+    <name>.geojson / <name>.midog.json / <name>.sqlite   QuPath, MIDOG and SlideRunner (``inference.outputs``)
     summary.json       the statistics, the thresholds used, the hotspot window, the settings fingerprint
     thumbnail.jpg      the slide downsampled (for the report)
-    crops.npz          crops of the figures (for the report's gallery), ``index`` = row in figures.csv
+    crops.npz          crops of the figures (for the report's gallery), ``index`` = row in <name>.csv
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ TissueFn = Callable[[Slide], float]
 FIGURE_COLUMNS = ("x", "y", "x_mm", "y_mm", "score", "p_atypical", "class", "label")
 CLASS_COLORS: dict[str, tuple[int, int, int]] = {"normal": (40, 160, 60), "atypical": (220, 40, 40)}
 SUMMARY_FILE = "summary.json"
-FIGURES_FILE = "figures.csv"
 THUMBNAIL_FILE = "thumbnail.jpg"
 CROPS_FILE = "crops.npz"
 
@@ -322,21 +321,21 @@ def json_safe(obj: Any) -> Any:
 
 def _write_formats(
     staging: Path, result: SlideResult, *, mpp: float, formats: Sequence[str], slide_dims: tuple[int, int]
-) -> list[str]:
-    """Write the detection output formats through ``inference.outputs``; returns the formats written."""
-    if not formats:
-        return []
-    try:
-        from mitoscope.inference.outputs import write_detection_outputs
-    except ImportError:  # pragma: no cover - the outputs module ships with the package
-        logger.warning("mitoscope.inference.outputs is not available: only figures.csv written")
-        return []
-    dets = result.figures.copy()
-    dets["slide"] = result.name
-    write_detection_outputs(
-        staging, result.name, dets, mpp=mpp, formats=tuple(formats), slide_dims=slide_dims
+) -> dict[str, str]:
+    """Write the figures in each format through ``inference.outputs`` (the CSV always); ``{format: file}``."""
+    from mitoscope.inference.outputs import write_detection_outputs
+
+    fmts = ("csv", *(f for f in formats if f != "csv"))
+    written = write_detection_outputs(
+        staging,
+        result.name,
+        result.figures,
+        mpp=mpp,
+        formats=fmts,
+        slide_dims=slide_dims,
+        class_colors=CLASS_COLORS,
     )
-    return list(formats)
+    return {fmt: Path(path).name for fmt, path in written.items()}
 
 
 def write_slide_result(
@@ -347,15 +346,16 @@ def write_slide_result(
 ) -> Path:
     """Write the per-slide bundle into ``slide_dir`` atomically (the whole directory appears at once).
 
-    ``summary.json`` is the completion marker; an existing bundle is replaced only after the new one is complete.
+    The figures go to ``<name>.csv`` and the other ``formats`` (``geojson``, ``midog``, ``sqlite``) through
+    :func:`mitoscope.inference.outputs.write_detection_outputs`; ``summary.json`` lists them. An existing bundle
+    is replaced only after the new one is complete.
     """
     from PIL import Image
 
     slide_dir = Path(slide_dir)
     with atomic_path(slide_dir, suffix="") as staging:
         staging.mkdir(parents=True)
-        result.figures.to_csv(staging / FIGURES_FILE, index=False)
-        written = _write_formats(
+        files = _write_formats(
             staging,
             result,
             mpp=float(result.summary["mpp"]),
@@ -366,22 +366,27 @@ def write_slide_result(
             Image.fromarray(result.thumbnail).save(staging / THUMBNAIL_FILE, quality=88)
         if result.crops is not None and result.crop_index is not None:
             np.savez_compressed(staging / CROPS_FILE, crops=result.crops, index=result.crop_index)
-        summary = {**result.summary, "formats": written}
+        summary = {**result.summary, "files": files}
         (staging / SUMMARY_FILE).write_text(json.dumps(json_safe(summary), indent=2), encoding="utf-8")
     return slide_dir
 
 
+def _read_summary(slide_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((slide_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def is_complete(slide_dir: str | os.PathLike[str], fingerprint: str | None = None) -> bool:
     """True when ``slide_dir`` holds a finished bundle (and, if given, made with the same settings)."""
-    path = Path(slide_dir) / SUMMARY_FILE
-    if not path.is_file() or not (Path(slide_dir) / FIGURES_FILE).is_file():
+    slide_dir = Path(slide_dir)
+    summary = _read_summary(slide_dir)
+    if summary is None:
         return False
-    if fingerprint is None:
-        return True
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("fingerprint") == fingerprint
-    except (OSError, json.JSONDecodeError):
+    if not all((slide_dir / name).is_file() for name in summary.get("files", {}).values()):
         return False
+    return fingerprint is None or summary.get("fingerprint") == fingerprint
 
 
 def read_slide_result(slide_dir: str | os.PathLike[str]) -> SlideResult:
@@ -397,9 +402,9 @@ def read_slide_result(slide_dir: str | os.PathLike[str]) -> SlideResult:
     except json.JSONDecodeError as exc:
         raise InputError(f"bad JSON ({exc})", path=summary_path) from exc
     summary = {k: (math.nan if v is None and k in _NUMERIC_KEYS else v) for k, v in summary.items()}
-    figures = pd.read_csv(slide_dir / FIGURES_FILE, keep_default_na=False, na_values=[""])
-    if figures.empty:
-        figures = _empty_figures()
+    csv_name = summary.get("files", {}).get("csv", f"{summary['slide']}.csv")
+    figures = pd.read_csv(slide_dir / csv_name, keep_default_na=False, na_values=[""])
+    figures = _empty_figures() if figures.empty else figures[[c for c in FIGURE_COLUMNS if c in figures]]
     hotspot = Hotspot(
         summary["hotspot_x"],
         summary["hotspot_y"],

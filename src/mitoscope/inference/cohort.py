@@ -141,7 +141,7 @@ def run_cohort(
             a finished slide may be reused.
         config: statistics / report settings.
         mpp: mpp to assume for slides whose files lack it.
-        formats: detection output formats beside ``figures.csv`` (``geojson``, ``midog``, ``sqlite``, ...).
+        formats: detection output formats beside the CSV ``<name>.csv`` (``geojson``, ``midog``, ``sqlite``, ...).
         resume: skip slides finished with the same settings (False: redo every slide).
         open_slide_fn: ``(path, mpp) -> Slide`` (default :func:`mitoscope.io.slides.open_slide`).
         log: where progress lines go (default: the module logger).
@@ -200,6 +200,9 @@ def run_cohort(
             continue
         if pipeline is None:
             pipeline = make_pipeline()  # model errors are not per-slide: let them stop the run
+            if config.crop_mpp is None and pipeline.info.get("classifier_mpp"):
+                # Gallery crops at the classifier's resolution: what it saw.
+                config = dataclasses.replace(config, crop_mpp=float(pipeline.info["classifier_mpp"]))
         try:
             t0 = time.perf_counter()
             extra = {"fingerprint": fingerprint, **pipeline.info}
@@ -298,3 +301,124 @@ def write_cohort(
     }
     write_text_atomic(out_dir / COHORT_JSON, json.dumps(json_safe(meta), indent=2, default=str))
     return csv_path
+
+
+def _file_identity(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Path, size and modification time of a model file or directory (for the settings fingerprint)."""
+    p = Path(path)
+    files = (
+        [p]
+        if p.is_file()
+        else sorted(q for q in p.rglob("*") if q.is_file() and q.suffix in (".pt", ".json"))
+    )
+    return {
+        "path": str(p.resolve()),
+        "files": [{"name": str(q.relative_to(p) if q != p else q.name), "size": q.stat().st_size,
+                   "mtime": int(q.stat().st_mtime)} for q in files],
+    }  # fmt: skip
+
+
+def model_settings(
+    detector: str | os.PathLike[str],
+    classifier: str | os.PathLike[str],
+    *,
+    detection_threshold: float | None = None,
+    atypical_threshold: float | None = None,
+    tta: bool = False,
+    mpp: float | None = None,
+) -> dict[str, Any]:
+    """The settings that define an analysis's results (recorded in ``cohort.json``; fingerprinted for resume)."""
+    return {
+        "detector": _file_identity(detector),
+        "classifier": _file_identity(classifier),
+        "detection_threshold_override": detection_threshold,
+        "atypical_threshold_override": atypical_threshold,
+        "tta": bool(tta),
+        "assumed_mpp": mpp,
+    }
+
+
+def build_pipeline(
+    detector: str | os.PathLike[str],
+    classifier: str | os.PathLike[str],
+    *,
+    device: str = "auto",
+    batch_size: int = 8,
+    classifier_batch_size: int = 64,
+    num_workers: int = 2,
+    tta: bool = False,
+    detection_threshold: float | None = None,
+    atypical_threshold: float | None = None,
+    tissue: bool = True,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> Pipeline:
+    """Load a detector and a classifier (checkpoints or run directories) into a :class:`Pipeline`.
+
+    The detector reads tiles at its own mpp, the classifier reads a crop around each detected figure at *its*
+    mpp and input size (``Classifier.classify_points``): a mismatch between the two (or with the slide) is
+    resolved by resampling at read time, and logged. The tissue mask is computed once per slide and used both
+    to skip empty tiles and as the density's denominator. With ``atypical_threshold=None`` the classifier
+    decides by its own rule (threshold in its checkpoint; majority vote for a voting ensemble).
+    """
+    from mitoscope.data.tissue import slide_tissue_mask, tissue_area_mm2
+    from mitoscope.inference.classify import Classifier
+    from mitoscope.inference.detect import Detector, resolve_device
+
+    log = log or logger.info
+    dev = resolve_device(device)
+    det = Detector.from_path(detector, device=dev)
+    clf = Classifier.from_path(classifier, device=dev, tta=tta)
+    det_mpp, clf_mpp = float(det.contract.mpp), float(clf.mpp)
+    if not math.isclose(det_mpp, clf_mpp, rel_tol=1e-3):
+        log(
+            f"detector works at {det_mpp:g} µm/px, classifier at {clf_mpp:g} µm/px: each figure's crop for the "
+            f"classifier is read at {clf_mpp:g} µm/px ({clf.input_size} px), resampled from the slide"
+        )
+    det_threshold = float(detection_threshold) if detection_threshold is not None else det.threshold
+    cache: dict[str, Any] = {}
+
+    def mask_of(slide: Slide) -> tuple[Any, float]:
+        if cache.get("slide") is not slide:
+            cache.clear()
+            cache.update(slide=slide, mask=slide_tissue_mask(slide))
+        return cache["mask"]
+
+    def detect(slide: Slide) -> pd.DataFrame:
+        if not math.isclose(slide.mpp, det_mpp, rel_tol=1e-3):
+            log(
+                f"{Path(slide.path).name}: slide at {slide.mpp:g} µm/px, detector tiles resampled to {det_mpp:g}"
+            )
+        return det.detect(
+            slide,
+            batch_size=batch_size,
+            threshold=det_threshold,
+            num_workers=num_workers,
+            progress=progress,
+            tissue=mask_of(slide) if tissue else False,
+        )
+
+    def classify(slide: Slide, points: pd.DataFrame) -> Any:
+        out = clf.classify_points(slide, points, batch_size=classifier_batch_size, return_labels=True)
+        return out[0] if atypical_threshold is not None else out
+
+    def tissue_area(slide: Slide) -> float:
+        if not tissue:
+            w, h = slide.dimensions
+            return w * h * slide.mpp**2 / 1e6
+        return tissue_area_mm2(*mask_of(slide))
+
+    clf_threshold = float(atypical_threshold) if atypical_threshold is not None else float(clf.threshold)
+    info = {
+        "detection_threshold": det_threshold,
+        "detector_path": str(det.path or detector),
+        "classifier_path": str(classifier),
+        "detector_mpp": det_mpp,
+        "classifier_mpp": clf_mpp,
+        "classifier_input_size": int(clf.input_size),
+        "classifier_rule": str(getattr(clf.ensemble, "rule", "")),
+        "classifier_members": len(getattr(clf.ensemble, "models", [None])),
+        "tta": bool(tta),
+        "device": str(dev),
+    }
+    return Pipeline(detect, classify, tissue_area, clf_threshold, info)

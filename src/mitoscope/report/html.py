@@ -336,7 +336,7 @@ def write_report(
     if not cohort_csv.is_file():
         raise InputError("no cohort.csv: not a `mitoscope analyze` output directory", path=out_dir)
     table = pd.read_csv(cohort_csv, keep_default_na=False, na_values=[""])
-    table["error"] = table["error"].fillna("")
+    table["error"] = table["error"].astype(object).fillna("")
     if slides is not None:
         table = table[table["slide"].isin(list(slides))]
     dest = Path(report_dir) if report_dir else out_dir / REPORT_DIR
