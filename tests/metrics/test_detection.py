@@ -234,3 +234,50 @@ def test_bad_input_names_the_image():
         midog_f1({"img7": (pd.DataFrame({"x": [1.0]}), pts([[0, 0]]))})
     with pytest.raises(ValueError, match="img8"):
         midog_f1({"img8": (pts([[np.nan, 0]], [1]), pts([[0, 0]]))})
+
+
+def test_ap_equals_pycocotools_when_installed():
+    """Golden check against pycocotools COCOeval (what torchmetrics' map_50 runs in the MIDOG 2022 evaluation)."""
+    import contextlib
+    import io
+
+    pytest.importorskip("pycocotools")
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        per_image, images, anns, dets = {}, [], [], []
+        half = 45.0  # 11.25 µm at 0.25 µm/px
+        for i in range(4):
+            gt = rng.uniform(0, 1000, (int(rng.integers(1, 12)), 2))
+            hit = gt[rng.random(len(gt)) < 0.7]
+            pred = np.vstack(
+                [hit + rng.normal(0, 12, hit.shape), rng.uniform(0, 1000, (int(rng.integers(0, 8)), 2))]
+            )
+            scores = rng.random(len(pred)).round(2)  # ties on purpose
+            per_image[f"im{i}"] = (pts(pred, scores), pts(gt))
+            images.append({"id": i + 1, "width": 1000, "height": 1000})
+            for x, y in gt:
+                box = [x - half, y - half, 2 * half, 2 * half]
+                anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": 1, "bbox": box,
+                             "area": 4 * half * half, "iscrowd": 0})  # fmt: skip
+            for (x, y), s in zip(pred, scores, strict=True):
+                dets.append({"image_id": i + 1, "category_id": 1, "bbox": [x - half, y - half, 2 * half, 2 * half],
+                             "score": float(s)})  # fmt: skip
+        coco = COCO()
+        coco.dataset = {
+            "images": images,
+            "annotations": anns,
+            "categories": [{"id": 1, "name": "mitotic figure"}],
+        }
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco.createIndex()
+            ev = COCOeval(coco, coco.loadRes(dets), "bbox")
+            ev.params.iouThrs = np.array([0.5])
+            ev.params.maxDets = [1_000_000]
+            ev.params.areaRng, ev.params.areaRngLbl = [[0, 1e10]], ["all"]
+            ev.evaluate()
+            ev.accumulate()
+        reference = float(np.mean(ev.eval["precision"][0, :, 0, 0, -1]))
+        assert average_precision(per_image) == pytest.approx(reference, abs=1e-12)
