@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -14,43 +15,54 @@ def _folder_images(folder: Path) -> list[tuple[Path, str]]:
     return [(p, p.parent.name) for p in files]
 
 
-def _load_patches(source: Path, n: int, seed: int) -> tuple[list, list[str]]:
-    """Up to ``n`` patches (RGB uint8) and short titles from a folder of images or a catalog source."""
+def _load_patches(source: Path, n: int, seed: int) -> list[tuple[Any, str, int, str]]:
+    """Up to ``n`` random patches from a catalog source or a plain folder of images.
+
+    Returns ``(rgb, cache key, page, title)`` tuples.
+    """
     import numpy as np
 
     from mitoscope.utils.errors import InputError
 
     rng = np.random.default_rng(seed)
+    catalog = None
     try:
-        from mitoscope.data.sources import load_catalog  # type: ignore[import-not-found]
-    except ImportError:
+        from mitoscope.data.sources import load_catalog
+    except ImportError:  # pragma: no cover - the readers are part of the package
         load_catalog = None
-    if load_catalog is not None and (source.is_file() or not _folder_images(source)):
+    if load_catalog is not None:
+        try:
+            catalog = load_catalog(source)
+        except InputError:
+            if not source.is_dir():
+                raise
+    if catalog is not None:
         from mitoscope.data.datasets import PatchDataset
 
-        catalog = load_catalog(source)
         if len(catalog) == 0:
             raise InputError("the source holds no records", path=source)
         take = np.sort(rng.choice(len(catalog), size=min(n, len(catalog)), replace=False))
         sub = catalog.iloc[take]
         root = source if source.is_dir() else source.parent
-        ds = PatchDataset(
-            sub, transform=lambda rgb, mask, rng: (rgb, None), size=128, root=root, source=source
-        )
-        images = [ds.load_rgb(i) for i in range(len(sub))]
-        titles = [str(lab)[:1].upper() if isinstance(lab, str) and lab else "" for lab in sub["label"]]
-        return images, titles
-    if not source.is_dir():
-        raise InputError("not a folder of images (catalog sources need mitoscope.data.sources)", path=source)
+        ds = PatchDataset(sub, transform=_identity, size=128, root=root, source=source)
+        out = []
+        for i, (_, rec) in enumerate(sub.iterrows()):
+            image = str(rec["image"] or "")
+            key = image or f"{rec['slide']}@{float(rec['x']):.1f},{float(rec['y']):.1f}"
+            title = str(rec["label"])[:1].upper() if isinstance(rec["label"], str) else ""
+            out.append((ds.load_rgb(i), key, int(rec["page"]), title))
+        return out
     files = _folder_images(source)
     if not files:
         raise InputError("no images found in the folder", path=source)
     take = np.sort(rng.choice(len(files), size=min(n, len(files)), replace=False))
     from mitoscope.io.image_slide import read_image
 
-    images = [read_image(files[i][0]) for i in take]
-    titles = [files[i][1][:1].upper() for i in take]
-    return images, titles
+    return [(read_image(files[i][0]), str(files[i][0]), -1, files[i][1][:1].upper()) for i in take]
+
+
+def _identity(rgb: Any, mask: Any, rng: Any) -> tuple[Any, None]:
+    return rgb, None
 
 
 def masks(
@@ -76,16 +88,19 @@ def masks(
         typer.echo(f"error: {source}: no such file or folder", err=True)
         raise typer.Exit(1)
     try:
-        images, titles = _load_patches(source, n, seed)
+        records = _load_patches(source, n, seed)
         store = MaskCache(cache) if cache is not None else None
+        images = [r[0] for r in records]
+        titles = [r[3] for r in records]
         computed = []
-        for i, img in enumerate(images):
+        for img, key, page, _ in records:
             if store is None:
                 computed.append(compute_mask(img, method))
             else:
-                key = f"{source.resolve()}#{seed}#{i}#{img.shape}#{int(img.sum())}"
                 computed.append(
-                    store.get_or_compute(key, lambda img=img: compute_mask(img, method), method=method)
+                    store.get_or_compute(
+                        key, lambda img=img: compute_mask(img, method), page=page, method=method
+                    )
                 )
         path = mask_overlay_sheet(images, computed, out, ncols=ncols, titles=titles)
     except (InputError, MissingDependencyError, ValueError, OSError) as exc:

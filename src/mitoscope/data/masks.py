@@ -130,10 +130,13 @@ def point_mask(
     # fragments near the seed component (e.g. the two halves of an anaphase): by distance to the seed mask
     seed_dist = ndi.distance_transform_edt(~keep)
     seed_level = float(hema[keep].mean())
+    seed_area = float(keep.sum())
     for lab in range(1, n + 1):
         if lab == seed:
             continue
         comp = labels == lab
+        if comp.sum() < max(2 * min_area, 0.25 * seed_area):
+            continue  # slivers and specks
         if float(seed_dist[comp].min()) <= merge_radius and float(hema[comp].mean()) >= 0.8 * seed_level:
             keep |= comp
     keep = ndi.binary_closing(keep, structure=disk(2), border_value=0) & limit
