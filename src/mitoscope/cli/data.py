@@ -1,7 +1,213 @@
-"""Placeholder group: not built yet."""
+"""``mitoscope data``: look at a dataset, cut patches around slide points, convert between formats.
+
+(``mitoscope data masks`` is added to this group by ``cli/main.py``.)
+"""
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+from typing import Any
+
 import typer
 
-app = typer.Typer(help="Not built yet.", no_args_is_help=True)
+app = typer.Typer(help="Inspect, extract and convert datasets (any supported format, auto-detected).",
+                  no_args_is_help=True)  # fmt: skip
+
+CONVERT_TARGETS = ("sliderunner", "geojson", "midogpp", "csv")
+_SUFFIX_TARGET = {".sqlite": "sliderunner", ".db": "sliderunner", ".geojson": "geojson", ".json": "midogpp",
+                  ".csv": "csv"}  # fmt: skip
+
+
+def _fail(exc: BaseException) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _library_errors() -> tuple[type[BaseException], ...]:
+    from mitoscope.utils.errors import InputError
+    from mitoscope.utils.optional import MissingDependencyError
+
+    return (InputError, MissingDependencyError, ValueError, FileNotFoundError)
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{summary['path']}[/]  format [cyan]{summary['format']}[/]")
+    head = Table(show_header=False, box=None)
+    for key in ("rows", "images", "slides", "groups", "hard"):
+        head.add_row(key if key != "hard" else "hard (experts disagree)", str(summary[key]))
+    for name, n in summary.get("splits", {}).items():
+        head.add_row(f"split {name}", str(n))
+    console.print(head)
+    labels = list(summary["labels"])
+    table = Table(title="records per class and domain")
+    table.add_column("domain")
+    for lab in labels:
+        table.add_column(lab, justify="right")
+    table.add_column("total", justify="right")
+    for dom, counts in summary["domains"].items():
+        table.add_row(dom, *(str(counts.get(lab, 0)) for lab in labels), str(sum(counts.values())))
+    table.add_row("[bold]all[/]", *(f"[bold]{summary['labels'][lab]}[/]" for lab in labels),
+                  f"[bold]{summary['rows']}[/]")  # fmt: skip
+    console.print(table)
+    if summary["subclasses"]:
+        sub = Table(title="subclasses")
+        sub.add_column("subclass")
+        sub.add_column("records", justify="right")
+        for name, n in summary["subclasses"].items():
+            sub.add_row(name, str(n))
+        console.print(sub)
+    experts = summary["experts"]
+    if experts["items_with_votes"]:
+        agree = Table(title=f"experts' agreement (Fleiss' κ = {_fmt(experts['fleiss_kappa'])})")
+        for col in ("pair", "items", "agreement", "Cohen's κ"):
+            agree.add_column(col, justify="left" if col == "pair" else "right")
+        for row in experts["pairwise"]:
+            agree.add_row(
+                str(row["pair"]), str(row["items"]), _fmt(row["agreement"]), _fmt(row["cohen_kappa"])
+            )
+        console.print(agree)
+    if summary["skipped"]:
+        console.print(f"[yellow]skipped {len(summary['skipped'])} bad rows[/]")
+        for item in summary["skipped"][:10]:
+            console.print(f"  row {item['row']}: {item['problem']}", highlight=False)
+
+
+@app.command("info")
+def info(
+    source: Path = typer.Argument(..., help="Dataset file or folder (format auto-detected)."),
+    format: str | None = typer.Option(None, "--format", help="Skip auto-detection (e.g. midog25, amibr)."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables."),
+    skip_bad: bool = typer.Option(
+        False, "--skip-bad", help="Skip bad rows (and list them) instead of failing."
+    ),
+    images_dir: Path | None = typer.Option(
+        None, "--images", help="Folder of the patch images, if elsewhere."
+    ),
+) -> None:
+    """Summarise a dataset: counts per class, domain and hardness, and the experts' agreement."""
+    import warnings
+
+    from mitoscope.data.sources import load_catalog, summarize_catalog
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            catalog = load_catalog(source, format=format, skip_bad=skip_bad, images_dir=images_dir)
+        summary = summarize_catalog(catalog)
+    except _library_errors() as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, default=str))
+    else:
+        _print_summary(summary)
+
+
+@app.command("extract-patches")
+def extract_patches_command(
+    csv: Path = typer.Argument(
+        ..., help="Records with slide points (MIDOG25 CSV, catalog CSV, MIDOG++ JSON, …)."
+    ),
+    slides: Path = typer.Option(..., "--slides", help="Folder holding the slide files."),
+    out: Path = typer.Option(..., "--out", help="New output folder (class folders of PNGs + patches.csv)."),
+    size: int = typer.Option(128, "--size", help="Patch edge in pixels."),
+    mpp: float | None = typer.Option(None, "--mpp", help="Output resolution (default: each slide's own)."),
+    slide_mpp: float | None = typer.Option(None, "--slide-mpp", help="Resolution of slides without one."),
+    skip_bad: bool = typer.Option(
+        False, "--skip-bad", help="Skip records that cannot be cut, and list them."
+    ),
+) -> None:
+    """Cut patches centred on slide points; padding past the slide border is black."""
+    import warnings
+
+    from mitoscope.data.patch_extraction import extract_patches
+    from mitoscope.data.sources import load_catalog
+
+    try:
+        catalog = load_catalog(csv, skip_bad=skip_bad, check_files=False)
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            result = extract_patches(catalog, slides_dir=slides, out_dir=out, size=size, mpp=mpp,
+                                     slide_mpp=slide_mpp, skip_bad=skip_bad)  # fmt: skip
+    except _library_errors() as exc:
+        _fail(exc)
+    typer.echo(f"wrote {len(result)} patches to {out} (index: {out / 'patches.csv'})")
+    skipped = result.attrs.get("skipped", [])
+    if skipped:
+        typer.echo(f"skipped {len(skipped)} records:", err=True)
+        for item in skipped[:20]:
+            typer.echo(f"  record {item['row']}: {item['problem']}", err=True)
+
+
+@app.command("convert")
+def convert(
+    source: Path = typer.Argument(..., help="Dataset file or folder (format auto-detected)."),
+    out: Path = typer.Argument(..., help="Output file."),
+    to: str | None = typer.Option(
+        None, "--to", help=f"One of {', '.join(CONVERT_TARGETS)} (default: from OUT's suffix)."
+    ),
+    format: str | None = typer.Option(None, "--format", help="Input format, to skip auto-detection."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad rows instead of failing."),
+) -> None:
+    """Convert annotations between formats (e.g. MIDOG++ JSON → SlideRunner SQLite or QuPath GeoJSON)."""
+    import warnings
+
+    from mitoscope.data.sources import load_catalog
+    from mitoscope.utils.errors import InputError
+
+    target = to or _SUFFIX_TARGET.get(out.suffix.lower())
+    try:
+        if target not in CONVERT_TARGETS:
+            raise InputError(f"choose the output format with --to ({', '.join(CONVERT_TARGETS)})", path=out)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            catalog = load_catalog(source, format=format, skip_bad=skip_bad, check_files=False)
+        _write(catalog, out, target)
+    except _library_errors() as exc:
+        _fail(exc)
+    typer.echo(f"wrote {len(catalog)} records as {target} to {out}")
+
+
+def _write(catalog: Any, out: Path, target: str) -> None:
+    from mitoscope.utils.errors import InputError
+
+    if target == "csv":
+        from mitoscope.io.catalog_csv import write_catalog_csv
+
+        write_catalog_csv(out, catalog)
+        return
+    points = catalog[(catalog["slide"].astype(str) != "") & catalog["x"].notna() & catalog["y"].notna()]
+    if len(points) != len(catalog):
+        raise InputError(
+            f"{len(catalog) - len(points)} records are not points on a slide; only 'csv' can hold them"
+        )
+    if target == "sliderunner":
+        from mitoscope.io.sliderunner import catalog_to_detections, write_sliderunner
+
+        dims = {
+            k: (v["width"], v["height"]) for k, v in catalog.attrs.get("images", {}).items() if v.get("width")
+        }
+        write_sliderunner(out, catalog_to_detections(catalog), slide_dims=dims)
+    elif target == "geojson":
+        from mitoscope.io.geojson import write_geojson
+
+        cols = [c for c in ("x", "y", "score", "label", "p_atypical", "slide") if c in catalog]
+        write_geojson(out, catalog[cols])
+    else:
+        from mitoscope.io.midogpp import catalog_to_midogpp, write_midogpp_json
+
+        images, annotations = catalog_to_midogpp(catalog)
+        write_midogpp_json(out, images, annotations)

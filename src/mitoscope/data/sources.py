@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mitoscope.data.catalog import make_catalog, validate_catalog
@@ -281,3 +282,99 @@ def _load(path: Path, fmt: str, **opts: Any) -> pd.DataFrame:
     if fmt == "geojson":
         return _geojson_catalog(path, opts["slide"])
     raise ValueError(f"unknown format {fmt!r}")
+
+
+def fleiss_kappa(votes: list[tuple[int | None, ...]] | pd.Series) -> float:
+    """Fleiss' κ of binary votes; items with fewer than two votes are left out, missing votes (``None``) allowed.
+
+    Examples:
+        >>> round(fleiss_kappa([(1, 1, 1), (0, 0, 0), (1, 0, 1), (0, 0, 1)]), 3)
+        0.333
+        >>> fleiss_kappa([(1, 1), (0, 0)])
+        1.0
+    """
+    counts = []
+    for item in votes:
+        known = [v for v in item if v is not None]
+        if len(known) >= 2:
+            counts.append((sum(known), len(known) - sum(known)))
+    if not counts:
+        return float("nan")
+    arr = np.asarray(counts, dtype=float)
+    n_i = arr.sum(axis=1)
+    p_i = ((arr**2).sum(axis=1) - n_i) / (n_i * (n_i - 1))
+    p_bar = p_i.mean()
+    p_j = arr.sum(axis=0) / n_i.sum()
+    p_e = float((p_j**2).sum())
+    if p_e >= 1.0:
+        return 1.0 if p_bar >= 1.0 else float("nan")
+    return float((p_bar - p_e) / (1.0 - p_e))
+
+
+def pairwise_agreement(votes: list[tuple[int | None, ...]] | pd.Series) -> list[dict[str, float | int | str]]:
+    """Per pair of expert positions: items both voted on, percentage agreement and Cohen's κ.
+
+    Examples:
+        >>> pairwise_agreement([(1, 1), (0, 1), (0, 0), (1, 1)])[0]["agreement"]
+        0.75
+    """
+    items = [tuple(v) for v in votes]
+    width = max((len(v) for v in items), default=0)
+    out: list[dict[str, float | int | str]] = []
+    for a in range(width):
+        for b in range(a + 1, width):
+            pairs = [(v[a], v[b]) for v in items if len(v) > b and v[a] is not None and v[b] is not None]
+            if not pairs:
+                continue
+            x = np.asarray(pairs, dtype=float)
+            agree = float((x[:, 0] == x[:, 1]).mean())
+            pa, pb = x[:, 0].mean(), x[:, 1].mean()
+            p_e = pa * pb + (1 - pa) * (1 - pb)
+            kappa = float((agree - p_e) / (1 - p_e)) if p_e < 1 else float("nan")
+            out.append({"pair": f"expert{a + 1}-expert{b + 1}", "items": len(pairs), "agreement": agree,
+                        "cohen_kappa": kappa})  # fmt: skip
+    return out
+
+
+def summarize_catalog(catalog: pd.DataFrame) -> dict[str, Any]:
+    """Counts per label, domain, hardness and subclass, and the experts' agreement, as plain JSON-able values.
+
+    Examples:
+        >>> from mitoscope.data.catalog import make_catalog
+        >>> cat = make_catalog([{"image": "a", "label": "atypical", "experts": (1, 1)},
+        ...                     {"image": "b", "label": "normal", "experts": (0, 1)}])
+        >>> s = summarize_catalog(cat)
+        >>> s["rows"], s["labels"], s["hard"]
+        (2, {'atypical': 1, 'normal': 1}, 1)
+    """
+    votes = catalog["experts"].tolist() if "experts" in catalog else []
+    with_votes = [v for v in votes if len([x for x in v if x is not None]) >= 1]
+    summary: dict[str, Any] = {
+        "format": catalog.attrs.get("format", ""),
+        "path": catalog.attrs.get("path", ""),
+        "rows": len(catalog),
+        "labels": {str(k): int(v) for k, v in catalog["label"].value_counts().sort_index().items()},
+        "groups": int(catalog["group"].nunique()) if len(catalog) else 0,
+        "slides": int((catalog["slide"].astype(str) != "").groupby(catalog["slide"]).any().sum()),
+        "images": int((catalog["image"].astype(str) != "").sum()),
+        "hard": int(catalog["hard"].sum()) if len(catalog) else 0,
+        "domains": {},
+        "subclasses": {
+            str(k): int(v) for k, v in catalog["subclass"][catalog["subclass"] != ""].value_counts().items()
+        },
+        "experts": {
+            "items_with_votes": len(with_votes),
+            "max_experts": max((len(v) for v in with_votes), default=0),
+            "fleiss_kappa": fleiss_kappa(with_votes) if with_votes else None,
+            "pairwise": pairwise_agreement(with_votes) if with_votes else [],
+        },
+        "skipped": list(catalog.attrs.get("skipped", [])),
+    }
+    if len(catalog) and (catalog["domain"].astype(str) != "").any():
+        table = pd.crosstab(catalog["domain"], catalog["label"])
+        summary["domains"] = {
+            str(dom): {str(lab): int(n) for lab, n in row.items()} for dom, row in table.iterrows()
+        }
+    if "split" in catalog:
+        summary["splits"] = {str(k): int(v) for k, v in catalog["split"].value_counts().items()}
+    return summary

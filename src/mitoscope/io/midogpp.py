@@ -220,6 +220,10 @@ def read_midogpp_json(
     return frame
 
 
+def _num(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else float(value)
+
+
 def _truthy(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in {"1", "true", "yes", "atypical", "amf"}
@@ -284,7 +288,8 @@ def write_midogpp_json(
             if math.isnan(cx) or math.isnan(cy):
                 raise InputError(f"annotation {i} has no coordinates", path=path)
             half = BOX_SIZE / 2
-            entry["bbox"] = [round(cx - half), round(cy - half), round(cx + half), round(cy + half)]
+            # whole-pixel boxes as integers (as in MIDOG++); half-pixel centres keep their exact box
+            entry["bbox"] = [_num(cx - half), _num(cy - half), _num(cx + half), _num(cy + half)]
         if "category_id" not in entry:
             label = str(ann.get("label", ""))
             if label not in _CATEGORY_OF_LABEL:
