@@ -135,3 +135,29 @@ def test_errors_are_one_line(tmp_path: Path, model: str, inp: str, message: str)
     assert res.exit_code == 1
     assert message in res.output and "Traceback" not in res.output
     assert not out.exists()
+
+
+def test_source_csv_then_evaluate(tmp_path: Path) -> None:
+    """classify a labelled source (AtNorM-MD layout: class folders + expert_votes.csv), then score it."""
+    ckpt = _save(tmp_path / "m.pt")
+    root = tmp_path / "atnorm"
+    rows = []
+    for i, p in enumerate(_patches(6)):
+        cls = "Atypical" if i < 2 else "Normal"
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(p).save(root / cls / f"{i}.png")
+        rows.append({"Filename": f"{i}.png", "Expert_1": cls, "Expert_2": cls, "Majority": cls})
+    votes = root / "expert_votes.csv"
+    pd.DataFrame(rows).to_csv(votes, index=False)
+    out = tmp_path / "pred.csv"
+    res = runner.invoke(app, ["classify", str(ckpt), str(votes), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    frame = pd.read_csv(out)
+    assert len(frame) == 6 and sorted(Path(f).name for f in frame["file"]) == [f"{i}.png" for i in range(6)]
+    report = tmp_path / "r.json"
+    res = runner.invoke(
+        app, ["evaluate", "classification", str(out), "--truth", str(votes), "--json", str(report)]
+    )
+    assert res.exit_code == 0, res.output
+    rep = json.loads(report.read_text())
+    assert rep["n"] == 6 and rep["n_atypical"] == 2 and rep["n_unmatched_predictions"] == 0
