@@ -55,7 +55,7 @@ def read_amibr_csv(
         ...     "expert2_atypical,expert3_atypical,majority_atypical\\n"
         ...     "p.png,s1,MIDOG21,5,6,AMF other,NMF metaphase,True,False,True,True\\n")
         >>> cat = read_amibr_csv(d / "a.csv", check_files=False)
-        >>> cat.loc[0, ["label", "experts", "hard", "subclass", "group", "domain"]].tolist()
+        >>> cat[["label", "experts", "hard", "subclass", "group", "domain"]].values.tolist()[0]
         ['atypical', (1, 0, 1), True, 'AMF other', 's1', 'MIDOG21']
     """
     table = read_table(path, sep=",")

@@ -81,7 +81,7 @@ def read_catalog_csv(
         >>> import tempfile, pathlib
         >>> p = pathlib.Path(tempfile.mkdtemp()) / "c.csv"
         >>> _ = p.write_text("slide,x,y,label\\ns.tiff,10,20,mitotic figure\\n")
-        >>> read_catalog_csv(p).loc[0, ["slide", "x", "target", "group"]].tolist()
+        >>> read_catalog_csv(p)[["slide", "x", "target", "group"]].values.tolist()[0]
         ['s.tiff', 10.0, 1, 's.tiff']
     """
     table = read_table(path, sep=",")

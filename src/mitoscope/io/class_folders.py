@@ -87,7 +87,7 @@ def read_atnorm_votes(
         >>> d = pathlib.Path(tempfile.mkdtemp()); (d / "Normal").mkdir()
         >>> _ = (d / "Normal" / "1.png").write_bytes(b"")
         >>> _ = (d / "expert_votes.csv").write_text("Filename,Expert_1,Expert_2,Majority\\n1.png,Normal,Atypical,Normal\\n")
-        >>> read_atnorm_votes(d / "expert_votes.csv").loc[0, ["label", "experts", "hard"]].tolist()
+        >>> read_atnorm_votes(d / "expert_votes.csv")[["label", "experts", "hard"]].values.tolist()[0]
         ['normal', (0, 1), True]
     """
     table = read_table(path, sep=",")

@@ -47,7 +47,7 @@ def read_midog25_csv(
         >>> p = pathlib.Path(tempfile.mkdtemp()) / "m.csv"
         >>> _ = p.write_text(",".join(MIDOG25_COLUMNS) + "\\n1.png,201.tiff,50,60,canine lung cancer,3D Histech,"
         ...     "VMU Vienna,Canine,AMF,NMF,AMF,AMF\\n")
-        >>> read_midog25_csv(p).loc[0, ["slide", "x", "label", "experts", "hard"]].tolist()
+        >>> read_midog25_csv(p)[["slide", "x", "label", "experts", "hard"]].values.tolist()[0]
         ['201.tiff', 50.0, 'atypical', (1, 0, 1), True]
     """
     table = read_table(path, sep=",")

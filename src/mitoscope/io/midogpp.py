@@ -131,7 +131,7 @@ def read_midogpp_json(
         ...     "tumor_type": "human melanoma"}], [{"bbox": [10, 10, 60, 60], "category_id": 1, "image_id": 1,
         ...     "labels": [1, 2, 1]}])
         >>> cat = read_midogpp_json(p)
-        >>> cat.loc[0, ["slide", "x", "y", "label", "experts"]].tolist()
+        >>> cat[["slide", "x", "y", "label", "experts"]].values.tolist()[0]
         ['001.tiff', 35.0, 35.0, 'mitotic figure', (1, 0, 1)]
     """
     data = _load_json(path)
@@ -321,8 +321,8 @@ def catalog_to_midogpp(
     Examples:
         >>> cat = make_catalog([{"slide": "a.tiff", "x": 10, "y": 20, "label": "mitotic figure"}])
         >>> imgs, anns = catalog_to_midogpp(cat)
-        >>> imgs[0]["file_name"], anns[0]["bbox"]
-        ('a.tiff', [-15, -5, 35, 45])
+        >>> imgs[0]["file_name"], anns[0]["x"], anns[0]["y"], anns[0]["label"]
+        ('a.tiff', 10.0, 20.0, 'mitotic figure')
     """
     dims = dict(slide_dims or {})
     known = catalog.attrs.get("images", {}) if hasattr(catalog, "attrs") else {}

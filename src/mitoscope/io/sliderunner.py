@@ -129,7 +129,7 @@ def read_sliderunner(
         >>> p = pathlib.Path(tempfile.mkdtemp()) / "p.sqlite"
         >>> det = pd.DataFrame({"x": [10], "y": [20], "score": [0.9], "label": ["mitotic figure"]})
         >>> _ = write_sliderunner(p, {"001.tiff": det})
-        >>> read_sliderunner(p).loc[0, ["slide", "x", "y", "label"]].tolist()
+        >>> read_sliderunner(p)[["slide", "x", "y", "label"]].values.tolist()[0]
         ['001.tiff', 10.0, 20.0, 'mitotic figure']
     """
     conn = _open_db(path)
