@@ -83,8 +83,16 @@ class Classifier:
         tta: average the 8 dihedral views (rotations × flips).
 
     Examples:
-        >>> clf = Classifier.from_path("run_dir", tta=True)  # doctest: +SKIP
-        >>> probs = clf.predict_arrays([patch1, patch2])  # doctest: +SKIP
+        >>> from torch import nn
+        >>> class Half(nn.Module):
+        ...     def forward(self, x):
+        ...         return {"prob": torch.full((x.shape[0],), 0.5)}
+        >>> c = ModelContract(architecture="x", kwargs={}, task="classification", input_size=32)
+        >>> clf = Classifier(Ensemble([Half()], [c]), tta=True)
+        >>> clf.predict_arrays([np.zeros((40, 40, 3), np.uint8), np.zeros((32, 32), np.uint8)]).round(3).tolist()
+        [0.5, 0.5]
+        >>> clf.label_names(np.array([1, 0]))
+        ['atypical', 'normal']
     """
 
     def __init__(self, ensemble: Ensemble, *, device: str | torch.device = "cpu", tta: bool = False) -> None:
@@ -155,12 +163,7 @@ class Classifier:
         return tuple(self.contract.class_names)
 
     def label_names(self, labels: np.ndarray) -> list[str]:
-        """Map 0/1 labels to class names.
-
-        Examples:
-            >>> Classifier.label_names.__doc__.split()[0]
-            'Map'
-        """
+        """Map 0/1 labels to class names (see the class example)."""
         names = self.class_names
         return [names[int(v)] for v in labels]
 
