@@ -74,7 +74,7 @@ _STYLES: tuple[DomainStyle, ...] = (
         tumor="human breast cancer",
         scanner="Hamamatsu S360",
         species="human",
-        stains=StainMatrix((0.72, 0.66, 0.21), (0.05, 0.99, 0.10), white=(252.0, 250.0, 252.0)),
+        stains=StainMatrix((0.78, 0.61, 0.15), (0.03, 0.99, 0.12), white=(252.0, 250.0, 253.0)),
         h_scale=1.2,
         e_scale=0.75,
         blur_sigma=0.4,
@@ -103,7 +103,7 @@ _STYLES: tuple[DomainStyle, ...] = (
         tumor="canine cutaneous mast cell tumor",
         scanner="Leica GT450",
         species="canine",
-        stains=StainMatrix((0.60, 0.74, 0.30), (0.03, 0.99, 0.13), white=(253.0, 248.0, 240.0)),
+        stains=StainMatrix((0.58, 0.76, 0.30), (0.0, 0.97, 0.24), white=(253.0, 248.0, 240.0)),
         h_scale=0.75,
         e_scale=0.65,
         blur_sigma=1.1,
@@ -118,9 +118,9 @@ _STYLES: tuple[DomainStyle, ...] = (
         tumor="human neuroendocrine tumor",
         scanner="3DHistech Pannoramic",
         species="human",
-        stains=StainMatrix((0.66, 0.70, 0.27), (0.20, 0.95, 0.10), white=(248.0, 250.0, 246.0)),
-        h_scale=0.95,
-        e_scale=1.35,
+        stains=StainMatrix((0.50, 0.78, 0.37), (0.30, 0.94, 0.05), white=(250.0, 246.0, 240.0)),
+        h_scale=0.85,
+        e_scale=1.5,
         blur_sigma=0.6,
         noise_sigma=4.0,
         jpeg_quality=75,
@@ -149,7 +149,7 @@ _STYLES: tuple[DomainStyle, ...] = (
         tumor="canine lung cancer",
         scanner="Leica GT450",
         species="canine",
-        stains=StainMatrix((0.68, 0.69, 0.25), (0.08, 0.99, 0.08), white=(252.0, 252.0, 252.0)),
+        stains=StainMatrix((0.72, 0.67, 0.18), (0.16, 0.98, 0.0), white=(246.0, 250.0, 255.0)),
         h_scale=0.9,
         e_scale=0.9,
         blur_sigma=0.5,
@@ -164,7 +164,7 @@ _STYLES: tuple[DomainStyle, ...] = (
         tumor="canine soft tissue sarcoma",
         scanner="Aperio CS2",
         species="canine",
-        stains=StainMatrix((0.58, 0.72, 0.38), (0.10, 0.97, 0.22), white=(244.0, 240.0, 244.0)),
+        stains=StainMatrix((0.50, 0.72, 0.48), (0.10, 0.95, 0.30), white=(244.0, 238.0, 236.0)),
         h_scale=1.0,
         e_scale=1.15,
         blur_sigma=0.8,
@@ -247,8 +247,8 @@ def jitter_style(style: DomainStyle, rng: np.random.Generator) -> DomainStyle:
         >>> s.name
         'breast_xr'
     """
-    h = rotate_vector(style.stains.hematoxylin, rng, 2.5)
-    e = rotate_vector(style.stains.eosin, rng, 2.5)
+    h = rotate_vector(style.stains.hematoxylin, rng, 1.5)
+    e = rotate_vector(style.stains.eosin, rng, 1.5)
     white = tuple(float(np.clip(w + rng.normal(0, 2.0), 200, 255)) for w in style.stains.white)
     stains = replace(
         style.stains,

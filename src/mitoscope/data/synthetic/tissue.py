@@ -273,7 +273,7 @@ def stamp_cells(
         style: domain style (density, nucleus size).
         exclude: (m, 2) centres (x, y) around which no cell is placed (figures go there).
         exclude_radius: radius of the exclusion.
-        bank_size: number of distinct cell sprites to draw from.
+        bank_size: at most this many distinct cell sprites (about a third of the cells, at least 4).
 
     Returns:
         The number of cells stamped.
@@ -292,6 +292,8 @@ def stamp_cells(
         far = d2 > exclude_radius**2
         is_cell &= far
         is_spindle &= far
+    n_cells = int(is_cell.sum())
+    bank_size = int(np.clip(n_cells // 3, 4, bank_size))
     bank = [nucleus_sprite(rng, style) for _ in range(bank_size)]
     choice = rng.integers(0, bank_size, len(pts))
     flips = rng.integers(0, 8, len(pts))
