@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -99,7 +100,7 @@ def read_catalog_csv(
     rows, extra_rows = [], []
     for i, rec in enumerate(table.to_dict("records")):
         line = i + 2
-        row: dict[str, object] = {c: rec[c] for c in known}
+        row: dict[str, Any] = {c: rec[c] for c in known}
         try:
             row["label"] = _label(rec["label"])
             if "experts" in row:
@@ -121,7 +122,7 @@ def read_catalog_csv(
                 bad.add(line, f"image file not found: {full}")
                 continue
             row["image"] = str(full)
-        elif not row.get("slide") or math.isnan(float(row.get("x", math.nan))):  # type: ignore[arg-type]
+        elif not row.get("slide") or math.isnan(float(row.get("x", math.nan))):
             bad.add(line, "row has neither an image nor a slide point")
             continue
         row.setdefault("source", "csv")

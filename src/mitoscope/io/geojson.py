@@ -85,7 +85,7 @@ def write_geojson(
 
 def _points(geometry: Mapping[str, Any]) -> list[tuple[float, float]]:
     kind = geometry.get("type")
-    coords = geometry.get("coordinates")
+    coords: Any = geometry.get("coordinates")
     if kind == "Point":
         return [(float(coords[0]), float(coords[1]))]
     if kind == "MultiPoint":

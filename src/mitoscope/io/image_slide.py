@@ -34,8 +34,9 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     if not os.path.isfile(path):
         raise InputError("image file not found", path=path)
     try:
-        with Image.open(path) as im:
-            im.load()
+        with Image.open(path) as opened:
+            opened.load()
+            im: Image.Image = opened
             if im.mode in ("P", "PA", "LA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
                 im = im.convert("RGBA" if "A" in im.mode or im.mode == "P" else "RGB")
             arr = np.asarray(im)

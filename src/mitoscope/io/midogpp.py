@@ -160,6 +160,7 @@ def read_midogpp_json(
         except (TypeError, ValueError) as exc:
             raise InputError(f"annotation {i} (id {ann.get('id')}): malformed: {exc}", path=path) from exc
         name = categories.get(cat_id, "")
+        label: str | None
         if name in _CATEGORY_OF_LABEL:
             label = _LABEL_OF_CATEGORY[_CATEGORY_OF_LABEL[name]]
         else:
@@ -328,7 +329,7 @@ def catalog_to_midogpp(
     known = catalog.attrs.get("images", {}) if hasattr(catalog, "attrs") else {}
     slides = list(dict.fromkeys(str(s) for s in catalog["slide"]))
     images = []
-    id_of = {}
+    id_of: dict[str, int] = {}
     for i, slide in enumerate(slides, start=1):
         nums = _slide_number(slide)
         img_id = nums if nums is not None and nums not in id_of.values() else i

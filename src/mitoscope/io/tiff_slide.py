@@ -95,15 +95,17 @@ class TiffSlide(Slide):
         tif = self._tif
         if not tif.pages:
             raise InputError("TIFF has no pages", path=self.path)
-        base = tif.pages.first if hasattr(tif.pages, "first") else tif.pages[0]
+        base: Any = tif.pages.first if hasattr(tif.pages, "first") else tif.pages[0]
         if base.ndim < 2 or (base.shape[-1] not in (1, 3, 4) and base.ndim == 3):
             raise InputError(f"unsupported TIFF page shape {base.shape}", path=self.path)
-        pages = [base, *(base.pages or [])]  # SubIFD pyramids (OME, tifffile)
+        tif.pages.useframes = False  # real pages (with tags), never lazy frames
+        pages: list[Any] = [base, *(base.pages or [])]  # SubIFD pyramids (OME, tifffile)
         if len(pages) == 1 and tif.series and len(tif.series[0].levels) > 1:  # SVS and other series pyramids
             pages = [lv.pages[0] for lv in tif.series[0].levels if lv.pages]
         if len(pages) == 1:  # generic pyramids: reduced-resolution pages after the first
             aspect = base.imagewidth / base.imagelength
-            for page in tif.pages[1:]:
+            rest: list[Any] = list(tif.pages[1:])
+            for page in rest:
                 if not hasattr(page, "subfiletype") or not page.subfiletype & 1 or not page.is_tiled:
                     continue
                 if abs(page.imagewidth / page.imagelength - aspect) < 0.05 * aspect:
