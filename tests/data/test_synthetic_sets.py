@@ -51,6 +51,7 @@ def test_patch_set_layout_labels_and_determinism(tmp_path):
     assert set(df.domain) == set(list_domains()[:2])
     assert df.slide.nunique() > 2  # several slides, so group splits are possible
     assert df.groupby("slide").domain.nunique().max() == 1
+    assert (df.dataset == df.domain).all()
     _no_leftovers(tmp_path)
 
 
@@ -169,3 +170,18 @@ def test_gallery_png(tmp_path):
     with pytest.raises(InputError):
         make_gallery(tmp_path / "h.png", domains=0)
     assert not (tmp_path / "h.png").exists()
+
+
+def test_outputs_load_with_the_package_readers(tmp_path):
+    sources = pytest.importorskip("mitoscope.data.sources")
+    p = make_patch_set(tmp_path / "p", n=6, domains=2, seed=2, atypical_fraction=0.5)
+    cat = sources.load_catalog(p)
+    df = pd.read_csv(p / "labels.csv")
+    assert len(cat) == 6
+    assert sorted(cat.label) == sorted(df.label.str.lower())
+    assert set(cat.domain) == set(df.domain)
+    r = make_region_set(tmp_path / "r", n=2, size=(512, 512), domains=1, seed=4)
+    doc = json.loads((r / "annotations.json").read_text())
+    rcat = sources.load_catalog(r / "annotations.json")
+    assert len(rcat) == len(doc["annotations"])
+    assert int((rcat.label == "mitotic figure").sum()) == len(pd.read_csv(r / "atypical.csv"))

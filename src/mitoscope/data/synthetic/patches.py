@@ -1,7 +1,9 @@
 """Patch sets: 128×128 PNGs centred on a mitotic figure, labelled by three simulated experts.
 
 The output mirrors AMi-Br: ``Atypical/`` and ``Normal/`` folders and a ``labels.csv`` with the AMi-Br
-columns plus ``domain`` and ``tumor``. Patches come from several synthetic slides per domain.
+columns plus ``domain`` and ``tumor``. Patches come from several synthetic slides per domain. The
+``dataset`` column holds the domain name too (AMi-Br's ``dataset`` — MIDOG21 / TUPAC16 — is its
+source domain, so a reader mapping ``dataset`` to the catalog's ``domain`` gets the synthetic domain).
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ LABEL_COLUMNS: tuple[str, ...] = (*AMIBR_COLUMNS, "domain", "tumor")
 #: Context rendered around a patch so that border cells are complete.
 MARGIN = 32
 SLIDES_PER_DOMAIN = 4
-DATASET = "SYNTH"
 
 
 def render_patch(
@@ -120,7 +121,7 @@ def make_patch_set(
                 {
                     "file": rel,
                     "slide": f"synth_{style.name}_{slide_no:02d}",
-                    "dataset": DATASET,
+                    "dataset": style.name,
                     "uid": uid,
                     "x": int(rng.integers(2000, 60000)),
                     "y": int(rng.integers(2000, 40000)),
