@@ -19,7 +19,7 @@ from mitoscope.io.mpp import page_mpp
 from mitoscope.io.slide_base import Slide, as_rgb_uint8
 from mitoscope.utils.errors import InputError
 
-_TILE_CACHE = 128
+_TILE_CACHE_BYTES = 48 * 2**20  # decoded tiles kept per open slide
 
 
 class _Level:
@@ -62,6 +62,7 @@ class TiffSlide(Slide):
             raise InputError(f"cannot open as TIFF: {exc}", path=path) from exc
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._cache_bytes = 0
         try:
             self._levels = self._find_levels()
         except Exception:
@@ -135,6 +136,7 @@ class TiffSlide(Slide):
     def close(self) -> None:
         self._tif.close()
         self._cache.clear()
+        self._cache_bytes = 0
 
     def _pick_level(self, downsample: float) -> int:
         best = 0
@@ -193,7 +195,9 @@ class TiffSlide(Slide):
             arr = arr.reshape(arr.shape[-3:]) if arr.ndim > 3 else arr
             tile = as_rgb_uint8(arr, source=self.path)
         with self._lock:
-            self._cache[key] = tile
-            while len(self._cache) > _TILE_CACHE:
-                self._cache.popitem(last=False)
+            if key not in self._cache:
+                self._cache[key] = tile
+                self._cache_bytes += tile.nbytes
+            while self._cache_bytes > _TILE_CACHE_BYTES and len(self._cache) > 1:
+                self._cache_bytes -= self._cache.popitem(last=False)[1].nbytes
         return tile
