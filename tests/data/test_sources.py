@@ -94,3 +94,38 @@ def test_skip_bad_rows_reported(tmp_path):
     assert len(cat) == 1 and cat.attrs["skipped"] == [
         {"row": 3, "problem": cat.attrs["skipped"][0]["problem"]}
     ]
+
+
+def test_agreement_statistics(tmp_path):
+    from sklearn.metrics import cohen_kappa_score
+
+    from mitoscope.data.sources import fleiss_kappa, pairwise_agreement, summarize_catalog
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 2, 200)
+    votes = [tuple(int(t) if rng.random() < 0.8 else 1 - int(t) for _ in range(3)) for t in truth]
+    pairs = pairwise_agreement(votes)
+    a = [v[0] for v in votes]
+    b = [v[1] for v in votes]
+    assert pairs[0]["pair"] == "expert1-expert2"
+    assert pairs[0]["cohen_kappa"] == pytest.approx(cohen_kappa_score(a, b))
+    assert pairs[0]["agreement"] == pytest.approx(np.mean(np.array(a) == np.array(b)))
+    # Fleiss' κ: perfect agreement 1, and the textbook value for a small table
+    assert fleiss_kappa([(1, 1, 1), (0, 0, 0)]) == 1.0
+    assert fleiss_kappa([(1, 1, 1), (0, 0, 0), (1, 0, 1), (0, 0, 1)]) == pytest.approx(1 / 3)
+    # missing third votes are allowed (MIDOG25: expert 3 only where 1 and 2 disagree)
+    assert 0 < fleiss_kappa([(1, 1, None), (0, 0, None), (1, 0, 1), (0, 1, 0)]) < 1
+    cat = load_catalog(_votes_csv_dir(tmp_path))
+    summary = summarize_catalog(cat)
+    assert summary["experts"]["max_experts"] == 2 and summary["hard"] == 1
+
+
+def _votes_csv_dir(d):
+    for sub in ("Normal", "Atypical"):
+        (d / sub).mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(d / "Normal" / "1.png")
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(d / "Atypical" / "2.png")
+    (d / "expert_votes.csv").write_text(
+        "Filename,Expert_1,Expert_2,Majority\n1.png,Normal,Normal,Normal\n2.png,Atypical,Normal,Atypical\n"
+    )
+    return d
