@@ -148,3 +148,26 @@ def test_bad_inputs(tmp_path):
         open_slide(other, backend="nope")
     arr = open_slide(np.zeros((5, 5, 3), np.uint8), mpp=1.0)
     assert isinstance(arr, ArraySlide)
+
+
+def test_mpp_from_ome_and_inch_resolution(tmp_path, shared_data):
+    img = _gradient(64, 64)
+    ome = tmp_path / "a.ome.tif"
+    tifffile.imwrite(
+        ome, img, tile=(32, 32), photometric="rgb", metadata={"PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5}
+    )
+    assert open_slide(ome).mpp == pytest.approx(0.5)
+    inch = tmp_path / "i.tif"
+    tifffile.imwrite(
+        inch, img, tile=(32, 32), resolution=(25400 / 0.3, 25400 / 0.3), resolutionunit="INCH", metadata=None
+    )
+    assert open_slide(inch).mpp == pytest.approx(0.3)
+    # 72 dpi is a screen default, not a scan resolution
+    dpi = tmp_path / "d.tif"
+    tifffile.imwrite(dpi, img, tile=(32, 32), resolution=(72, 72), resolutionunit="INCH", metadata=None)
+    with pytest.raises(InputError, match="mpp"):
+        open_slide(dpi)
+    # the Track 2 stack stores its resolution in pixels per inch
+    assert open_slide(shared_data / "slides" / "midog25_track2_stack_5.tiff").mpp == pytest.approx(
+        0.248, abs=0.001
+    )

@@ -15,6 +15,7 @@ TIFF_SUFFIXES = {".tif", ".tiff", ".svs", ".btf", ".qptiff", ".ome.tif", ".ome.t
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 OPENSLIDE_SUFFIXES = {".mrxs", ".ndpi", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".dcm"}
 SLIDE_SUFFIXES = TIFF_SUFFIXES | IMAGE_SUFFIXES | OPENSLIDE_SUFFIXES
+TIFF_LIKE_SUFFIXES = {".ndpi", ".scn", ".bif"}
 BACKENDS = ("auto", "tifffile", "openslide", "pil", "array")
 
 
@@ -55,7 +56,8 @@ def open_slide(
     if path.is_dir() and path.suffix.lower() != ".mrxs":
         raise InputError("is a folder, not a slide file", path=path)
     suffix = path.suffix.lower()
-    if backend == "auto":
+    auto = backend == "auto"
+    if auto:
         if suffix in IMAGE_SUFFIXES:
             backend = "pil"
         elif suffix in OPENSLIDE_SUFFIXES:
@@ -72,15 +74,18 @@ def open_slide(
 
         return ImageSlide(path, mpp=mpp)
     if backend == "openslide":
-        from mitoscope.io.openslide_slide import OpenSlideSlide
+        from mitoscope.io.openslide_slide import OpenSlideSlide, openslide_available
 
-        return OpenSlideSlide(path, mpp=mpp)
+        if openslide_available() or suffix not in TIFF_LIKE_SUFFIXES:
+            return OpenSlideSlide(path, mpp=mpp)
+        # NDPI, SCN and BIF are TIFF variants that tifffile reads too
+
     from mitoscope.io.tiff_slide import TiffSlide
 
     try:
         return TiffSlide(path, mpp=mpp)
     except InputError as exc:
-        if "mpp" in str(exc):
+        if not auto or "mpp" in str(exc):
             raise
         from mitoscope.io.openslide_slide import OpenSlideSlide, openslide_available
 
