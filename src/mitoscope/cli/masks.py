@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +26,14 @@ def _load_patches(source: Path, n: int, seed: int) -> list[tuple[Any, str, int, 
     from mitoscope.utils.errors import InputError
 
     rng = np.random.default_rng(seed)
+    from mitoscope.data.sources import load_catalog
+
     catalog = None
     try:
-        from mitoscope.data.sources import load_catalog
-    except ImportError:  # pragma: no cover - the readers are part of the package
-        load_catalog = None
-    if load_catalog is not None:
-        try:
-            catalog = load_catalog(source)
-        except InputError:
-            if not source.is_dir():
-                raise
+        catalog = load_catalog(source)
+    except InputError:
+        if not source.is_dir():
+            raise
     if catalog is not None:
         from mitoscope.data.datasets import PatchDataset
 
@@ -98,9 +96,7 @@ def masks(
                 computed.append(compute_mask(img, method))
             else:
                 computed.append(
-                    store.get_or_compute(
-                        key, lambda img=img: compute_mask(img, method), page=page, method=method
-                    )
+                    store.get_or_compute(key, partial(compute_mask, img, method), page=page, method=method)
                 )
         path = mask_overlay_sheet(images, computed, out, ncols=ncols, titles=titles)
     except (InputError, MissingDependencyError, ValueError, OSError) as exc:

@@ -74,7 +74,7 @@ def offline_weights_file(name: str) -> Path:
     module_name = _OFFLINE_PACKAGES[name]
     extra = None if name.endswith("lite0") else "weights"
     module = optional_import(module_name, extra=extra, purpose=f"offline ImageNet weights of {name}")
-    files = sorted(Path(module.__file__).resolve().parent.rglob("*.pth"))
+    files = sorted(Path(str(module.__file__)).resolve().parent.rglob("*.pth"))
     if not files:
         raise FileNotFoundError(f"no .pth weights file inside the installed package {module_name}")
     return files[0]
@@ -264,6 +264,19 @@ def _drop_classifier(state: Mapping[str, torch.Tensor], model: nn.Module) -> dic
     if not key:
         return dict(state)
     return OrderedDict((k, v) for k, v in state.items() if not k.startswith(f"{key}."))
+
+
+def num_features(model: nn.Module) -> int:
+    """Width of the pooled features of a headless (``num_classes=0``) backbone.
+
+    Examples:
+        >>> num_features(create_backbone("test_resnet"))
+        96
+    """
+    value = getattr(model, "num_features", None)
+    if not isinstance(value, int):
+        raise TypeError(f"{type(model).__name__} has no integer num_features; build it with create_backbone")
+    return value
 
 
 def feature_channels(model: nn.Module) -> list[int]:

@@ -28,6 +28,7 @@ Eval: ``prob`` = mean of the expert heads' probabilities, ``logits`` = its logit
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,7 @@ from torch import Tensor, nn
 from mitoscope.data.stain import rgb_to_hed_torch
 from mitoscope.models.architectures.atypical_single import AtypicalClassifier, _contract_pretrained
 from mitoscope.models.backbones import Pretrained, backbone_normalization, create_backbone
+from mitoscope.models.backbones import num_features as _num_features
 from mitoscope.models.heads import prob_to_logit
 from mitoscope.models.losses import sigmoid_focal_loss, softmax_focal_loss
 from mitoscope.models.registry import register_model
@@ -54,6 +56,8 @@ class AtypicalExperts(AtypicalClassifier):
     """
 
     architecture = "atypical_experts"
+    _mean: Tensor
+    _std: Tensor
 
     def __init__(
         self,
@@ -88,7 +92,7 @@ class AtypicalExperts(AtypicalClassifier):
             raise ValueError(f"theta must lie in [0, 1], got {theta}")
         if context_crop is not None and context_crop < 8:
             raise ValueError(f"context_crop must be >= 8 px or None, got {context_crop}")
-        extra = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
+        extra: dict[str, Any] = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
         self.backbone = create_backbone(backbone, pretrained=pretrained, in_chans=backbone_chans, **extra)
         default_mean, default_std = backbone_normalization(backbone, pretrained)
         self.mean = tuple(float(v) for v in (mean if mean is not None else default_mean))
@@ -98,7 +102,7 @@ class AtypicalExperts(AtypicalClassifier):
         self.input_mode = input_mode
         self.hed_norm = nn.BatchNorm2d(3) if input_mode == "rgb_hed" else None
         self.context_crop = context_crop
-        width = self.backbone.num_features * (2 if context_crop else 1)
+        width = _num_features(self.backbone) * (2 if context_crop else 1)
         self.shared = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout))
         self.expert_head = nn.Linear(hidden, n_experts)
         self.hard_head = nn.Linear(hidden, 1 if hardness_classes == 2 else hardness_classes)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -58,7 +59,7 @@ class AtypicalMultitask(AtypicalClassifier):
         drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        extra = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
+        extra: dict[str, Any] = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
         self.encoder = create_backbone(backbone, pretrained=pretrained, features_only=True, **extra)
         channels = feature_channels(self.encoder)
         if len(channels) < len(decoder_channels) + 1:
@@ -80,7 +81,7 @@ class AtypicalMultitask(AtypicalClassifier):
         self.mean, self.std = backbone_normalization(backbone, pretrained)
         self.required_targets = {"label", "mask"} if self.aux_heads else {"label"}
 
-    def forward(  # type: ignore[override]
+    def forward(
         self, images: Tensor, targets: Mapping[str, Tensor] | None = None, *, return_maps: bool = False
     ) -> dict[str, Tensor]:
         """Eval: ``logits``, ``prob`` (+ ``seg_prob`` ``(N,1,H,W)`` and ``pix_prob`` ``(N,3,H,W)`` when

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from mitoscope.models.backbones import Pretrained, backbone_normalization, create_backbone
+from mitoscope.models.backbones import num_features as _num_features
 from mitoscope.models.heads import MLPHead, check_images, check_targets, label_target
 from mitoscope.models.losses import weighted_bce
 from mitoscope.models.registry import register_model
@@ -77,9 +78,9 @@ class AtypicalSingle(AtypicalClassifier):
         drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        extra = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
+        extra: dict[str, Any] = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
         self.backbone = create_backbone(backbone, pretrained=pretrained, **extra)
-        self.head = MLPHead(self.backbone.num_features, hidden=hidden, out_features=1, dropout=dropout)
+        self.head = MLPHead(_num_features(self.backbone), hidden=hidden, out_features=1, dropout=dropout)
         self.pos_weight = float(pos_weight)
         self.mean, self.std = backbone_normalization(backbone, pretrained)
         self.required_targets = {"label"}
