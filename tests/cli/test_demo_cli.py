@@ -1,0 +1,50 @@
+"""``mitoscope demo --quick`` end to end (synthesise, train both models, analyse an unseen domain, report)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from mitoscope.cli.main import app
+from mitoscope.demo import demo_plan, find_recipe
+
+runner = CliRunner()
+
+
+def test_quick_plan_is_smaller_and_recipes_are_found() -> None:
+    quick, full = demo_plan(quick=True), demo_plan()
+    assert quick.n_patches < full.n_patches and quick.n_train_regions < full.n_train_regions
+    assert quick.test_domain_index >= quick.train_domains  # the test domain is unseen
+    assert full.test_domain_index >= full.train_domains
+    assert find_recipe("classifier-cpu").is_file() and find_recipe("detector-cpu").is_file()
+
+
+@pytest.mark.slow
+def test_demo_quick_runs_and_resumes(tmp_path) -> None:
+    out = tmp_path / "demo"
+    res = runner.invoke(app, ["demo", "--quick", "--out", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "MIDOG F1" in res.output and "balanced accuracy" in res.output
+    results = json.loads((out / "demo_results.json").read_text())
+    assert results["quick"] is True
+    d = results["detection"]
+    assert 0.0 <= d["f1"] <= 1.0 and d["tp"] + d["fn"] == sum(r["true_mitoses"] for r in results["regions"])
+    assert d["tp"] + d["fp"] == sum(r["detected"] for r in results["regions"])
+    ba = results["classification"]["balanced_accuracy"]
+    assert ba is None or (isinstance(ba, float) and (math.isnan(ba) or 0.0 <= ba <= 1.0))
+    assert (out / "analysis" / "report" / "index.html").is_file()
+    assert (out / "analysis" / "cohort.csv").is_file()
+    for run in ("classifier", "detector"):
+        assert (out / "runs" / run).is_dir()
+
+    # Re-running reuses every finished step (no training again).
+    res = runner.invoke(app, ["demo", "--quick", "--out", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert res.output.count("reusing") == 3 and "already done" in res.output
+
+    # A full demo into the quick folder is refused with a clear message.
+    res = runner.invoke(app, ["demo", "--out", str(out)])
+    assert res.exit_code == 2 and "other settings" in res.output
