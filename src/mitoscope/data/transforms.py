@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from skimage.color import hsv2rgb, rgb2hsv
 from skimage.transform import resize, rotate
 from torch import Tensor
 
@@ -50,12 +49,21 @@ class ColorJitter:
         if self.saturation:
             gray = _gray(x)[..., None]
             x = gray + (x - gray) * rng.uniform(1 - self.saturation, 1 + self.saturation)
-        x = np.clip(x, 0.0, 1.0)
         if self.hue:
-            hsv = rgb2hsv(x)
-            hsv[..., 0] = (hsv[..., 0] + rng.uniform(-self.hue, self.hue)) % 1.0
-            x = hsv2rgb(hsv)
+            x = x @ _hue_matrix(rng.uniform(-self.hue, self.hue)).T
         return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+
+
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
+
+
+def _hue_matrix(turns: float) -> np.ndarray:
+    """RGB → RGB matrix rotating the hue by ``turns`` (a rotation of the chroma plane in YIQ space)."""
+    angle = 2.0 * np.pi * float(turns)
+    c, s = np.cos(angle), np.sin(angle)
+    rot = np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+    return (_YIQ_TO_RGB @ rot @ _RGB_TO_YIQ).astype(np.float32)
 
 
 def _gray(x: np.ndarray) -> np.ndarray:
@@ -193,10 +201,11 @@ class PatchTransform:
             image, mask = np.rot90(image, k), None if mask is None else np.rot90(mask, k)
             if self.max_angle > 0:
                 angle = float(rng.uniform(-self.max_angle, self.max_angle))
-                image = rotate(image, angle, order=1, mode="reflect", preserve_range=True)
-                image = np.clip(np.round(image), 0, 255).astype(np.uint8)
+                stack = image if mask is None else np.dstack([image, mask.astype(np.uint8) * 255])
+                turned = rotate(stack, angle, order=1, mode="reflect", preserve_range=True)
+                image = np.clip(np.round(turned[..., :3]), 0, 255).astype(np.uint8)
                 if mask is not None:
-                    mask = rotate(mask.astype(np.float32), angle, order=0, mode="reflect") > 0.5
+                    mask = turned[..., 3] > 127.5
         elif rng.random() < 0.5:
             image, mask = image[::-1], None if mask is None else mask[::-1]
         return np.ascontiguousarray(image), None if mask is None else np.ascontiguousarray(mask)
