@@ -289,3 +289,23 @@ MODULES = [
 def test_docstring_examples(name) -> None:
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
+
+
+@pytest.mark.parametrize(
+    "arch,kwargs,losses", [CASES[0], CASES[2], CASES[5]], ids=["single", "multitask", "experts"]
+)
+def test_a_few_steps_reduce_the_loss(arch, kwargs, losses) -> None:
+    """The summed training losses go down when fitting one fixed batch (the models can learn)."""
+    torch.manual_seed(0)
+    model = create_model(arch, **{**kwargs, "dropout": 0.0}).train()
+    x = _images(n=4)
+    t = _targets(model, n=4)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    history = []
+    for _ in range(15):
+        loss = sum(model(x, t).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append(float(loss.detach()))
+    assert history[-1] < 0.7 * history[0], history
