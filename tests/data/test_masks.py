@@ -147,3 +147,20 @@ def test_overlay_sheet(tmp_path) -> None:
 )
 def test_docstring_examples(name) -> None:
     assert doctest.testmod(importlib.import_module(name)).failed == 0
+
+
+def test_cached_mask_is_picklable_and_keyed_by_content(tmp_path) -> None:
+    import pickle
+
+    from mitoscope.data.masks import CachedMask
+
+    fn = pickle.loads(pickle.dumps(CachedMask(tmp_path / "c")))
+    img, _ = _synthetic()
+    first = fn(img)
+    np.testing.assert_array_equal(first, point_mask(img))
+    np.testing.assert_array_equal(fn(img.copy()), first)
+    assert len(list((tmp_path / "c").rglob("*.npy"))) == 1
+    fn(img[:64, :64].copy())
+    assert len(list((tmp_path / "c").rglob("*.npy"))) == 2
+    with pytest.raises(ValueError, match="unknown mask method"):
+        CachedMask(tmp_path, "magic")
