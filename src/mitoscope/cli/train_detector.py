@@ -1,11 +1,74 @@
-"""Placeholder: this command is not built yet."""
+"""``mitoscope train detector``: train the multi-task RetinaNet detector from a recipe."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
-def train_detector() -> None:
-    """Not built yet."""
-    typer.echo("not built yet", err=True)
-    raise typer.Exit(2)
+def train_detector(
+    config: Path = typer.Option(
+        ...,
+        "--config",
+        "-c",
+        help="Recipe YAML (configs/detector-cpu.yaml, configs/detector-zhang2022.yaml).",
+    ),
+    data: list[Path] = typer.Option(
+        ...,
+        "--data",
+        "-d",
+        help="Folder of regions + one MIDOG++-format JSON (e.g. `mitoscope synth regions` output); repeatable.",
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Run folder (best.pt, last.pt, history.csv, config.yaml)."
+    ),
+    overrides: list[str] = typer.Option(
+        [],
+        "--set",
+        help="Override a recipe value, e.g. --set train.epochs=5 --set model.kwargs.aux_tumor=false.",
+    ),
+    val: list[Path] = typer.Option(
+        [],
+        "--val",
+        help="Validation folder(s) (default: data.val_dirs, else data.val_fraction of the regions).",
+    ),
+    cv: str | None = typer.Option(
+        None, "--cv", help="`lotd`: leave-one-tumour-out cross-validation (one run per tumour type)."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1…"),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue an interrupted run in OUT."),
+) -> None:
+    """Train the multi-task RetinaNet mitosis detector; the checkpoint stores the validation-tuned threshold."""
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    try:
+        from mitoscope.engine.detector_training import (
+            cross_validate_lotd,
+            load_detector_config,
+        )
+        from mitoscope.engine.detector_training import train_detector as run_training
+
+        cfg_overrides = list(overrides)
+        if cv is not None:
+            cfg_overrides.append(f"cv={cv}")
+        cfg = load_detector_config(config, cfg_overrides)
+        sources = [str(p) for p in data]
+        if cfg.cv == "lotd":
+            table = cross_validate_lotd(cfg, sources, out, device=device, resume=resume)
+            err.print(table.to_string(index=False), highlight=False)
+            err.print(f"leave-one-tumour-out results → {out / 'lotd.csv'}", highlight=False)
+            return
+        run = run_training(
+            cfg, sources, out, device=device, resume=resume, val_data=[str(p) for p in val] or None
+        )
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    err.print(
+        f"best validation F1 {run.best_f1:.3f} at threshold {run.threshold:.3f} "
+        f"({run.epochs_run} epochs) → {run.best_path}",
+        highlight=False,
+        soft_wrap=True,
+    )

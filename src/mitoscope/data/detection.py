@@ -428,9 +428,12 @@ class DetectionCropDataset(torch.utils.data.Dataset):
         points: per slide path, ``(N, 3)`` arrays ``x, y, is_mitosis`` in level-0 px (:func:`points_by_slide`).
         transform: a :class:`DetectionTransform` (or any ``(image, points) → (image, points)``); ``None`` keeps
             the crop as read.
+        pad_value: fill outside the slide (255, white glass, as in sliding-window inference).
         margin: extra output pixels read on each side (room for a random crop back to ``record.size``).
         box_um: side of a mitosis box in µm (12.5 µm = 50 px at 0.25 µm/px).
         opener: ``path → Slide`` (default :func:`default_opener`); opened slides are cached per worker.
+        cache: keep each whole region in memory at the crop mpp after its first read (fast for region-sized
+            inputs such as synthetic regions and mosaics; do not use on whole-slide images).
 
     Examples:
         >>> from mitoscope.io.slide_base import ArraySlide
@@ -451,8 +454,13 @@ class DetectionCropDataset(torch.utils.data.Dataset):
         margin: int = 0,
         box_um: float = 12.5,
         opener: SlideOpener | None = None,
+        cache: bool = False,
+        pad_value: int = 255,
     ) -> None:
         self.records = list(records)
+        self.cache = bool(cache)
+        self.pad_value = int(pad_value)
+        self._arrays: dict[tuple[str, float], tuple[np.ndarray, float]] = {}
         self.points = {k: np.asarray(v, float).reshape(-1, 3) for k, v in points.items()}
         self.transform = transform
         self.margin = int(margin)
@@ -475,7 +483,34 @@ class DetectionCropDataset(torch.utils.data.Dataset):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_slides"] = {}  # file handles do not cross process boundaries
+        state["_arrays"] = {}
         return state
+
+    def _read_rect(self, record: CropRecord, x0: int, y0: int, side: int) -> np.ndarray:
+        slide = self._slide(record.slide)
+        if not self.cache:
+            return slide.read_rect(x0, y0, side, side, mpp=record.mpp, pad_value=self.pad_value)
+        key = (record.slide, record.mpp)
+        if key not in self._arrays:
+            scale = record.mpp / slide.mpp
+            w, h = slide.dimensions
+            full = slide.read_rect(
+                0,
+                0,
+                max(1, round(w / scale)),
+                max(1, round(h / scale)),
+                mpp=record.mpp,
+                pad_value=self.pad_value,
+            )
+            self._arrays[key] = (full, scale)
+        full, scale = self._arrays[key]
+        out = np.full((side, side, 3), self.pad_value, np.uint8)
+        ix, iy = round(x0 / scale), round(y0 / scale)
+        sx0, sy0 = max(ix, 0), max(iy, 0)
+        sx1, sy1 = min(ix + side, full.shape[1]), min(iy + side, full.shape[0])
+        if sx1 > sx0 and sy1 > sy0:
+            out[sy0 - iy : sy1 - iy, sx0 - ix : sx1 - ix] = full[sy0:sy1, sx0:sx1]
+        return out
 
     def read(self, record: CropRecord) -> tuple[np.ndarray, np.ndarray]:
         """The crop (with margin) as an (H, W, 3) uint8 array and its points in crop pixels."""
@@ -484,7 +519,7 @@ class DetectionCropDataset(torch.utils.data.Dataset):
         side = record.size + 2 * self.margin
         x0 = record.x - self.margin * scale
         y0 = record.y - self.margin * scale
-        image = slide.read_rect(round(x0), round(y0), side, side, mpp=record.mpp)
+        image = self._read_rect(record, round(x0), round(y0), side)
         pts = self.points.get(record.slide, np.zeros((0, 3)))
         local = pts.copy()
         local[:, 0] = (pts[:, 0] - round(x0)) / scale

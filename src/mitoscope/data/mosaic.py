@@ -1,0 +1,257 @@
+"""Real detection data from AMi-Br patches: mosaics of shifted crops with every centre figure's position known.
+
+AMi-Br patches are 128 × 128 px at 0.25 µm/px, each centred on one mitotic figure among real non-mitotic
+nuclei. A mosaic is a ``grid × grid`` arrangement of ``cell``-px cells: a *figure cell* is a ``cell``-px window
+of one patch cut at a random offset (so the figure sits anywhere in the inner part of the cell and its
+position is exact); a *background cell* is made of four corner quadrants of other patches (real nuclei, far
+from the annotated centre figure). Slides are split into train / val / test groups first, so no slide feeds
+two splits. Each split is written as tiled TIFF regions + a MIDOG++-format JSON, the same layout
+``mitoscope synth regions`` writes and :func:`mitoscope.data.detection.read_region_folder` reads.
+
+**Known limitation — unlabelled positives.** Only the centre figure of an AMi-Br patch is annotated. Another
+mitosis can lie near a patch border (mitoses cluster in hot spots); when it falls inside a cut window or a
+background quadrant it appears in the mosaic *without* a label. A detector that finds it is scored a false
+positive, and training treats it as background. This biases measured precision down a little and teaches the
+model to under-call such figures; the effect is small because the windows are cut around the centre and the
+quadrants are small, but it is not zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mitoscope.utils.errors import InputError
+
+AMIBR_MPP = 0.25
+TUMOR = "human breast cancer"
+
+
+@dataclasses.dataclass
+class Mosaic:
+    """One mosaic image and its figures (``x, y`` centres in mosaic pixels, the patch row each came from)."""
+
+    image: np.ndarray
+    points: np.ndarray  # (K, 2) float
+    sources: list[int]  # row index (in the patch table) of each point's patch
+
+
+def read_amibr_table(root: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read ``amibr_train.csv`` under ``root``: adds ``path`` (absolute image file) and ``group`` (dataset/slide).
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "amibr_train.csv").write_text("file,slide,dataset,label\\nimages/a.png,002.tiff,MIDOG21,Normal\\n")
+        >>> read_amibr_table(d).loc[0, "group"]
+        'MIDOG21/002.tiff'
+    """
+    root = Path(root)
+    csv = root / "amibr_train.csv"
+    if not csv.is_file():
+        raise InputError("AMi-Br table not found (expected amibr_train.csv)", path=csv)
+    table = pd.read_csv(csv)
+    for column in ("file", "slide", "dataset"):
+        if column not in table.columns:
+            raise InputError(f"missing column {column!r}", path=csv)
+    table["path"] = [str(root / f) for f in table["file"]]
+    table["group"] = table["dataset"].astype(str) + "/" + table["slide"].astype(str)
+    return table
+
+
+def split_groups(
+    groups: Sequence[str], fractions: Mapping[str, float], *, seed: int = 0
+) -> dict[str, list[str]]:
+    """Assign whole groups (slides) to splits with roughly the given fractions of *groups*; disjoint.
+
+    Examples:
+        >>> parts = split_groups([f"s{i}" for i in range(10)], {"train": 0.6, "val": 0.2, "test": 0.2})
+        >>> {k: len(v) for k, v in parts.items()}
+        {'train': 6, 'val': 2, 'test': 2}
+    """
+    unique = sorted(set(groups))
+    rng = np.random.default_rng(seed)
+    order = [unique[i] for i in rng.permutation(len(unique))]
+    names = list(fractions)
+    total = float(sum(fractions.values()))
+    out: dict[str, list[str]] = {}
+    start = 0
+    for i, name in enumerate(names):
+        last = i == len(names) - 1
+        stop = len(order) if last else start + round(fractions[name] / total * len(order))
+        out[name] = sorted(order[start:stop])
+        start = stop
+    return out
+
+
+def compose_mosaic(
+    patches: Sequence[np.ndarray],
+    *,
+    grid: int = 6,
+    cell: int = 96,
+    background_fraction: float = 0.25,
+    rng: np.random.Generator,
+) -> Mosaic:
+    """Arrange ``grid × grid`` cells cut from ``patches`` (each centred on its figure) into one image.
+
+    Figure cells use the patches in order, one per cell; background cells (``background_fraction`` of the
+    cells, plus any cells left over when there are fewer patches than figure cells) are four corner quadrants
+    (``cell / 2`` px) of random patches. Every patch must be at least ``cell`` px on each side.
+
+    Examples:
+        >>> rng = np.random.default_rng(0)
+        >>> m = compose_mosaic([np.zeros((128, 128, 3), np.uint8)] * 4, grid=2, cell=96,
+        ...                    background_fraction=0.0, rng=rng)
+        >>> m.image.shape, m.points.shape
+        ((192, 192, 3), (4, 2))
+    """
+    if not patches:
+        raise ValueError("no patches to build a mosaic from")
+    ph, pw = patches[0].shape[:2]
+    if ph < cell or pw < cell:
+        raise ValueError(f"patches ({pw}×{ph}) must be at least the cell size {cell}")
+    if cell % 2:
+        raise ValueError(f"cell size must be even, got {cell}")
+    image = np.zeros((grid * cell, grid * cell, 3), np.uint8)
+    points: list[tuple[float, float]] = []
+    sources: list[int] = []
+    half = cell // 2
+    n_cells = grid * grid
+    n_background = max(round(background_fraction * n_cells), n_cells - len(patches))
+    background = (
+        set(rng.choice(n_cells, size=n_background, replace=False).tolist()) if n_background else set()
+    )
+    next_patch = 0
+    for index in range(n_cells):
+        gy, gx = divmod(index, grid)
+        oy0, ox0 = gy * cell, gx * cell
+        if index in background:
+            for q, (qy, qx) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+                patch = patches[int(rng.integers(len(patches)))]
+                h, w = patch.shape[:2]
+                sy = 0 if q in (0, 1) else h - half  # take the patch corner matching the quadrant
+                sx = 0 if q in (0, 2) else w - half
+                image[oy0 + qy * half : oy0 + (qy + 1) * half, ox0 + qx * half : ox0 + (qx + 1) * half] = (
+                    patch[sy : sy + half, sx : sx + half, :3]
+                )
+            continue
+        patch_index = next_patch
+        next_patch += 1
+        patch = patches[patch_index]
+        h, w = patch.shape[:2]
+        ox = int(rng.integers(0, w - cell + 1))
+        oy = int(rng.integers(0, h - cell + 1))
+        image[oy0 : oy0 + cell, ox0 : ox0 + cell] = patch[oy : oy + cell, ox : ox + cell, :3]
+        points.append((ox0 + w / 2.0 - ox, oy0 + h / 2.0 - oy))
+        sources.append(patch_index)
+    return Mosaic(image=image, points=np.asarray(points, float).reshape(-1, 2), sources=sources)
+
+
+def _load_patch(path: str) -> np.ndarray:
+    from skimage.io import imread
+
+    from mitoscope.io.slide_base import as_rgb_uint8
+
+    try:
+        return as_rgb_uint8(imread(path), source=path)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read patch image: {exc}", path=path) from exc
+
+
+def build_mosaics(
+    amibr_root: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    fractions: Mapping[str, float] | None = None,
+    grid: int = 6,
+    cell: int = 96,
+    background_fraction: float = 0.25,
+    max_patches: int | None = None,
+    seed: int = 0,
+) -> dict[str, Path]:
+    """Write train / val / test mosaic folders (regions + MIDOG++ JSON) from the AMi-Br patches.
+
+    Every patch of a split is used once (in shuffled order) as a figure cell; mosaics are named
+    ``mosaic_<split>_<n>.tiff`` and carry ``tumor_type`` "human breast cancer". The slide groups of each
+    split are listed in ``out_dir/<split>/slides.txt``. An existing split folder is left as it is (delete it
+    to rebuild); each folder appears atomically.
+
+    Args:
+        amibr_root: folder holding ``amibr_train.csv`` and ``images/``.
+        out_dir: output folder; gets ``train/``, ``val/``, ``test/`` (the keys of ``fractions``).
+        fractions: share of slides per split (default 0.7 / 0.15 / 0.15).
+        grid: cells per side.
+        cell: cell side in pixels at 0.25 µm/px.
+        background_fraction: share of cells made of background quadrants.
+        max_patches: use at most this many patches (spread over the splits; quick runs).
+        seed: random seed.
+
+    Returns:
+        ``split name → folder``.
+
+    Examples:
+        >>> build_mosaics("../shared/data/amibr", "/tmp/mosaics", max_patches=40)  # doctest: +SKIP
+        {'train': PosixPath('/tmp/mosaics/train'), ...}
+    """
+    from mitoscope.io.midogpp import write_midogpp_json
+    from mitoscope.io.tiff_writer import write_tiled_tiff
+    from mitoscope.utils.atomic import atomic_path
+
+    fractions = dict(fractions or {"train": 0.7, "val": 0.15, "test": 0.15})
+    table = read_amibr_table(amibr_root)
+    rng = np.random.default_rng(seed)
+    parts = split_groups(table["group"].tolist(), fractions, seed=seed)
+    if max_patches is not None:
+        table = table.iloc[rng.permutation(len(table))[: int(max_patches)]].reset_index(drop=True)
+    out_dir = Path(out_dir)
+    written: dict[str, Path] = {}
+    per_mosaic = grid * grid - round(background_fraction * grid * grid)
+    for split, groups in parts.items():
+        folder = out_dir / split
+        written[split] = folder
+        if folder.is_dir():
+            continue
+        rows = table[table["group"].isin(groups)]
+        rows = rows.iloc[rng.permutation(len(rows))].reset_index(drop=True)
+        with atomic_path(folder, suffix="") as tmp:
+            tmp.mkdir(parents=True)
+            images, annotations = [], []
+            for m, start in enumerate(range(0, len(rows), per_mosaic)):
+                chunk = rows.iloc[start : start + per_mosaic]
+                patches = [_load_patch(p) for p in chunk["path"]]
+                mosaic = compose_mosaic(
+                    patches, grid=grid, cell=cell, background_fraction=background_fraction, rng=rng
+                )
+                name = f"mosaic_{split}_{m:04d}.tiff"
+                write_tiled_tiff(
+                    tmp / name, mosaic.image, mpp=AMIBR_MPP, pyramid=False, compression="deflate"
+                )
+                size = mosaic.image.shape[1], mosaic.image.shape[0]
+                images.append(
+                    {"file_name": name, "id": m + 1, "width": size[0], "height": size[1], "tumor_type": TUMOR}
+                )
+                for (x, y), src in zip(mosaic.points, mosaic.sources, strict=True):
+                    row = chunk.iloc[src]
+                    annotations.append(
+                        {
+                            "x": float(x),
+                            "y": float(y),
+                            "label": "mitotic figure",
+                            "image_id": m + 1,
+                            "atypical": str(row.get("label", "")).lower() == "atypical",
+                            "source_slide": str(row["group"]),
+                        }
+                    )
+            write_midogpp_json(
+                tmp / "annotations.json",
+                images,
+                annotations,
+                info={"description": f"AMi-Br mosaics ({split}), mitoscope", "version": "1.0"},
+            )
+            (tmp / "slides.txt").write_text("\n".join(groups) + "\n", encoding="utf-8")
+    return written

@@ -1,0 +1,617 @@
+"""Train the multi-task RetinaNet detector (Zhang et al., MIDOG 2022) from region folders or a catalog.
+
+The recipe is a typed :class:`DetectorConfig` (YAML in ``configs/detector-*.yaml``). :func:`train_detector`
+reads the data (folders of regions + one MIDOG++-format JSON each, e.g. ``mitoscope synth regions`` output or
+:func:`mitoscope.data.mosaic.build_mosaics`), holds out whole regions for validation, draws fresh training
+crops every epoch (:class:`~mitoscope.data.detection.CropSampler`), and runs the shared loop
+:func:`mitoscope.engine.loop.fit` with validation MIDOG F1 as the monitor. Validation runs sliding-window
+detection over each held-out region; the score threshold that maximises F1 there is written into the
+checkpoint contract (``thresholds["default"]``). Runs are resumable (``last.pt``).
+
+:func:`cross_validate_lotd` repeats training leaving one tumour type (domain) out at a time and scores the
+left-out domain with the threshold tuned on the training domains' validation regions (the paper's protocol).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from mitoscope.utils.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+DataSource = str | os.PathLike[str] | pd.DataFrame | Sequence[str | os.PathLike[str]]
+
+
+# --------------------------------------------------------------------------------------------- configuration
+
+
+@dataclasses.dataclass
+class DetectorModelConfig:
+    """Registered model name and builder keyword arguments (``num_tumor_types`` is set from the data)."""
+
+    name: str = "retinanet_multitask"
+    kwargs: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: {"backbone": "resnet50", "pretrained": False, "tile_size": 512, "mpp": 0.25}
+    )
+
+
+@dataclasses.dataclass
+class DetectorDataConfig:
+    """How training crops are drawn and read.
+
+    ``proportions`` are the shares of crops centred on a mitosis, on a hard negative, and drawn at random.
+    ``margin`` extra pixels are read around each crop so that the random crop can move it. Validation uses
+    ``val_dirs`` when given, otherwise ``val_fraction`` of the regions (whole regions, by seed).
+    ``cache_regions`` keeps each region in memory at the crop mpp (regions, mosaics; not whole slides).
+    """
+
+    crop_size: int = 512
+    mpp: float = 0.25
+    batch_size: int = 16
+    crops_per_epoch: int = 2048
+    proportions: list[float] = dataclasses.field(default_factory=lambda: [0.5, 0.25, 0.25])
+    max_shift: float = 0.8
+    margin: int = 32
+    augment: bool = True
+    jitter: list[float] = dataclasses.field(default_factory=lambda: [0.35, 0.2, 0.1, 0.1])
+    num_workers: int = 0
+    cache_regions: bool = True
+    val_fraction: float = 0.2
+    val_dirs: list[str] = dataclasses.field(default_factory=list)
+    max_val_regions: int = 0
+
+
+@dataclasses.dataclass
+class DetectorOptimConfig:
+    """Adam with a constant learning rate (the paper: 1e-5)."""
+
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0
+
+
+@dataclasses.dataclass
+class DetectorTrainConfig:
+    """Loop settings; ``loss_weights`` maps loss names (``loss_cls``, ``loss_box``, ``loss_tumor``,
+    ``loss_foreground``) to task weights (missing: 1.0)."""
+
+    epochs: int = 50
+    patience: int = 10
+    max_steps_per_epoch: int = 0
+    seed: int = 0
+    amp: bool = True
+    loss_weights: dict[str, float] = dataclasses.field(default_factory=dict)
+    threads: int = 0
+
+
+@dataclasses.dataclass
+class DetectorEvalConfig:
+    """Sliding-window validation: tile overlap (model px), detection batch size, hit radius (µm)."""
+
+    overlap: int = 64
+    batch_size: int = 4
+    radius_um: float = 7.5
+
+
+@dataclasses.dataclass
+class DetectorConfig:
+    """The whole detector recipe (see ``configs/detector-zhang2022.yaml`` and ``configs/detector-cpu.yaml``)."""
+
+    model: DetectorModelConfig = dataclasses.field(default_factory=DetectorModelConfig)
+    data: DetectorDataConfig = dataclasses.field(default_factory=DetectorDataConfig)
+    optim: DetectorOptimConfig = dataclasses.field(default_factory=DetectorOptimConfig)
+    train: DetectorTrainConfig = dataclasses.field(default_factory=DetectorTrainConfig)
+    eval: DetectorEvalConfig = dataclasses.field(default_factory=DetectorEvalConfig)
+    cv: str = "none"
+
+
+def load_detector_config(
+    source: str | os.PathLike[str] | Mapping[str, Any] | None, overrides: Sequence[str] = ()
+) -> DetectorConfig:
+    """Load a :class:`DetectorConfig` from YAML (or a mapping) with ``a.b=value`` overrides.
+
+    Examples:
+        >>> cfg = load_detector_config(None, ["optim.lr=1e-4", "model.kwargs.backbone=test_resnet"])
+        >>> cfg.optim.lr, cfg.model.kwargs["backbone"]
+        (0.0001, 'test_resnet')
+    """
+    from mitoscope.engine.config import load_config
+
+    cfg = load_config(source, DetectorConfig, overrides)
+    if cfg.cv not in ("none", "lotd"):
+        raise InputError(f"cv must be 'none' or 'lotd', got {cfg.cv!r}", path=source if source else None)
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+@dataclasses.dataclass
+class DetectionData:
+    """Points (catalog with absolute slide paths) and the regions they lie on."""
+
+    catalog: pd.DataFrame
+    slides: dict[str, Any]  # path -> SlideInfo
+    tumors: dict[str, str]  # path -> tumour / domain name
+
+    def subset(self, paths: Sequence[str]) -> DetectionData:
+        """Only the regions in ``paths``."""
+        keep = set(paths)
+        cat = (
+            self.catalog[self.catalog["slide"].isin(keep)].reset_index(drop=True)
+            if len(self.catalog)
+            else self.catalog
+        )
+        return DetectionData(
+            cat,
+            {k: v for k, v in self.slides.items() if k in keep},
+            {k: v for k, v in self.tumors.items() if k in keep},
+        )
+
+    def __add__(self, other: DetectionData) -> DetectionData:
+        return DetectionData(
+            pd.concat([self.catalog, other.catalog], ignore_index=True),
+            {**self.slides, **other.slides},
+            {**self.tumors, **other.tumors},
+        )
+
+
+def load_detection_data(source: DataSource) -> DetectionData:
+    """Read one or more region folders (or a catalog whose ``slide`` column holds readable paths).
+
+    Examples:
+        >>> load_detection_data("/nonexistent")  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        mitoscope.utils.errors.InputError: /nonexistent: data folder not found
+    """
+    from mitoscope.data.detection import SlideInfo, default_opener, read_region_folder
+
+    if isinstance(source, pd.DataFrame):
+        catalog = source.reset_index(drop=True).copy()
+        slides: dict[str, Any] = {}
+        tumors: dict[str, str] = {}
+        for path in dict.fromkeys(str(s) for s in catalog["slide"]):
+            with default_opener(path) as slide:
+                w, h = slide.dimensions
+                slides[path] = SlideInfo(int(w), int(h), float(slide.mpp))
+            rows = catalog[catalog["slide"] == path]
+            tumors[path] = str(next((t for t in rows["tumor"] if t), ""))
+        return DetectionData(catalog, slides, tumors)
+    folders = [source] if isinstance(source, str | os.PathLike) else list(source)
+    if not folders:
+        raise InputError("no data folders given")
+    data: DetectionData | None = None
+    for folder in folders:
+        catalog, infos = read_region_folder(folder)
+        tumors = {p: catalog.attrs.get("tumors", {}).get(p, "") for p in infos}
+        part = DetectionData(catalog, dict(infos), tumors)
+        data = part if data is None else data + part
+    assert data is not None
+    return data
+
+
+def split_regions(paths: Sequence[str], fraction: float, *, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Hold out ``fraction`` of the regions (at least one when there are two or more): ``(train, val)``.
+
+    Examples:
+        >>> split_regions([f"r{i}" for i in range(10)], 0.2, seed=0)[1].__len__()
+        2
+    """
+    paths = sorted(paths)
+    if len(paths) < 2 or fraction <= 0:
+        return paths, []
+    rng = np.random.default_rng(seed)
+    order = [paths[i] for i in rng.permutation(len(paths))]
+    n_val = min(len(paths) - 1, max(1, round(fraction * len(paths))))
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+# --------------------------------------------------------------------------------------------- detection
+
+
+def detect_region(
+    model: nn.Module,
+    contract: Any,
+    slide: Any,
+    *,
+    overlap: int = 64,
+    batch_size: int = 4,
+    device: torch.device | str = "cpu",
+) -> pd.DataFrame:
+    """Sliding-window detection over a whole region: ``x, y`` (level-0 px), ``score``, ``label``.
+
+    Every candidate the model keeps (its ``score_thresh``) is returned, so that a threshold can be tuned on
+    them; a thin wrapper of :func:`mitoscope.inference.detect.detect_slide` (no tissue skipping, read in the
+    main thread).
+    """
+    from mitoscope.inference.detect import detect_slide
+
+    found = detect_slide(
+        model,
+        contract,
+        slide,
+        batch_size=batch_size,
+        overlap=overlap,
+        device=device,
+        threshold=0.0,
+        num_workers=0,
+        progress=False,
+        tissue=False,
+    )
+    return found[["x", "y", "score", "label"]].reset_index(drop=True)
+
+
+def predict_regions(
+    model: nn.Module,
+    contract: Any,
+    data: DetectionData,
+    *,
+    overlap: int = 64,
+    batch_size: int = 4,
+    device: torch.device | str = "cpu",
+) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """``{region: (detections, ground truth)}`` for every region of ``data`` (the input of ``midog_f1``)."""
+    from mitoscope.data.detection import default_opener
+
+    out: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
+    for path in data.slides:
+        with default_opener(path) as slide:
+            dets = detect_region(
+                model, contract, slide, overlap=overlap, batch_size=batch_size, device=device
+            )
+        gt = (
+            data.catalog[data.catalog["slide"] == path][["x", "y", "label"]].reset_index(drop=True)
+            if len(data.catalog)
+            else pd.DataFrame(columns=["x", "y", "label"])
+        )
+        out[path] = (dets, gt)
+    return out
+
+
+def score_regions(
+    per_image: Mapping[str, tuple[pd.DataFrame, pd.DataFrame]],
+    data: DetectionData,
+    *,
+    threshold: float | None = None,
+    radius_um: float = 7.5,
+) -> dict[str, float]:
+    """MIDOG F1 at ``threshold`` (or at the best threshold when ``None``): f1, precision, recall, tp, fp, fn,
+    threshold."""
+    from mitoscope.metrics.detection import best_threshold, midog_f1
+
+    mpp = {p: data.slides[p].mpp for p in per_image}
+    if threshold is None:
+        threshold, score = best_threshold(per_image, mpp=mpp, radius_um=radius_um)
+    else:
+        score = midog_f1(per_image, mpp=mpp, radius_um=radius_um, threshold=threshold)
+    return {
+        "f1": float(score.f1),
+        "precision": float(score.precision),
+        "recall": float(score.recall),
+        "tp": int(score.tp),
+        "fp": int(score.fp),
+        "fn": int(score.fn),
+        "threshold": float(threshold),
+    }
+
+
+# --------------------------------------------------------------------------------------------- training
+
+
+@dataclasses.dataclass
+class DetectorRun:
+    """Outcome of :func:`train_detector`."""
+
+    out_dir: Path
+    best_path: Path | None
+    best_f1: float
+    threshold: float
+    epochs_run: int
+    history: pd.DataFrame
+
+
+def _model_kwargs(cfg: DetectorConfig, num_tumor_types: int) -> dict[str, Any]:
+    kwargs = dict(cfg.model.kwargs)
+    kwargs.setdefault("tile_size", cfg.data.crop_size)
+    kwargs.setdefault("mpp", cfg.data.mpp)
+    if int(kwargs["tile_size"]) != cfg.data.crop_size or not math.isclose(float(kwargs["mpp"]), cfg.data.mpp):
+        raise InputError(
+            f"model.kwargs tile_size/mpp ({kwargs['tile_size']}, {kwargs['mpp']}) must match data.crop_size/"
+            f"data.mpp ({cfg.data.crop_size}, {cfg.data.mpp})"
+        )
+    kwargs.setdefault("num_tumor_types", max(1, num_tumor_types))
+    return kwargs
+
+
+def train_detector(
+    config: DetectorConfig | str | os.PathLike[str],
+    data: DataSource | DetectionData,
+    out_dir: str | os.PathLike[str],
+    *,
+    device: str | torch.device = "auto",
+    resume: bool = True,
+    val_data: DataSource | DetectionData | None = None,
+    progress: bool | None = None,
+) -> DetectorRun:
+    """Train the detector recipe ``config`` on ``data`` and write a run folder.
+
+    ``out_dir`` gets ``config.yaml`` (resolved), ``history.csv``, ``best.pt`` (highest validation F1; its
+    contract carries the tuned threshold in ``thresholds["default"]``), ``last.pt`` and ``summary.json``.
+
+    Args:
+        config: a :class:`DetectorConfig` or a YAML path.
+        data: region folder(s), a catalog, or :class:`DetectionData`.
+        out_dir: run folder (resumed when it holds ``last.pt`` and ``resume`` is true).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``…
+        resume: continue an interrupted run.
+        val_data: explicit validation regions (else ``config.data.val_dirs`` or a ``val_fraction`` split).
+        progress: progress bar (None: when stderr is a terminal).
+
+    Returns:
+        A :class:`DetectorRun`.
+
+    Examples:
+        >>> run = train_detector("configs/detector-cpu.yaml", "synth/", "runs/det")  # doctest: +SKIP
+        >>> run.threshold  # doctest: +SKIP
+        0.41
+    """
+    from mitoscope.data.detection import (
+        CropSampler,
+        DetectionCropDataset,
+        DetectionTransform,
+        collate_detection,
+        points_by_slide,
+    )
+    from mitoscope.engine.config import config_to_dict, save_config
+    from mitoscope.engine.loop import fit, resolve_device
+    from mitoscope.models.checkpoint import ModelContract
+    from mitoscope.models.registry import create_model
+    from mitoscope.utils.atomic import write_text_atomic
+
+    cfg = config if isinstance(config, DetectorConfig) else load_detector_config(config)
+    if cfg.train.threads:
+        torch.set_num_threads(int(cfg.train.threads))
+    torch.manual_seed(cfg.train.seed)
+    dev = resolve_device(device)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    all_data = data if isinstance(data, DetectionData) else load_detection_data(data)
+    if val_data is not None:
+        val = val_data if isinstance(val_data, DetectionData) else load_detection_data(val_data)
+        train = all_data
+    elif cfg.data.val_dirs:
+        val = load_detection_data(cfg.data.val_dirs)
+        train = all_data
+    else:
+        train_paths, val_paths = split_regions(
+            list(all_data.slides), cfg.data.val_fraction, seed=cfg.train.seed
+        )
+        train, val = all_data.subset(train_paths), all_data.subset(val_paths)
+    if not train.slides:
+        raise InputError("no training regions")
+    if not val.slides:
+        raise InputError("no validation regions: give val_dirs or at least two regions with val_fraction > 0")
+    if cfg.data.max_val_regions and len(val.slides) > cfg.data.max_val_regions:
+        val = val.subset(sorted(val.slides)[: cfg.data.max_val_regions])
+    if train.catalog.empty or not (train.catalog["label"] == "mitotic figure").any():
+        raise InputError("the training data has no mitotic figures")
+
+    tumor_types = sorted({t for t in train.tumors.values() if t} | {t for t in train.catalog["tumor"] if t})
+    tumor_index = {t: i for i, t in enumerate(tumor_types)}
+    kwargs = _model_kwargs(cfg, len(tumor_types))
+    model = create_model(cfg.model.name, **kwargs).to(dev)
+    mean = tuple(float(v) for v in model.transform.image_mean)
+    std = tuple(float(v) for v in model.transform.image_std)
+    resolved = config_to_dict(cfg)
+    save_config(cfg, out / "config.yaml")
+    contract = ModelContract(
+        architecture=cfg.model.name,
+        kwargs={**kwargs, "pretrained": False, "mean": list(mean), "std": list(std)},
+        task="detection",
+        input_size=cfg.data.crop_size,
+        mpp=cfg.data.mpp,
+        mean=mean,
+        std=std,
+        class_names=("background", "mitotic figure"),
+        thresholds={"default": 0.5},
+        config={**resolved, "tumor_types": tumor_types},
+    )
+
+    sampler = CropSampler(
+        train.catalog,
+        train.slides,
+        size=cfg.data.crop_size,
+        mpp=cfg.data.mpp,
+        proportions=cfg.data.proportions,
+        max_shift=cfg.data.max_shift,
+        tumor_index=tumor_index,
+        slide_tumors=train.tumors,
+    )
+    margin = cfg.data.margin if cfg.data.augment else 0
+    transform = DetectionTransform(
+        cfg.data.crop_size,
+        train=cfg.data.augment,
+        jitter=cfg.data.jitter if cfg.data.augment and cfg.data.jitter else None,
+        seed=cfg.train.seed,
+    )
+    box_um = float(kwargs.get("box_um", 12.5))
+    dataset = DetectionCropDataset(
+        sampler.sample(cfg.data.crops_per_epoch, seed=cfg.train.seed),
+        points_by_slide(train.catalog),
+        transform=transform,
+        margin=margin,
+        box_um=box_um,
+        cache=cfg.data.cache_regions,
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=cfg.data.batch_size,
+        shuffle=True,
+        num_workers=cfg.data.num_workers,
+        collate_fn=collate_detection,
+        drop_last=len(dataset) > cfg.data.batch_size,
+        generator=torch.Generator().manual_seed(cfg.train.seed),
+    )
+
+    def on_epoch_start(epoch: int) -> None:
+        dataset.set_records(sampler.sample(cfg.data.crops_per_epoch, seed=cfg.train.seed * 100_003 + epoch))
+
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        per_image = predict_regions(
+            m, contract, val, overlap=cfg.eval.overlap, batch_size=cfg.eval.batch_size, device=dev
+        )
+        tuned = score_regions(per_image, val, radius_um=cfg.eval.radius_um)
+        at_half = score_regions(per_image, val, threshold=0.5, radius_um=cfg.eval.radius_um)
+        return {
+            "val_f1": tuned["f1"],
+            "val_threshold": tuned["threshold"],
+            "val_precision": tuned["precision"],
+            "val_recall": tuned["recall"],
+            "val_f1_at_0.5": at_half["f1"],
+        }
+
+    def store_threshold(state: Any) -> None:
+        state.contract.thresholds = {
+            **state.contract.thresholds,
+            "default": float(state.metrics["val_threshold"]),
+        }
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    result = fit(
+        model,
+        loader,
+        optimizer=optimizer,
+        epochs=cfg.train.epochs,
+        evaluate=evaluate,
+        monitor="val_f1",
+        mode="max",
+        patience=cfg.train.patience or None,
+        out_dir=out,
+        contract=contract,
+        device=dev,
+        loss_weights=cfg.train.loss_weights or None,
+        resume=resume,
+        callbacks=[store_threshold],
+        on_epoch_start=on_epoch_start,
+        amp=cfg.train.amp,
+        grad_clip=cfg.optim.grad_clip or None,
+        max_steps_per_epoch=cfg.train.max_steps_per_epoch or None,
+        checkpoint_extra={"val_regions": sorted(val.slides), "train_regions": sorted(train.slides)},
+        progress=progress,
+    )
+    threshold = 0.5
+    if result.best_path is not None and Path(result.best_path).is_file():
+        from mitoscope.models.checkpoint import read_checkpoint
+
+        threshold = float(read_checkpoint(result.best_path)["contract"]["thresholds"]["default"])
+    summary = {
+        "best_val_f1": float(result.best_score) if result.best_score is not None else float("nan"),
+        "best_epoch": int(result.best_epoch),
+        "epochs_run": int(result.epochs_run),
+        "threshold": threshold,
+        "train_regions": len(train.slides),
+        "val_regions": len(val.slides),
+        "tumor_types": tumor_types,
+    }
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
+    return DetectorRun(
+        out_dir=out,
+        best_path=Path(result.best_path) if result.best_path is not None else None,
+        best_f1=summary["best_val_f1"],
+        threshold=threshold,
+        epochs_run=int(result.epochs_run),
+        history=result.history,
+    )
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    data: DataSource | DetectionData,
+    *,
+    threshold: float | None = None,
+    overlap: int = 64,
+    batch_size: int = 4,
+    device: str | torch.device = "cpu",
+    radius_um: float = 7.5,
+) -> dict[str, float]:
+    """MIDOG F1 of a detector checkpoint on region data at its contract threshold (or ``threshold``)."""
+    from mitoscope.models.checkpoint import load_model
+
+    model, contract = load_model(checkpoint, device=device)
+    regions = data if isinstance(data, DetectionData) else load_detection_data(data)
+    per_image = predict_regions(
+        model, contract, regions, overlap=overlap, batch_size=batch_size, device=device
+    )
+    chosen = float(contract.thresholds.get("default", 0.5)) if threshold is None else float(threshold)
+    return score_regions(per_image, regions, threshold=chosen, radius_um=radius_um)
+
+
+def cross_validate_lotd(
+    config: DetectorConfig | str | os.PathLike[str],
+    data: DataSource | DetectionData,
+    out_dir: str | os.PathLike[str],
+    *,
+    device: str | torch.device = "auto",
+    resume: bool = True,
+    domains: Sequence[str] | None = None,
+    progress: bool | None = None,
+) -> pd.DataFrame:
+    """Leave-one-tumour(domain)-out: train on the other domains, score the left-out one at the tuned threshold.
+
+    Writes ``out_dir/<domain>/`` runs and ``out_dir/lotd.csv``; returns one row per left-out domain
+    (``domain, f1, precision, recall, tp, fp, fn, threshold``).
+    """
+    from mitoscope.utils.atomic import write_text_atomic
+
+    cfg = config if isinstance(config, DetectorConfig) else load_detector_config(config)
+    full = data if isinstance(data, DetectionData) else load_detection_data(data)
+    names = sorted({t for t in full.tumors.values() if t}) if domains is None else list(domains)
+    if len(names) < 2:
+        raise InputError(f"leave-one-domain-out needs at least two tumour types/domains, found {names}")
+    rows = []
+    dev = str(device)
+    for name in names:
+        held = [p for p, t in full.tumors.items() if t == name]
+        rest = [p for p, t in full.tumors.items() if t != name]
+        run = train_detector(
+            cfg,
+            full.subset(rest),
+            Path(out_dir) / _safe(name),
+            device=device,
+            resume=resume,
+            progress=progress,
+        )
+        if run.best_path is None:
+            raise RuntimeError(f"no checkpoint for left-out domain {name!r}")
+        scored = evaluate_checkpoint(
+            run.best_path,
+            full.subset(held),
+            overlap=cfg.eval.overlap,
+            batch_size=cfg.eval.batch_size,
+            device="cpu"
+            if dev == "auto" and not torch.cuda.is_available()
+            else (dev if dev != "auto" else "cuda"),
+            radius_um=cfg.eval.radius_um,
+        )
+        rows.append({"domain": name, **scored})
+    table = pd.DataFrame(rows)
+    write_text_atomic(Path(out_dir) / "lotd.csv", table.to_csv(index=False))
+    return table
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "domain"
