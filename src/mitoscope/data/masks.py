@@ -160,9 +160,9 @@ def nuclick_mask(rgb: np.ndarray, point: Sequence[float] | None = None, **kwargs
         ...     "tiatoolbox" in str(exc)
         True
     """
-    optional_import("tiatoolbox", extra="nuclick", purpose="NuClick masks")
+    optional_import("tiatoolbox", purpose="NuClick masks")
     torch = optional_import("torch", purpose="NuClick masks")
-    arch = optional_import("tiatoolbox.models.architecture", extra="nuclick", purpose="NuClick masks")
+    arch = optional_import("tiatoolbox.models.architecture", purpose="NuClick masks")
     rgb = np.asarray(rgb)
     h, w = rgb.shape[:2]
     px, py = (w / 2.0 - 0.5, h / 2.0 - 0.5) if point is None else (float(point[0]), float(point[1]))
