@@ -76,7 +76,7 @@ class CohortOutcome:
     done: list[str]
     skipped: list[str]
     failed: dict[str, str]
-    cohort_csv: Path | None
+    cohort_csv: Path
     slide_dirs: dict[str, Path]
 
     @property
@@ -231,19 +231,19 @@ def run_cohort(
             f"hotspot {s['hotspot_count']} / {s['hotspot_area_mm2']:g} mm², {time.perf_counter() - t0:.1f} s"
         )
 
-    gathered = all_gather_object({"done": done, "skipped": skipped, "failed": failed})
+    gathered: list[dict[str, Any]] = all_gather_object({"done": done, "skipped": skipped, "failed": failed})
     barrier()
     done = [n for g in gathered for n in g["done"]]
     skipped = [n for g in gathered for n in g["skipped"]]
     failed = {k: v for g in gathered for k, v in g["failed"].items()}
     slide_dirs = {n: slides_root / n for n in names}
-    cohort_csv = None
+    cohort_csv: Path = out_dir / COHORT_CSV
     if info.rank == 0:
         cohort_csv = write_cohort(
             out_dir, names, paths, failed, settings={**settings, "fingerprint": fingerprint}
         )
     barrier()
-    return CohortOutcome(done, skipped, failed, cohort_csv or out_dir / COHORT_CSV, slide_dirs)
+    return CohortOutcome(done, skipped, failed, cohort_csv, slide_dirs)
 
 
 def cohort_table(
@@ -281,7 +281,7 @@ def write_cohort(
     table = cohort_table(out_dir, names, paths, failed)
     csv_path = write_text_atomic(out_dir / COHORT_CSV, table.to_csv(index=False))
     ok = table[table["status"] == "ok"]
-    totals = {
+    totals: dict[str, Any] = {
         "slides": len(table),
         "analysed": len(ok),
         "failed": len(table) - len(ok),

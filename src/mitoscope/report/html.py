@@ -109,11 +109,12 @@ def _num(v: Any, digits: int = 3) -> str:
     if v is None:
         return "n/a"
     if isinstance(v, float | np.floating):
-        if not math.isfinite(float(v)):
+        f = float(v)
+        if not math.isfinite(f):
             return "n/a"
-        if float(v).is_integer() and abs(v) < 1e12:
-            return str(int(v))
-        return f"{float(v):.{digits}g}"
+        if f.is_integer() and abs(f) < 1e12:
+            return str(int(f))
+        return f"{f:.{digits}g}"
     return html.escape(str(v))
 
 
