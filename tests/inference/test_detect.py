@@ -329,34 +329,36 @@ def test_outputs_csv_keeps_extra_columns_and_classes(tmp_path):
     assert not outputs_complete(tmp_path, "s1")
 
 
-def test_outputs_other_formats_written_or_reported(tmp_path):
-    import importlib.util
-    import warnings
-
+def test_outputs_other_formats_read_back(tmp_path):
     from mitoscope.inference.outputs import write_detection_outputs
+    from mitoscope.io.geojson import read_geojson
+    from mitoscope.io.midog_output import read_track1_json
+    from mitoscope.io.sliderunner import read_sliderunner_detections
 
-    dets = pd.DataFrame({"x": [100.0], "y": [200.0], "score": [0.9], "label": ["mitotic figure"]})
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        written = write_detection_outputs(
-            tmp_path,
-            "s1",
-            dets,
-            mpp=0.25,
-            formats=("csv", "geojson", "midog", "sqlite"),
-            slide_dims=(500, 500),
-        )
-    modules = {
-        "geojson": "mitoscope.io.geojson",
-        "midog": "mitoscope.io.midog_output",
-        "sqlite": "mitoscope.io.sliderunner",
-    }
-    for fmt, module in modules.items():
-        if importlib.util.find_spec(module) is not None and fmt in written:
-            assert written[fmt].is_file() and written[fmt].stat().st_size > 0
-        else:
-            assert fmt not in written
-            assert any(fmt in str(w.message) for w in caught)
-    assert "csv" in written
+    dets = pd.DataFrame(
+        {
+            "x": [100.0, 4000.0],
+            "y": [200.0, 400.0],
+            "score": [0.9, 0.8],
+            "label": ["mitotic figure", "mitotic figure"],
+            "class": ["atypical", "normal"],
+            "p_atypical": [0.8, 0.1],
+        }
+    )
+    written = write_detection_outputs(
+        tmp_path, "s1", dets, mpp=0.25, formats=("csv", "geojson", "midog", "sqlite"), slide_dims=(5000, 500)
+    )
+    assert sorted(written) == ["csv", "geojson", "midog", "sqlite"]
+    assert written["midog"].name == "s1.midog.json"
+    geo = read_geojson(written["geojson"])
+    assert geo[["x", "y"]].to_numpy().tolist() == [[100.0, 200.0], [4000.0, 400.0]]
+    assert geo["label"].tolist() == ["atypical", "normal"]  # coloured/classified by class
+    track1 = read_track1_json(written["midog"], mpp=0.25)
+    assert np.allclose(track1[["x", "y"]].to_numpy(), [[100.0, 200.0], [4000.0, 400.0]])
+    assert np.allclose(track1["score"], [0.9, 0.8])
+    sr = read_sliderunner_detections(written["sqlite"])
+    (frame,) = sr.values()
+    assert sorted(frame["label"]) == ["atypical", "normal"]
+    assert sorted(frame["x"].tolist()) == [100.0, 4000.0]
     with pytest.raises(ValueError, match="unknown output formats"):
         write_detection_outputs(tmp_path, "s1", dets, mpp=0.25, formats=("xml",))

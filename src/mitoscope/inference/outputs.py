@@ -4,9 +4,9 @@ One call writes every requested format for one slide into ``out_dir``::
 
     <name>.csv          slide, x, y (level-0 px), x_mm, y_mm, score, label, class, + any extra columns
                         (p_atypical, …)
-    <name>.geojson      QuPath points, coloured by class          (mitoscope.io.geojson)
-    <name>.midog.json   MIDOG track-1 output, points in mm        (mitoscope.io.midog_output)
-    <name>.sqlite       SlideRunner database                      (mitoscope.io.sliderunner)
+    <name>.geojson      QuPath points, classified and coloured by ``class``   (mitoscope.io.geojson)
+    <name>.midog.json   MIDOG track-1 output, points in mm (mitotic figures)  (mitoscope.io.midog_output)
+    <name>.sqlite       SlideRunner database, one spot class per ``class``    (mitoscope.io.sliderunner)
 
 The CSV is written here; the other formats go through the readers/writers of :mod:`mitoscope.io`. A format
 whose writer is not installed in this version is left out with a warning and missing from the returned dict.
@@ -115,11 +115,12 @@ def _write_other(
     slide_dims: tuple[int, int] | None,
     class_colors: Mapping[str, Any],
 ) -> bool:
+    by_class = table.assign(label=table["class"])  # GeoJSON/SlideRunner classes: normal/atypical when given
     if fmt == "geojson":
         fn = _find_writer("mitoscope.io.geojson", ("write_geojson",))
         if fn is None:
             return False
-        fn(path, table, class_colors=dict(class_colors))
+        fn(path, by_class, class_colors=dict(class_colors))
     elif fmt == "midog":
         fn = _find_writer(
             "mitoscope.io.midog_output", ("write_track1_json", "write_midog_track1", "write_track1")
@@ -131,7 +132,8 @@ def _write_other(
         fn = _find_writer("mitoscope.io.sliderunner", ("write_sliderunner", "write_sliderunner_sqlite"))
         if fn is None:
             return False
-        fn(path, {slide_name: table})
+        dims = {slide_name: tuple(slide_dims)} if slide_dims is not None else None
+        fn(path, {slide_name: by_class}, slide_dims=dims)
     return True
 
 
