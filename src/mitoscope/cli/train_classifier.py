@@ -1,11 +1,104 @@
-"""Placeholder: this command is not built yet."""
+"""``mitoscope train classifier``: cross-validated training of an atypical-vs-normal classifier from a recipe."""
 
 from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
 
 import typer
 
 
-def train_classifier() -> None:
-    """Not built yet."""
-    typer.echo("not built yet", err=True)
-    raise typer.Exit(2)
+def _parse_folds(text: str | None) -> list[int] | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        return [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise ValueError(f"--folds must be comma-separated fold numbers such as 0,1 (got {text!r})") from None
+
+
+def _setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    rank = int(os.environ.get("RANK", 0))
+    level = logging.INFO if rank == 0 else logging.WARNING
+    handler = RichHandler(show_path=False, show_time=True, markup=False, rich_tracebacks=False)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger("mitoscope")
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if verbose and rank == 0 else level)
+    log.propagate = False
+
+
+def train_classifier(
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="Recipe YAML (configs/classifier-*.yaml); defaults when omitted."
+    ),
+    data: Path = typer.Option(
+        ...,
+        "--data",
+        "-d",
+        help="Training data: anything `load_catalog` reads (AMi-Br CSV, catalog CSV, folder, ...).",
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory (created; reused to resume)."),
+    overrides: list[str] = typer.Option(
+        [], "--set", "-s", help="Override a recipe value, e.g. --set optim.lr=1e-4 (repeatable)."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    resume: bool = typer.Option(
+        True, "--resume/--no-resume", help="Skip finished folds and resume from last.pt."
+    ),
+    folds: str | None = typer.Option(None, "--folds", help="Only these folds, e.g. 0,1 (default: all)."),
+    progress: bool | None = typer.Option(
+        None, "--progress/--no-progress", help="Progress bars (default: when stderr is a terminal)."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="More log output."),
+) -> None:
+    """Train a normal-vs-atypical classifier with cross-validation; writes fold models, OOF predictions,
+    cv_summary.json and ensemble.json into OUT. Launch under torchrun for several GPUs/processes."""
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    main_rank = int(os.environ.get("RANK", 0)) == 0
+    _setup_logging(verbose)
+    try:
+        from mitoscope.data.sources import load_catalog
+        from mitoscope.engine.classifier_training import train_classifier as run
+        from mitoscope.engine.config import ClassifierConfig, load_config
+
+        if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+            raise ValueError(f"--device must be auto, cpu or cuda (got {device!r})")
+        cfg = load_config(config, ClassifierConfig, overrides)
+        fold_list = _parse_folds(folds)
+        catalog = load_catalog(data)
+        if main_rank:
+            err.print(
+                f"{len(catalog)} records from {data} ({catalog.attrs.get('format', '?')}); "
+                f"model {cfg.model.name}, {cfg.cv.scheme} CV, {cfg.train.epochs} epochs → {out}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        run_dir = run(
+            cfg, catalog, out, device=device, resume=resume, folds=fold_list, progress=progress, source=data
+        )
+    except (ValueError, FileNotFoundError, KeyError, OSError, RuntimeError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        from mitoscope.engine.distributed import cleanup
+
+        cleanup()
+    if main_rank:
+        import json
+
+        summary = json.loads((run_dir / "cv_summary.json").read_text(encoding="utf-8"))
+        oof = summary.get("oof", {})
+        err.print(
+            f"done: {len(summary.get('folds_finished', []))} fold(s) in {run_dir}; out-of-fold balanced accuracy "
+            f"{oof.get('balanced_accuracy', float('nan')):.4f}, AUROC {oof.get('auroc', float('nan')):.4f} "
+            f"(n={oof.get('n', 0)}); ensemble: {run_dir / 'ensemble.json'}",
+            highlight=False,
+            soft_wrap=True,
+        )
