@@ -133,20 +133,21 @@ def background(
     yy = np.arange(h, dtype=np.float32)[:, None]
     xx = np.arange(w, dtype=np.float32)[None, :]
     warp = smooth_field(rng, half, 20.0)
-    warp2 = smooth_field(rng, half, 4.5)
-    period = float(rng.uniform(4.5, 7.0))
+    warp2 = smooth_field(rng, half, 4.0)
+    period = float(rng.uniform(6.0, 9.0))
     th = layout.fibre_angle
     phase = (xx * np.cos(th) + yy * np.sin(th)) * np.float32(2 * np.pi / period)
-    phase += 9.0 * warp
-    phase += 1.5 * warp2
-    fib = np.cos(phase)
-    fib += 1.0
-    fib *= 0.5
-    fib *= fib
-    fib *= np.clip(0.6 + 0.5 * smooth_field(rng, half, 3.0), 0.0, 1.0)
+    phase += 8.0 * warp
+    phase += 1.2 * warp2
+    # thin pale clefts between wavy collagen bundles, broken up by noise
+    cleft = np.cos(phase)
+    cleft += 0.9 * smooth_field(rng, half, 2.0)
+    cleft -= 0.9
+    cleft *= 2.5
+    np.clip(cleft, 0.0, 1.0, out=cleft)
     grain = smooth_field(rng, half, 1.3)
     stroma = layout.stroma
-    e = stroma * (0.4 + 0.3 * fib + 0.06 * grain) + (1.0 - stroma) * (0.24 + 0.05 * grain)
+    e = stroma * (0.55 - 0.3 * cleft + 0.07 * grain) + (1.0 - stroma) * (0.24 + 0.05 * grain)
     hmap = 0.03 + 0.03 * stroma + 0.01 * grain
     return upsample2(hmap, shape), upsample2(e, shape)
 
