@@ -362,3 +362,23 @@ def test_outputs_other_formats_read_back(tmp_path):
     assert sorted(frame["x"].tolist()) == [100.0, 4000.0]
     with pytest.raises(ValueError, match="unknown output formats"):
         write_detection_outputs(tmp_path, "s1", dets, mpp=0.25, formats=("xml",))
+
+
+def test_workers_reopen_the_slide_with_the_mpp_in_use(tmp_path):
+    import warnings
+
+    from mitoscope.io.slides import open_slide
+    from mitoscope.io.tiff_writer import write_tiled_tiff
+
+    img = paint((380, 400), BLOBS, radius=6)
+    path = write_tiled_tiff(tmp_path / "r.tiff", img, mpp=0.25, tile=128, compression="deflate")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        slide = open_slide(path, mpp=0.5)  # the user overrides the file's 0.25 µm/px
+    assert slide.mpp == 0.5
+    kw = dict(overlap=32, progress=False, tissue=False)
+    with slide:
+        main = detect_slide(BlobDetector(), contract(), slide, num_workers=0, **kw)
+        workers = detect_slide(BlobDetector(), contract(), slide, num_workers=2, **kw)
+    pd.testing.assert_frame_equal(main, workers)
+    _match(main, BLOBS, tol=1.0)

@@ -130,10 +130,10 @@ class _TileDataset:
         self.mpp = mpp
         self.pad_value = pad_value
         self._slide: Slide | None = slide
-        self._reopen: tuple[str, float | None] | None = None
+        self._reopen: tuple[str, float] | None = None
         path = getattr(slide, "path", "")
         if not isinstance(slide, ArraySlide) and path and Path(path).is_file():
-            self._reopen = (str(path), slide.mpp if slide.mpp_is_assumed else None)
+            self._reopen = (str(path), float(slide.mpp))  # the mpp in use, even when it overrides the file's
         self._owner_pid = os.getpid()
 
     def slide(self) -> Slide:
