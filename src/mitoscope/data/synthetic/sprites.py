@@ -65,22 +65,31 @@ def blob_radius(
     ry: float,
     angle: float,
     harmonics: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised radius of a rotated, wobbly ellipse: <1 inside, and the polar angle.
+) -> np.ndarray:
+    """Normalised radius of a rotated, wobbly ellipse: <1 inside.
 
     ``harmonics`` is an (n, 2) array of (amplitude, phase) of boundary wobble for orders 2..n+1.
+
+    Examples:
+        >>> x, y = coords(5)
+        >>> float(blob_radius(x, y, 2.0, 2.0, 0.0)[2, 2])
+        0.0
     """
     ca, sa = np.cos(angle), np.sin(angle)
     u = x * ca + y * sa
     v = -x * sa + y * ca
-    theta = np.arctan2(v, u)
     rho = np.sqrt((u / rx) ** 2 + (v / ry) ** 2)
     if harmonics is not None and len(harmonics):
+        # cos(k*theta + phase) through the recurrence of (cos, sin)(k*theta): no arctan2
+        r = np.sqrt(u * u + v * v) + 1e-6
+        c1, s1 = u / r, v / r
+        ck, sk = c1, s1
         wob = np.ones_like(rho)
-        for k, (amp, phase) in enumerate(harmonics, start=2):
-            wob += amp * np.cos(k * theta + phase)
+        for amp, phase in harmonics:
+            ck, sk = ck * c1 - sk * s1, sk * c1 + ck * s1
+            wob += amp * (ck * np.cos(phase) - sk * np.sin(phase))
         rho = rho / wob
-    return rho.astype(np.float32), theta.astype(np.float32)
+    return rho.astype(np.float32)
 
 
 def ellipse(
@@ -101,7 +110,7 @@ def ellipse(
         (1.0, 0.0)
     """
     x, y = coords(size)
-    rho, _ = blob_radius(x - offset[0], y - offset[1], rx, ry, angle, harmonics)
+    rho = blob_radius(x - offset[0], y - offset[1], rx, ry, angle, harmonics)
     r_mean = 0.5 * (rx + ry)
     return smoothstep((1.0 - rho) * r_mean, soft)
 
@@ -122,12 +131,22 @@ def segments_field(size: int, segs: np.ndarray, soft: float = 0.9) -> np.ndarray
         >>> float(f[10, 10]) > 0.99, float(f[0, 0]) < 0.01
         (True, True)
     """
+    out = np.zeros((size, size), np.float32)
     if len(segs) == 0:
-        return np.zeros((size, size), np.float32)
-    x, y = coords(size)
+        return out
     segs = np.asarray(segs, dtype=np.float32)
-    px = x.reshape(-1)[:, None]
-    py = y.reshape(-1)[:, None]
+    c = (size - 1) / 2.0
+    pad = segs[:, 4].max() + soft + 1.0
+    lo = np.floor(np.minimum(segs[:, [0, 1]], segs[:, [2, 3]]).min(0) - pad + c).astype(int)
+    hi = np.ceil(np.maximum(segs[:, [0, 1]], segs[:, [2, 3]]).max(0) + pad + c).astype(int) + 1
+    x_lo, y_lo = max(int(lo[0]), 0), max(int(lo[1]), 0)
+    x_hi, y_hi = min(int(hi[0]), size), min(int(hi[1]), size)
+    if x_lo >= x_hi or y_lo >= y_hi:
+        return out
+    xs = np.arange(x_lo, x_hi, dtype=np.float32) - c
+    ys = np.arange(y_lo, y_hi, dtype=np.float32) - c
+    px = np.broadcast_to(xs[None, :], (len(ys), len(xs))).reshape(-1)[:, None]
+    py = np.broadcast_to(ys[:, None], (len(ys), len(xs))).reshape(-1)[:, None]
     x0, y0, x1, y1, rad = (segs[:, i][None, :] for i in range(5))
     dx, dy = x1 - x0, y1 - y0
     ll = dx * dx + dy * dy + 1e-6
@@ -135,7 +154,8 @@ def segments_field(size: int, segs: np.ndarray, soft: float = 0.9) -> np.ndarray
     d = np.sqrt((px - x0 - t * dx) ** 2 + (py - y0 - t * dy) ** 2)
     cover = smoothstep(rad - d, soft)
     union = 1.0 - np.prod(1.0 - cover, axis=1)
-    return union.reshape(size, size).astype(np.float32)
+    out[y_lo:y_hi, x_lo:x_hi] = union.reshape(len(ys), len(xs))
+    return out
 
 
 def discs_field(size: int, centres: np.ndarray, radii: np.ndarray, soft: float = 0.8) -> np.ndarray:
