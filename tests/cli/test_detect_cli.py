@@ -164,3 +164,28 @@ def test_bad_model_is_one_clear_line(tmp_path, slides):
         "detect", tmp_path / "missing_run", slides[0], "--out", tmp_path / "out", "--formats", "csv,xml"
     )
     assert res.exit_code == 1 and "xml" in res.output
+
+
+def test_synth_regions_detect_then_evaluate(tmp_path, checkpoint):
+    """`synth regions` → `detect` (dark-blob detector) → `evaluate detection`: file names and formats line up."""
+    regions = tmp_path / "regions"
+    res = run("synth", "regions", regions, "--n", "2", "--size", "512", "512", "--seed", "3")
+    assert res.exit_code == 0, res.output
+    slides = sorted(regions.glob("*.tif*"))
+    assert len(slides) == 2
+    out = tmp_path / "pred"
+    res = run("detect", checkpoint, *slides, "--out", out, "--device", "cpu", "--workers", "0", "--threshold", "0.5",
+              "--keep-candidates", "--formats", "csv,midog")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    scores = tmp_path / "scores.json"
+    res = run("evaluate", "detection", out, regions, "--json", scores, "--by", "tumor")
+    assert res.exit_code == 0, res.output
+    s = json.loads(scores.read_text())
+    assert s["slides"] == 2 and not s["missing_predictions"]
+    from mitoscope.io.midogpp import read_midogpp_json
+
+    gt = read_midogpp_json(regions / "annotations.json")
+    n_figures = int((gt["label"] == "mitotic figure").sum())
+    assert s["overall"]["tp"] + s["overall"]["fn"] == n_figures
+    n_pred = sum(int((pd.read_csv(p)["label"] == "mitotic figure").sum()) for p in out.glob("*.csv"))
+    assert s["overall"]["tp"] + s["overall"]["fp"] == n_pred
