@@ -137,8 +137,8 @@ def render_canvas(
     h *= keep
     e *= keep
     del keep
-    stamp_cells(rng, h, e, layout, style, exclude=centres, exclude_radius=26.0)
     r = np.zeros(shape, np.float32) if style.pigment > 0 else None
+    stamp_cells(rng, h, e, layout, style, exclude=centres, exclude_radius=26.0, canvas_r=r)
     for x, y, spec in objects:
         sprite = figure_sprite(rng, spec.kind, style, severity=spec.severity)
         stamp(h, e, sprite, x, y, mode="over", canvas_r=r)

@@ -215,6 +215,31 @@ def spindle_sprite(rng: np.random.Generator, style: DomainStyle, angle: float) -
     return Sprite(h=h.astype(np.float32), e=(0.1 * m).astype(np.float32), alpha=m)
 
 
+def pigment_sprite(rng: np.random.Generator, style: DomainStyle) -> Sprite:
+    """Brown melanin granules scattered through a cell's cytoplasm (pigment concentration in ``h``/``e``).
+
+    Both maps hold the pigment so the sprite can be max-stamped into a single pigment canvas.
+
+    Examples:
+        >>> from mitoscope.data.synthetic.domains import get_domain
+        >>> s = pigment_sprite(np.random.default_rng(0), get_domain("melanoma_xr"))
+        >>> bool(s.h.max() > 0.2)
+        True
+    """
+    from mitoscope.data.synthetic.sprites import discs_field
+
+    size = 61
+    k = int(rng.integers(10, 30))
+    ang = rng.uniform(0, 2 * np.pi, k)
+    rad = rng.uniform(12, 26, k) * style.nucleus_scale
+    pts = np.stack([np.cos(ang) * rad, np.sin(ang) * rad], axis=1)
+    g = discs_field(size, pts, rng.uniform(1.0, 2.2, k), soft=1.0)
+    g = g * float(rng.uniform(0.4, 0.9))
+    g = np.maximum(g, 0.12 * (ellipse(size, 24, 22, 0.0, soft=3.0) - ellipse(size, 12, 12, 0.0, soft=3.0)))
+    g = g.astype(np.float32)
+    return Sprite(h=g, e=g, alpha=np.zeros_like(g))
+
+
 def _flip(sprite: Sprite, code: int) -> Sprite:
     def f(a: np.ndarray | None) -> np.ndarray | None:
         if a is None:
@@ -263,6 +288,7 @@ def stamp_cells(
     exclude: np.ndarray | None = None,
     exclude_radius: float = 30.0,
     bank_size: int = 40,
+    canvas_r: np.ndarray | None = None,
 ) -> int:
     """Stamp tumour cells (in tumour areas) and spindle nuclei (in stroma) into the canvases.
 
@@ -275,6 +301,8 @@ def stamp_cells(
         exclude: (m, 2) centres (x, y) around which no cell is placed (figures go there).
         exclude_radius: radius of the exclusion.
         bank_size: at most this many distinct cell sprites (about a third of the cells, at least 4).
+        canvas_r: pigment canvas; when given and the style has pigment, some cells carry brown
+            melanin granules.
 
     Returns:
         The number of cells stamped.
@@ -302,6 +330,11 @@ def stamp_cells(
     for i in np.flatnonzero(is_cell):
         stamp(canvas_h, canvas_e, _flip(bank[choice[i]], int(flips[i])), pts[i, 0], pts[i, 1], mode="max")
         n += 1
+    if canvas_r is not None and style.pigment > 0:
+        pig = [pigment_sprite(rng, style) for _ in range(6)]
+        for i in np.flatnonzero(is_cell & (rng.random(len(pts)) < 0.18 * style.pigment)):
+            g = pig[int(choice[i]) % len(pig)]
+            stamp(canvas_r, canvas_r, _flip(g, int(flips[i])), pts[i, 0], pts[i, 1], mode="max")
     sp_idx = np.flatnonzero(is_spindle)
     if len(sp_idx):
         spindles = [spindle_sprite(rng, style, a) for a in np.linspace(0, np.pi, 12, endpoint=False)]
