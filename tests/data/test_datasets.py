@@ -17,14 +17,14 @@ from mitoscope.utils.errors import InputError
 
 def to_tensor(rgb, mask, rng):
     """Identity-ish transform that records the first random draw (to test per-sample RNG)."""
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255.0
+    x = torch.from_numpy(np.array(rgb)).permute(2, 0, 1).float() / 255.0
     x = x + float(rng.random()) * 0  # consume the rng
     m = None if mask is None else torch.from_numpy(mask)
     return x, m
 
 
 def noise_transform(rgb, mask, rng):
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255.0
+    x = torch.from_numpy(np.array(rgb)).permute(2, 0, 1).float() / 255.0
     return x + torch.from_numpy(rng.normal(size=x.shape).astype(np.float32)), None
 
 

@@ -341,7 +341,7 @@ def _coerce(tp: Any, value: Any, key: str, origin: object) -> Any:
         if value not in args:
             raise ConfigError(f"{key!r}: {value!r} is not one of {list(args)}", path=origin)
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, {} if value is None else value, key + ".", origin)
     if ori in (dict, Mapping):
         if value is None:
