@@ -397,7 +397,16 @@ class DetectionTransform:
         tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
         return self._color(tensor).permute(1, 2, 0).numpy()
 
+    def _worker_rng(self) -> np.random.Generator:
+        """A distinct random stream in each DataLoader worker (copies would otherwise repeat each other)."""
+        info = torch.utils.data.get_worker_info()
+        if info is not None and getattr(self, "_worker_id", None) != info.id:
+            self._worker_id = info.id
+            self._rng = np.random.default_rng(info.seed)
+        return self._rng
+
     def __call__(self, image: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self._worker_rng()
         h, w = image.shape[:2]
         if h < self.size or w < self.size:
             raise ValueError(f"image {w}×{h} is smaller than the crop size {self.size}")
@@ -493,15 +502,7 @@ class DetectionCropDataset(torch.utils.data.Dataset):
         key = (record.slide, record.mpp)
         if key not in self._arrays:
             scale = record.mpp / slide.mpp
-            w, h = slide.dimensions
-            full = slide.read_rect(
-                0,
-                0,
-                max(1, round(w / scale)),
-                max(1, round(h / scale)),
-                mpp=record.mpp,
-                pad_value=self.pad_value,
-            )
+            full = _whole_region(slide, scale, record.mpp, self.pad_value)
             self._arrays[key] = (full, scale)
         full, scale = self._arrays[key]
         out = np.full((side, side, 3), self.pad_value, np.uint8)
@@ -548,6 +549,23 @@ class DetectionCropDataset(torch.utils.data.Dataset):
         target = points_to_target(pts, width=w, height=h, box_px=self.box_um / record.mpp, tumor=record.tumor)
         tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
         return tensor, target
+
+
+def _whole_region(slide: Slide, scale: float, mpp: float, pad_value: int) -> np.ndarray:
+    """The whole region at ``mpp``: a fast block mean for integer downsampling of a level-0 read, else
+    ``read_rect``'s resampling."""
+    w, h = slide.dimensions
+    factor = round(scale)
+    if factor >= 1 and abs(scale - factor) < 1e-6:
+        base = slide.read_rect(0, 0, w, h, pad_value=pad_value)
+        if factor == 1:
+            return base
+        hh, ww = (h // factor) * factor, (w // factor) * factor
+        blocks = base[:hh, :ww].reshape(hh // factor, factor, ww // factor, factor, 3).astype(np.float32)
+        return np.clip(np.rint(blocks.mean(axis=(1, 3))), 0, 255).astype(np.uint8)
+    return slide.read_rect(
+        0, 0, max(1, round(w / scale)), max(1, round(h / scale)), mpp=mpp, pad_value=pad_value
+    )
 
 
 def collate_detection(

@@ -582,8 +582,10 @@ def cross_validate_lotd(
     names = sorted({t for t in full.tumors.values() if t}) if domains is None else list(domains)
     if len(names) < 2:
         raise InputError(f"leave-one-domain-out needs at least two tumour types/domains, found {names}")
+    from mitoscope.engine.loop import resolve_device
+
     rows = []
-    dev = str(device)
+    dev = resolve_device(device)
     for name in names:
         held = [p for p, t in full.tumors.items() if t == name]
         rest = [p for p, t in full.tumors.items() if t != name]
@@ -602,9 +604,7 @@ def cross_validate_lotd(
             full.subset(held),
             overlap=cfg.eval.overlap,
             batch_size=cfg.eval.batch_size,
-            device="cpu"
-            if dev == "auto" and not torch.cuda.is_available()
-            else (dev if dev != "auto" else "cuda"),
+            device=dev,
             radius_um=cfg.eval.radius_um,
         )
         rows.append({"domain": name, **scored})
