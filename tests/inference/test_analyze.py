@@ -122,7 +122,7 @@ def test_no_figures() -> None:
         slide,
         detect=lambda s: pd.DataFrame({"x": [], "y": [], "score": []}),
         classify=lambda s, p: pytest.fail("classifier must not run without figures"),
-        config=AnalysisConfig(thumbnail_size=64),
+        config=AnalysisConfig(thumbnail_size=0),
     )
     assert result.summary["mitotic_count"] == 0
     assert result.summary["hotspot_count"] == 0
@@ -173,7 +173,9 @@ def test_bundle_round_trip(tmp_path) -> None:
 def test_failed_write_leaves_previous_bundle(tmp_path, monkeypatch) -> None:
     slide, pts = make_slide()
     classify, _ = colour_classifier()
-    result = analyze_slide(slide, detect=stand_in_detect(pts), classify=classify)
+    result = analyze_slide(
+        slide, detect=stand_in_detect(pts), classify=classify, config=AnalysisConfig(thumbnail_size=0)
+    )
     out = write_slide_result(tmp_path / "case_7", result, formats=())
     before = (out / "case_7.csv").read_text()
 
@@ -191,7 +193,10 @@ def test_failed_write_leaves_previous_bundle(tmp_path, monkeypatch) -> None:
 def test_empty_bundle_round_trip(tmp_path) -> None:
     slide, _ = make_slide()
     result = analyze_slide(
-        slide, detect=lambda s: pd.DataFrame({"x": [], "y": []}), classify=lambda s, p: np.zeros(0)
+        slide,
+        detect=lambda s: pd.DataFrame({"x": [], "y": []}),
+        classify=lambda s, p: np.zeros(0),
+        config=AnalysisConfig(thumbnail_size=0),
     )
     back = read_slide_result(write_slide_result(tmp_path / "x", result, formats=()))
     assert back.summary["mitotic_count"] == 0 and math.isnan(back.summary["atypical_fraction"])
@@ -222,3 +227,34 @@ def test_classifier_labels_used_unless_threshold_forced() -> None:
         config=AnalysisConfig(thumbnail_size=0, max_crops=0, atypical_threshold=0.3),
     )
     assert r.summary["atypical_count"] == 10
+
+
+def test_bundle_formats_carry_normal_and_atypical(tmp_path) -> None:
+    from mitoscope.io.geojson import read_geojson
+
+    slide, pts = make_slide()
+    classify, _ = colour_classifier()
+    result = analyze_slide(
+        slide,
+        detect=stand_in_detect(pts),
+        classify=classify,
+        config=AnalysisConfig(thumbnail_size=0, max_crops=0),
+    )
+    out = write_slide_result(tmp_path / "case_7", result, formats=("geojson", "midog", "sqlite"))
+    files = json.loads((out / "summary.json").read_text())["files"]
+    assert set(files) == {"csv", "geojson", "midog", "sqlite"}
+    assert is_complete(out)
+    gj = json.loads((out / files["geojson"]).read_text())["features"]
+    names = [f["properties"]["classification"]["name"] for f in gj]
+    assert names == ["atypical" if a else "normal" for a in pts["atypical"]]
+    colours = {
+        f["properties"]["classification"]["name"]: tuple(f["properties"]["classification"]["color"])
+        for f in gj
+    }
+    assert colours["atypical"] != colours["normal"]
+    assert len(read_geojson(out / files["geojson"])) == 10
+    midog = json.loads((out / files["midog"]).read_text())
+    assert len(midog["points"]) == 10 and midog["points"][0]["point"][0] == pytest.approx(0.25)
+    # Removing one listed file makes the bundle incomplete (it would be redone).
+    (out / files["midog"]).unlink()
+    assert not is_complete(out)

@@ -13,6 +13,7 @@ The analysis is written against three small callables so that any detector/class
 Per-slide bundle (``<out>/slides/<name>/``, appears complete or not at all)::
 
     <name>.csv         one row per figure: slide, x, y (level-0 px), x_mm, y_mm, score, label, class, p_atypical
+                       (label = class = ``normal``/``atypical``: every row is a detected mitotic figure)
     <name>.geojson / <name>.midog.json / <name>.sqlite   QuPath, MIDOG and SlideRunner (``inference.outputs``)
     summary.json       the statistics, the thresholds used, the hotspot window, the settings fingerprint
     thumbnail.jpg      the slide downsampled (for the report)
@@ -268,7 +269,8 @@ def analyze_slide(
                 "score": dets["score"].to_numpy(float),
                 "p_atypical": probs,
                 "class": np.where(is_atypical, "atypical", "normal"),
-                "label": dets["label"].astype(str).to_numpy(),
+                # The typed label: QuPath classes, SlideRunner classes and the MIDOG JSON read it.
+                "label": np.where(is_atypical, "atypical", "normal"),
             }
         )
     else:
