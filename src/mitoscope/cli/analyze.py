@@ -81,6 +81,11 @@ def analyze(
     try:
         dist = init_distributed(device="cpu" if device == "cpu" else None)
         main = dist.rank == 0
+        if dist.is_distributed and device in ("auto", "cuda"):
+            import torch
+
+            if torch.cuda.is_available():
+                device = f"cuda:{dist.local_rank}"  # one GPU per process
         for name, path in (("detector", detector), ("classifier", classifier)):
             if not path.exists():
                 raise FileNotFoundError(f"{path}: {name} not found")
