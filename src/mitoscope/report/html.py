@@ -49,7 +49,7 @@ th, td {{ border: 1px solid #d5d9df; padding: 4px 8px; text-align: right; }}
 th:first-child, td:first-child {{ text-align: left; }}
 thead th {{ background: #eef1f5; }}
 .row {{ display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }}
-#overview {{ max-width: 100%; border: 1px solid #ccc; }}
+#overview {{ max-width: 100%; max-height: 90vh; border: 1px solid #ccc; }}
 .legend span {{ display: inline-block; margin-right: 14px; font-size: 13px; }}
 .swatch {{ display: inline-block; width: 12px; height: 12px; border-radius: 6px; margin-right: 4px;
           vertical-align: -1px; }}
