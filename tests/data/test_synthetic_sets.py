@@ -185,3 +185,18 @@ def test_outputs_load_with_the_package_readers(tmp_path):
     rcat = sources.load_catalog(r / "annotations.json")
     assert len(rcat) == len(doc["annotations"])
     assert int((rcat.label == "mitotic figure").sum()) == len(pd.read_csv(r / "atypical.csv"))
+
+
+def test_workers_and_progress_do_not_change_output(tmp_path):
+    calls = []
+    a = make_patch_set(tmp_path / "a", n=6, domains=2, seed=9)
+    b = make_patch_set(
+        tmp_path / "b", n=6, domains=2, seed=9, workers=2, progress=lambda d, t: calls.append((d, t))
+    )
+    assert _hashes(a) == _hashes(b)
+    assert calls[-1] == (6, 6) and len(calls) == 6
+    r1 = make_region_set(tmp_path / "r1", n=2, size=(200, 200), domains=2, seed=1)
+    r2 = make_region_set(tmp_path / "r2", n=2, size=(200, 200), domains=2, seed=1, workers=2)
+    assert _hashes(r1) == _hashes(r2)
+    with pytest.raises(InputError, match="workers"):
+        make_patch_set(tmp_path / "c", n=1, workers=0)

@@ -25,6 +25,29 @@ def _run(action: Callable[[], Any]) -> Any:
         raise typer.Exit(1) from None
 
 
+class _Bar:
+    """A rich progress bar usable as a ``progress(done, total)`` callback."""
+
+    def __init__(self, what: str) -> None:
+        from rich.progress import Progress
+
+        self.what = what
+        self.bar = Progress(transient=True)
+        self.task: int | None = None
+
+    def __enter__(self) -> _Bar:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)  # type: ignore[arg-type]
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.task is None:
+            self.task = self.bar.add_task(self.what, total=total)
+        self.bar.update(self.task, completed=done)
+
+
 @app.command("patches")
 def patches(
     out: Path = typer.Argument(..., help="Output folder (gets Atypical/, Normal/, labels.csv)."),
@@ -34,21 +57,25 @@ def patches(
     size: int = typer.Option(128, "--size", help="Patch side in pixels."),
     atypical_fraction: float = typer.Option(0.25, "--atypical-fraction", help="Share of atypical figures."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty OUT."),
+    workers: int = typer.Option(1, "--workers", help="Render in this many processes (same output)."),
 ) -> None:
     """N patches centred on a mitotic figure, labelled by 3 simulated experts (AMi-Br layout)."""
     from mitoscope.data.synthetic import make_patch_set
 
-    path = _run(
-        lambda: make_patch_set(
-            out,
-            n=n,
-            domains=domains,
-            seed=seed,
-            size=size,
-            atypical_fraction=atypical_fraction,
-            overwrite=overwrite,
+    with _Bar("patches") as bar:
+        path = _run(
+            lambda: make_patch_set(
+                out,
+                n=n,
+                domains=domains,
+                seed=seed,
+                size=size,
+                atypical_fraction=atypical_fraction,
+                overwrite=overwrite,
+                workers=workers,
+                progress=bar,
+            )
         )
-    )
     typer.echo(f"wrote {n} patches to {path}")
 
 
@@ -61,21 +88,25 @@ def regions(
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same bytes)."),
     atypical_fraction: float = typer.Option(0.3, "--atypical-fraction", help="Share of atypical mitoses."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty OUT."),
+    workers: int = typer.Option(1, "--workers", help="Render in this many processes (same output)."),
 ) -> None:
     """N regions as tiled pyramidal TIFFs (0.25 µm/px) with MIDOG++ JSON annotations."""
     from mitoscope.data.synthetic import make_region_set
 
-    path = _run(
-        lambda: make_region_set(
-            out,
-            n=n,
-            size=size,
-            domains=domains,
-            seed=seed,
-            atypical_fraction=atypical_fraction,
-            overwrite=overwrite,
+    with _Bar("regions") as bar:
+        path = _run(
+            lambda: make_region_set(
+                out,
+                n=n,
+                size=size,
+                domains=domains,
+                seed=seed,
+                atypical_fraction=atypical_fraction,
+                overwrite=overwrite,
+                workers=workers,
+                progress=bar,
+            )
         )
-    )
     typer.echo(f"wrote {n} regions to {path}")
 
 

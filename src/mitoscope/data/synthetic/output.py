@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -59,3 +60,41 @@ def save_png(path: Path, image: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.ascontiguousarray(image)).save(path, format="PNG", compress_level=6, optimize=False)
     return path
+
+
+T = TypeVar("T")
+#: ``progress(done, total)`` callback type.
+Progress = Callable[[int, int], None]
+
+
+def run_jobs(
+    fn: Callable[..., T],
+    jobs: Iterable[tuple[Any, ...]],
+    *,
+    total: int,
+    workers: int = 1,
+    progress: Progress | None = None,
+) -> Iterator[T]:
+    """Yield ``fn(*job)`` for each job **in order**, in this process or in ``workers`` processes.
+
+    Every job carries its own seed, so the results do not depend on ``workers``.
+
+    Examples:
+        >>> list(run_jobs(pow, [(2, 3), (3, 2)], total=2))
+        [8, 9]
+    """
+    workers = check_count("workers", workers)
+    if workers == 1:
+        for i, job in enumerate(jobs):
+            yield fn(*job)
+            if progress is not None:
+                progress(i + 1, total)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        cols = list(zip(*jobs, strict=True))
+        for i, result in enumerate(pool.map(fn, *cols, chunksize=4)):
+            yield result
+            if progress is not None:
+                progress(i + 1, total)

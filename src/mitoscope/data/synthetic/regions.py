@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mitoscope.data.synthetic.domains import list_domains, select_domains
-from mitoscope.data.synthetic.output import check_count, prepared_output
-from mitoscope.data.synthetic.region import BORDER, MPP, render_region
+from mitoscope.data.synthetic.domains import get_domain, list_domains, select_domains
+from mitoscope.data.synthetic.output import Progress, check_count, prepared_output, run_jobs
+from mitoscope.data.synthetic.region import BORDER, MPP, SyntheticRegion, render_region
 from mitoscope.utils.errors import InputError
 
 ANNOTATIONS_FILE = "annotations.json"
@@ -28,6 +28,10 @@ def _check_size(size: object) -> tuple[int, int]:
     return w, h
 
 
+def _region_job(name: str, seed: int, w: int, h: int, atypical_fraction: float) -> SyntheticRegion:
+    return render_region((w, h), domain=name, seed=seed, atypical_fraction=atypical_fraction)
+
+
 def make_region_set(
     out_dir: str | os.PathLike[str],
     *,
@@ -37,6 +41,8 @@ def make_region_set(
     seed: int = 0,
     atypical_fraction: float = 0.3,
     overwrite: bool = False,
+    workers: int = 1,
+    progress: Progress | None = None,
 ) -> Path:
     """Write ``n`` synthetic regions as tiled pyramidal TIFFs plus their annotations, atomically.
 
@@ -53,6 +59,8 @@ def make_region_set(
         seed: random seed; same arguments give byte-identical files.
         atypical_fraction: share of mitoses drawn from atypical kinds.
         overwrite: replace an existing non-empty ``out_dir``.
+        workers: render in this many processes (output does not depend on it).
+        progress: optional ``progress(done, total)`` callback.
 
     Returns:
         ``out_dir``.
@@ -73,6 +81,7 @@ def make_region_set(
 
     n = check_count("n", n)
     w, h = _check_size(size)
+    workers = check_count("workers", workers)
     if not 0.0 <= float(atypical_fraction) <= 1.0:
         raise InputError(f"atypical fraction must be in [0, 1], got {atypical_fraction}")
     styles = select_domains(domains)
@@ -80,12 +89,10 @@ def make_region_set(
     annotations: list[dict] = []
     atyp_rows: list[dict] = []
     seeds = np.random.SeedSequence([int(seed), 4]).generate_state(n)
+    jobs = ((styles[i % len(styles)].name, int(seeds[i]), w, h, float(atypical_fraction)) for i in range(n))
     with prepared_output(out_dir, overwrite=overwrite) as tmp:
-        for i in range(n):
-            style = styles[i % len(styles)]
-            region = render_region(
-                (w, h), domain=style.name, seed=int(seeds[i]), atypical_fraction=atypical_fraction
-            )
+        for i, region in enumerate(run_jobs(_region_job, jobs, total=n, workers=workers, progress=progress)):
+            style = get_domain(region.domain)
             name = f"synth_{i + 1:03d}.tiff"
             write_tiled_tiff(tmp / name, region.image, mpp=MPP)
             image_id = i + 1
