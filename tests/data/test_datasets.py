@@ -165,6 +165,18 @@ def test_per_sample_rng_is_reproducible_and_changes_with_epoch(tmp_path):
     loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=1)
     (batch, _), *_ = list(loader)
     assert torch.equal(batch[0], a0)
+    # (index, epoch) items reach persistent workers, which never see set_epoch
+    from mitoscope.data.samplers import EpochTaggedSampler, ShardedSequentialSampler
+
+    sampler = EpochTaggedSampler(ShardedSequentialSampler(2))
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=2, sampler=sampler, num_workers=1, persistent_workers=True
+    )
+    epoch0 = next(iter(loader))[0]
+    sampler.set_epoch(1)
+    epoch1 = next(iter(loader))[0]
+    assert torch.equal(epoch0[0], a0) and not torch.equal(epoch1[0], a0)
+    assert torch.equal(epoch1[0], ds[(0, 1)][0])
 
 
 def test_expert_matrix_handles_missing_and_nan():

@@ -8,6 +8,7 @@ import pytest
 from mitoscope.data.samplers import (
     ClassBalancedSampler,
     DistributedClassBalancedSampler,
+    EpochTaggedSampler,
     ShardedSequentialSampler,
     class_balanced_weights,
 )
@@ -62,3 +63,14 @@ def test_distributed_shards_are_disjoint_positions_of_one_draw_and_equal_length(
 def test_sharded_sequential_covers_everything_once():
     parts = [list(ShardedSequentialSampler(10, rank=r, world_size=3)) for r in range(3)]
     assert sorted(i for part in parts for i in part) == list(range(10))
+
+
+def test_epoch_tagged_sampler_forwards_set_epoch():
+    inner = ClassBalancedSampler(LABELS, num_samples=10, seed=2)
+    tagged = EpochTaggedSampler(inner)
+    tagged.set_epoch(3)
+    items = list(tagged)
+    assert len(tagged) == 10 and {e for _, e in items} == {3}
+    inner_ref = ClassBalancedSampler(LABELS, num_samples=10, seed=2)
+    inner_ref.set_epoch(3)
+    assert [i for i, _ in items] == list(inner_ref)

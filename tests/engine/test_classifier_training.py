@@ -165,6 +165,7 @@ def test_experts_model_with_four_hardness_classes_and_lodo(tmp_path):
             "cv.folds=[2]",
             "cv.ensemble=majority",
             "threshold.fixed=0.5",
+            "data.num_workers=1",  # persistent reader workers
         ],
     )
     out = train_classifier(cfg, cat, tmp_path / "run", device="cpu", progress=False)

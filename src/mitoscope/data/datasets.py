@@ -175,10 +175,11 @@ class PatchDataset(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
         return len(self.catalog)
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation draw of ``epoch`` (call it in every worker's copy via ``on_epoch_start``).
+        """Select the augmentation draw of ``epoch`` for plain integer indices.
 
-        With persistent workers the copies in the workers do not see this call; the DataLoader built by the
-        engine re-creates workers each epoch, which is also what makes this reproducible.
+        DataLoader workers hold copies of the dataset: with persistent workers they do not see this call, so
+        the training loader uses :class:`~mitoscope.data.samplers.EpochTaggedSampler`, whose ``(index, epoch)``
+        items carry the epoch to every worker.
         """
         self.epoch = int(epoch)
 
@@ -256,16 +257,23 @@ class PatchDataset(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
         key = f"{self._key(index)}|mask"
         return self.cache.get_or_load(key, lambda: np.asarray(self.mask_fn(rgb), dtype=bool)).copy()  # type: ignore[misc]
 
-    def rng(self, index: int) -> np.random.Generator:
-        """The augmentation RNG of sample ``index`` in the current epoch."""
-        return np.random.default_rng([self.rng_seed & 0xFFFFFFFF, self.epoch, int(index)])
+    def rng(self, index: int, epoch: int | None = None) -> np.random.Generator:
+        """The augmentation RNG of sample ``index`` in ``epoch`` (default: the current epoch)."""
+        epoch = self.epoch if epoch is None else int(epoch)
+        return np.random.default_rng([self.rng_seed & 0xFFFFFFFF, epoch, int(index)])
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Sample ``item``: an index, or ``(index, epoch)`` as :class:`~mitoscope.data.samplers.EpochTaggedSampler`
+        yields."""
+        if isinstance(item, tuple):
+            index, epoch = int(item[0]), int(item[1])
+        else:
+            index, epoch = int(item), self.epoch
         rgb = self.load_rgb(index)
         mask = None
         if "mask" in self.targets:
             mask = self._mask(index, rgb)
-        image, mask_t = self.transform(rgb, mask, self.rng(index))
+        image, mask_t = self.transform(rgb, mask, self.rng(index, epoch))
         targets: dict[str, torch.Tensor] = {}
         if "label" in self.targets:
             targets["label"] = torch.tensor(self.labels[index], dtype=torch.float32)

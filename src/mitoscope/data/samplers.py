@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -126,3 +127,35 @@ class ShardedSequentialSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+class EpochTaggedSampler(Sampler[tuple[int, int]]):
+    """Wrap a sampler so that it yields ``(index, epoch)``: the dataset learns the epoch from the index itself.
+
+    With ``persistent_workers=True`` the DataLoader workers keep their copy of the dataset (and its patch cache)
+    across epochs, so ``dataset.set_epoch`` in the main process would not reach them; the epoch travelling
+    with each index keeps the per-sample augmentation RNG ``(seed, epoch, index)`` right in every worker.
+
+    Examples:
+        >>> s = EpochTaggedSampler(ShardedSequentialSampler(3))
+        >>> s.set_epoch(2); list(s)
+        [(0, 2), (1, 2), (2, 2)]
+    """
+
+    def __init__(self, sampler: Any) -> None:
+        self.sampler = sampler
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select ``epoch`` here and in the wrapped sampler (when it has ``set_epoch``)."""
+        self.epoch = int(epoch)
+        inner = getattr(self.sampler, "set_epoch", None)
+        if callable(inner):
+            inner(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        return ((int(i), epoch) for i in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from mitoscope.data.catalog import validate_catalog
 from mitoscope.data.datasets import PatchDataset
 from mitoscope.data.patch_cache import PatchCache
-from mitoscope.data.samplers import ClassBalancedSampler, ShardedSequentialSampler
+from mitoscope.data.samplers import ClassBalancedSampler, EpochTaggedSampler, ShardedSequentialSampler
 from mitoscope.engine import distributed as D
 from mitoscope.engine.config import ClassifierConfig, OptimConfig, config_to_dict, save_config
 from mitoscope.engine.crossval import (
@@ -221,24 +221,53 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
+def eval_loader(
+    dataset: PatchDataset,
+    *,
+    batch_size: int,
+    device: torch.device,
+    num_workers: int = 0,
+    persistent: bool = False,
+) -> DataLoader[Any]:
+    """In-order loader over this rank's share of ``dataset`` (reuse it: persistent workers keep their caches)."""
+    info = D.get_info()
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=ShardedSequentialSampler(len(dataset), rank=info.rank, world_size=info.world_size),
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=persistent and num_workers > 0,
+    )
+
+
 @torch.no_grad()
 def predict_probs(
-    model: nn.Module, dataset: PatchDataset, *, batch_size: int, device: torch.device, num_workers: int = 0
+    model: nn.Module,
+    dataset: PatchDataset,
+    *,
+    batch_size: int,
+    device: torch.device,
+    num_workers: int = 0,
+    loader: DataLoader[Any] | None = None,
 ) -> np.ndarray:
     """P(atypical) of every record of ``dataset`` (sharded over ranks and gathered when distributed).
+
+    Args:
+        model: the classifier (DDP-wrapped or not); it is run unwrapped, ranks may hold unequal shares.
+        dataset: the records.
+        batch_size: batch size (ignored when ``loader`` is given).
+        device: where the model is.
+        num_workers: reader processes (ignored when ``loader`` is given).
+        loader: a loader from :func:`eval_loader` over ``dataset`` to reuse.
 
     Examples:
         >>> predict_probs(model, dataset, batch_size=64, device=torch.device("cpu"))  # doctest: +SKIP
     """
-    info = D.get_info()
-    sampler = ShardedSequentialSampler(len(dataset), rank=info.rank, world_size=info.world_size)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-    )
+    if loader is None:
+        loader = eval_loader(dataset, batch_size=batch_size, device=device, num_workers=num_workers)
+    sampler = loader.sampler
+    assert isinstance(sampler, ShardedSequentialSampler)
     inner = D.unwrap_model(model)  # no DDP forward: ranks may hold different numbers of batches
     was_training = inner.training
     inner.eval()
@@ -340,13 +369,15 @@ def train_fold(
         rng_seed=seed,
         **common,
     )
-    sampler: Any
+    inner_sampler: Any
     if cfg.data.balance == "sampler":
-        sampler = ClassBalancedSampler(y_train, seed=seed, rank=info.rank, world_size=info.world_size)
+        inner_sampler = ClassBalancedSampler(y_train, seed=seed, rank=info.rank, world_size=info.world_size)
     else:
-        sampler = DistributedSampler(
+        inner_sampler = DistributedSampler(
             train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed
         )
+    # (index, epoch) items: persistent workers keep their patch caches and still augment per epoch
+    sampler = EpochTaggedSampler(inner_sampler)
     per_rank = len(sampler)
     drop_last = per_rank > cfg.data.batch_size  # a batch of one breaks BatchNorm
     train_loader = DataLoader(
@@ -357,6 +388,7 @@ def train_fold(
         pin_memory=dev.type == "cuda",
         drop_last=drop_last,
         worker_init_fn=seed_worker,
+        persistent_workers=cfg.data.num_workers > 0,
     )
     steps = len(train_loader)
     if cfg.train.max_steps_per_epoch is not None:
@@ -374,8 +406,12 @@ def train_fold(
     eval_bs = cfg.data.eval_batch_size or cfg.data.batch_size * 2
     y_val = val_cat["target"].to_numpy()
 
+    val_loader = eval_loader(
+        val_ds, batch_size=eval_bs, device=dev, num_workers=cfg.data.num_workers, persistent=True
+    )
+
     def evaluate(m: nn.Module) -> dict[str, float]:
-        p = predict_probs(m, val_ds, batch_size=eval_bs, device=dev, num_workers=cfg.data.num_workers)
+        p = predict_probs(m, val_ds, batch_size=eval_bs, device=dev, loader=val_loader)
         metrics, _ = _val_metrics(cfg, y_val, p)
         return metrics
 
@@ -415,7 +451,7 @@ def train_fold(
     # the best epoch: reload, predict the validation set, threshold, export
     best = read_checkpoint(result.best_path)
     model.load_state_dict(best["state_dict"])
-    probs = predict_probs(model, val_ds, batch_size=eval_bs, device=dev, num_workers=cfg.data.num_workers)
+    probs = predict_probs(model, val_ds, batch_size=eval_bs, device=dev, loader=val_loader)
     metrics, thr = _val_metrics(cfg, y_val, probs)
     val_report = classification_report(y_val, probs, threshold=thr)
     parts: list[tuple[str, pd.DataFrame, np.ndarray]] = [("val", val_cat, probs)]
