@@ -61,17 +61,28 @@ def _chromosomes(
     orient: np.ndarray | float,
     *,
     spread: float = 0.45,
-    length: tuple[float, float] = (3.0, 8.0),
+    length: tuple[float, float] = (4.0, 9.0),
     radius: tuple[float, float] = (1.7, 2.6),
 ) -> np.ndarray:
-    """Segments (n, 5) of chromosomes at ``centres`` with orientation ``orient`` ± ``spread`` rad."""
+    """Segments of chromosomes at ``centres`` with orientation ``orient`` ± ``spread`` rad.
+
+    Each chromosome is a V of two arms joined at the centromere (bend up to ~35°, so some look
+    straight), which gives figures their knobby, hairy outline. Returns (2n, 5) segments.
+    """
     n = len(centres)
     ang = np.asarray(orient, dtype=np.float32) + rng.normal(0, spread, n)
-    half = rng.uniform(*length, n) / 2.0
-    dx, dy = np.cos(ang) * half, np.sin(ang) * half
+    length = rng.uniform(*length, n)
+    bend = rng.uniform(0.0, 0.6, n)
     rad = rng.uniform(*radius, n)
-    c = np.asarray(centres, dtype=np.float32)
-    return np.stack([c[:, 0] - dx, c[:, 1] - dy, c[:, 0] + dx, c[:, 1] + dy, rad], axis=1)
+    c = np.asarray(centres, dtype=np.float32).reshape(-1, 2)
+    d = np.stack([np.cos(ang), np.sin(ang)], axis=1)
+    vertex = c - 0.4 * length[:, None] * d
+    segs = []
+    for sign in (-1.0, 1.0):
+        a = ang + sign * bend
+        tip = vertex + 0.8 * length[:, None] * np.stack([np.cos(a), np.sin(a)], axis=1)
+        segs.append(np.concatenate([vertex, tip, rad[:, None]], axis=1))
+    return np.concatenate(segs, axis=0).astype(np.float32)
 
 
 def _bar(
@@ -162,7 +173,7 @@ def _metaphase(rng: np.random.Generator, s: _Shape, phi: float, irr: float) -> N
 
 
 def _ring(rng: np.random.Generator, s: _Shape, phi: float, irr: float) -> None:
-    rr = rng.uniform(7, 11)
+    rr = rng.uniform(8.5, 12)
     n = int(rng.integers(14, 22))
     a = np.linspace(0, 2 * np.pi, n, endpoint=False) + rng.normal(0, 0.12, n)
     r = rr + rng.normal(0, 0.8, n)

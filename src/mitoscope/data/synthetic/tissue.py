@@ -163,7 +163,7 @@ def nucleus_sprite(rng: np.random.Generator, style: DomainStyle, *, cytoplasm: b
         >>> bool(s.h.max() > 0.3)
         True
     """
-    r = float(rng.uniform(12.0, 21.0)) * style.nucleus_scale
+    r = float(rng.uniform(12.0, 23.0)) * style.nucleus_scale
     elong = style.elongation * float(rng.uniform(0.9, 1.2))
     rx = r * np.sqrt(elong) * float(rng.uniform(0.9, 1.05))
     ry = r / np.sqrt(elong) * float(rng.uniform(0.72, 1.0))
