@@ -113,7 +113,7 @@ def test_ensemble_file_lists_fold_models(single_run):
     assert len(ens.models) == 3
 
 
-def test_rerun_skips_finished_folds_and_resumes_an_interrupted_one(single_run):
+def test_rerun_skips_finished_folds_and_resumes_an_interrupted_one(single_run, caplog):
     cfg, cat, out = single_run
     stamps = {k: (out / f"fold_{k}" / "model.pt").stat().st_mtime_ns for k in range(3)}
     # fold 1 "interrupted" after its last epoch: metrics missing, last.pt present -> no retraining, just finishing
@@ -124,6 +124,11 @@ def test_rerun_skips_finished_folds_and_resumes_an_interrupted_one(single_run):
     assert (out / "fold_2" / "model.pt").stat().st_mtime_ns == stamps[2]
     assert (out / "fold_1" / "metrics.json").is_file()
     pd.testing.assert_frame_equal(history_before, pd.read_csv(out / "fold_1" / "history.csv"))
+    # a changed recipe is reported when resuming
+    changed = load_config(None, ClassifierConfig, [*TINY, "model.name=atypical_single", "train.epochs=3"])
+    with caplog.at_level("WARNING", logger="mitoscope.engine.classifier_training"):
+        train_classifier(changed, cat, out, device="cpu", progress=False, folds=[0])
+    assert "train.epochs: 2 -> 3" in caplog.text
 
 
 def test_multitask_exports_model_without_decoders(tmp_path):

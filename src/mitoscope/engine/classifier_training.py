@@ -593,6 +593,8 @@ def train_classifier(
         )
     if D.is_main_process():
         out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            _warn_if_recipe_changed(out / "config.yaml", config)
         save_config(config, out / "config.yaml")
     all_folds = make_folds(
         catalog,
@@ -648,6 +650,36 @@ def train_classifier(
         )
     D.barrier()
     return out
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix.rstrip("."): tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}{key}."))
+    return flat
+
+
+def _warn_if_recipe_changed(path: Path, config: ClassifierConfig) -> None:
+    """Log which recipe values differ from those of the run being resumed (finished folds keep the old ones)."""
+    if not path.is_file():
+        return
+    import yaml
+
+    try:
+        before = _flatten(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    except (OSError, yaml.YAMLError):
+        return
+    now = _flatten(config_to_dict(config))
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and k != "cv.folds")
+    if changed:
+        logger.warning(
+            "resuming %s with a changed recipe (%s); finished folds keep the old one: use --no-resume or "
+            "another output directory to retrain them",
+            path.parent,
+            ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:6]),
+        )
 
 
 def _ensemble_threshold(cfg: ClassifierConfig, summary: dict[str, Any]) -> float:
