@@ -89,8 +89,8 @@ def run(*args):
 
 def test_detect_writes_outputs_and_resumes(tmp_path, checkpoint, slides):
     out = tmp_path / "out"
-    res = run("detect", checkpoint.parent, *slides, "--out", out, "--device", "cpu", "--workers", "0",
-              "--batch-size", "4", "--overlap", "32")  # fmt: skip
+    res = run("detect", checkpoint.parent, *slides, "--out", out, "--device", "cpu", "--workers", "2",
+              "--batch-size", "4", "--overlap", "32", "--reader", "thread")  # fmt: skip
     assert res.exit_code == 0, res.output
     table = pd.read_csv(out / "case_a.csv")
     assert list(table.columns[:8]) == ["slide", "x", "y", "x_mm", "y_mm", "score", "label", "class"]

@@ -139,6 +139,7 @@ def test_errors_are_one_line(tmp_path, ground_truth):
     assert res.exit_code == 1 and "--by" in res.output
 
 
+@pytest.mark.slow
 def test_real_midogpp_json_reads_and_scores_itself(shared_data, tmp_path):
     """Predicting the ground truth itself gives F1 = 1 on the real MIDOG++ database (first 5 slides)."""
     from mitoscope.io.midogpp import read_midogpp_json

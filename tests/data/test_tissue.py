@@ -92,6 +92,7 @@ def test_slide_tissue_mask_small_region_uses_finer_resolution():
     assert mask.mean() > 0.99
 
 
+@pytest.mark.slow
 def test_real_svs_has_a_plausible_tissue_fraction(shared_data):
     from mitoscope.io.slides import open_slide
 

@@ -150,7 +150,9 @@ def test_array_slide_and_tiled_tiff_give_the_same_points(tmp_path):
     from_array = detect_slide(BlobDetector(), contract(), ArraySlide(img, mpp=0.25), num_workers=0, **kw)
     with open_slide(path) as slide:
         from_tiff = detect_slide(BlobDetector(), contract(), slide, num_workers=2, **kw)
+        threaded = detect_slide(BlobDetector(), contract(), slide, num_workers=2, reader="thread", **kw)
     pd.testing.assert_frame_equal(from_array, from_tiff)
+    pd.testing.assert_frame_equal(from_array, threaded)
 
 
 def test_slide_at_other_mpp_is_resampled_and_points_are_in_its_own_pixels():
@@ -202,10 +204,13 @@ def test_batches_from_worker_processes_match_main_thread():
     slide = ArraySlide(img, mpp=0.25)
     tiles = tile_grid(slide.dimensions, slide_mpp=0.25, tile_size=128, overlap=32)
     a = list(iterate_tile_batches(slide, tiles, mpp=0.25, batch_size=3, num_workers=0))
-    b = list(iterate_tile_batches(slide, tiles, mpp=0.25, batch_size=3, num_workers=2))
-    assert [i for _, i in a] == [i for _, i in b]
-    for (xa, _), (xb, _) in zip(a, b, strict=True):
-        assert torch.equal(xa, xb)
+    for reader in ("process", "thread"):
+        b = list(iterate_tile_batches(slide, tiles, mpp=0.25, batch_size=3, num_workers=2, reader=reader))
+        assert [i for _, i in a] == [i for _, i in b]
+        for (xa, _), (xb, _) in zip(a, b, strict=True):
+            assert torch.equal(xa, xb)
+    with pytest.raises(ValueError, match="reader"):
+        list(iterate_tile_batches(slide, tiles, mpp=0.25, num_workers=1, reader="fibre"))
     t = tiles[4]
     assert torch.equal(
         a[1][0][1],
@@ -382,3 +387,25 @@ def test_workers_reopen_the_slide_with_the_mpp_in_use(tmp_path):
         workers = detect_slide(BlobDetector(), contract(), slide, num_workers=2, **kw)
     pd.testing.assert_frame_equal(main, workers)
     _match(main, BLOBS, tol=1.0)
+
+
+def test_threaded_reader_reads_a_bounded_number_of_batches_ahead():
+    import threading
+
+    slide = CountingSlide(paint((600, 600), BLOBS, radius=6), mpp=0.25)
+    model = BlobDetector()
+    reads_at_call: list[int] = []
+    original = model.forward
+    gate = threading.Event()
+
+    def forward(images):
+        gate.wait(0.05)  # give the readers time to run ahead as far as they may
+        reads_at_call.append(len(slide.reads))
+        return original(images)
+
+    model.forward = forward  # type: ignore[method-assign]
+    detect_slide(model, contract(), slide, batch_size=4, overlap=32, num_workers=2, reader="thread",
+                 progress=False, tissue=False)  # fmt: skip
+    # 2 threads × 2 batches of 4 tiles ahead at most: when batch k is computed, at most k + 4 batches were read
+    assert all(r <= 4 * (k + 1 + 4) for k, r in enumerate(reads_at_call))
+    assert len(slide.reads) == 36

@@ -50,7 +50,10 @@ def detect(
         False, "--sqlite", help="Also write a SlideRunner SQLite database per slide."
     ),
     workers: int = typer.Option(
-        2, "--workers", min=0, help="Tile-reading processes (0: read in the main thread)."
+        2, "--workers", min=0, help="Tile readers ahead of the model (0: main thread)."
+    ),
+    reader: str = typer.Option(
+        "process", "--reader", help="Tile readers: process (each opens the slide) or thread."
     ),
     overlap: int = typer.Option(64, "--overlap", min=0, help="Overlap between tiles in model pixels."),
     tissue: bool = typer.Option(True, "--tissue/--no-tissue", help="Skip tiles without tissue."),
@@ -77,6 +80,8 @@ def detect(
         from mitoscope.inference.detect import Detector
 
         fmts = _formats(formats, sqlite)
+        if reader not in ("process", "thread"):
+            raise ValueError(f"--reader must be 'process' or 'thread', got {reader!r}")
         detector = Detector.from_path(model, device=device)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -89,7 +94,8 @@ def detect(
         soft_wrap=True,
     )
     failures = _run(err, detector, slides, out=out, formats=fmts, force=force, options={
-        "batch_size": batch_size, "threshold": threshold, "num_workers": workers, "overlap": overlap,
+        "batch_size": batch_size, "threshold": threshold, "num_workers": workers, "reader": reader,
+        "overlap": overlap,
         "tissue": tissue, "keep_below_threshold": keep_candidates,
     }, mpp=mpp)  # fmt: skip
     if failures:

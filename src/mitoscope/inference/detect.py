@@ -1,10 +1,11 @@
 """Whole-slide detection: overlapping tiles at the model's mpp, batched, read in parallel with computing.
 
 The slide is cut into a grid of tiles (:mod:`mitoscope.inference.tiling`) at the detector's resolution; tiles
-without tissue are skipped (:mod:`mitoscope.data.tissue`). A ``torch.utils.data.DataLoader`` reads and resamples
-tiles in ``num_workers`` worker processes — each worker opens the slide file itself — while the main process
-runs the model, so reading never idles the accelerator (``num_workers=0`` reads in the main thread). Only a few
-batches are in flight at once: memory stays bounded whatever the slide size.
+without tissue are skipped (:mod:`mitoscope.data.tissue`). Tiles are read and resampled ahead of the model by
+``num_workers`` readers — DataLoader worker processes that each open the slide file themselves
+(``reader="process"``) or threads of this process (``reader="thread"``) — while the main process runs the model,
+so reading never idles the accelerator (``num_workers=0`` reads in the main thread). Only a few batches are in
+flight at once: memory stays bounded whatever the slide size.
 
 Each detected box becomes its centre point; a tile keeps only the points inside its *core* (the overlaps are
 split between neighbours), and the points of all tiles are then merged by non-maximum suppression on centre
@@ -173,6 +174,35 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
+READERS = ("process", "thread")
+
+
+def _threaded_batches(dataset: _TileDataset, batch_size: int, threads: int, depth: int = 2) -> Any:
+    """Read batches in ``threads`` threads, at most ``threads * depth`` batches ahead, yielded in order."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = len(dataset)
+    order = iter([list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)])
+
+    def load(indices: list[int]) -> tuple[Any, list[int]]:
+        return _collate([dataset[i] for i in indices])
+
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mitoscope-tiles") as pool:
+        pending: deque[Any] = deque()
+        for _ in range(threads * depth):
+            nxt = next(order, None)
+            if nxt is None:
+                break
+            pending.append(pool.submit(load, nxt))
+        while pending:
+            batch = pending.popleft().result()
+            nxt = next(order, None)
+            if nxt is not None:
+                pending.append(pool.submit(load, nxt))
+            yield batch
+
+
 def iterate_tile_batches(
     slide: Slide,
     tiles: Sequence[Tile],
@@ -182,8 +212,14 @@ def iterate_tile_batches(
     num_workers: int = 2,
     pad_value: int = 255,
     pin_memory: bool = False,
+    reader: str = "process",
 ) -> Any:
-    """Yield ``(uint8 tensor (B, 3, S, S), tile indices)`` batches, read by ``num_workers`` processes.
+    """Yield ``(uint8 tensor (B, 3, S, S), tile indices)`` batches in tile order.
+
+    ``num_workers=0`` reads in the calling thread (no overlap with computing). Otherwise ``reader="process"``
+    reads in ``num_workers`` DataLoader worker processes (each reopens the slide file), ``reader="thread"`` in
+    ``num_workers`` threads of this process (no start-up cost; decoding and resampling release the GIL). Either
+    way at most a few batches are read ahead, so memory stays bounded.
 
     Examples:
         >>> from mitoscope.io.slide_base import ArraySlide
@@ -192,13 +228,22 @@ def iterate_tile_batches(
         >>> [(b.shape[0], idx) for b, idx in iterate_tile_batches(s, tiles, mpp=0.25, batch_size=3, num_workers=0)]
         [(3, [0, 1, 2]), (1, [3])]
     """
-    from torch.utils.data import DataLoader
-
+    if reader not in READERS:
+        raise ValueError(f"reader must be one of {READERS}, got {reader!r}")
     dataset = _TileDataset(slide, tiles, mpp=mpp, pad_value=pad_value)
     workers = max(0, int(num_workers))
+    size = max(1, int(batch_size))
+    if workers and reader == "thread":
+        batches = _threaded_batches(dataset, size, workers)
+        if pin_memory:
+            batches = ((b.pin_memory(), i) for b, i in batches)
+        yield from batches
+        return
+    from torch.utils.data import DataLoader
+
     loader = DataLoader(
         dataset,  # type: ignore[arg-type]
-        batch_size=max(1, int(batch_size)),
+        batch_size=size,
         shuffle=False,
         num_workers=workers,
         collate_fn=_collate,
@@ -266,6 +311,7 @@ def detect_slide(
     device: str | torch.device = "cpu",
     threshold: float | None = None,
     num_workers: int = 2,
+    reader: str = "process",
     progress: ProgressArg = True,
     tissue: bool | tuple[np.ndarray, float] = True,
     min_tissue: float = 0.01,
@@ -287,7 +333,8 @@ def detect_slide(
         overlap: overlap between tiles in model px.
         device: ``"cpu"``, ``"cuda"``, ``"auto"`` or a torch device.
         threshold: score threshold; ``None`` uses ``contract.thresholds["default"]`` (0.5 if absent).
-        num_workers: tile-reading worker processes (0: read in the main thread).
+        num_workers: tile readers working ahead of the model (0: read in the main thread, no overlap).
+        reader: ``"process"`` (DataLoader workers, each opening the slide) or ``"thread"`` (threads).
         progress: ``True`` shows a transient progress bar, a callable gets ``(tiles_done, tiles_total)``.
         tissue: skip tiles without tissue (``True``: compute the mask; or a precomputed ``(mask, mask_mpp)``).
         min_tissue: least tissue fraction of a tile's core for it to be processed.
@@ -345,6 +392,7 @@ def detect_slide(
             mpp=model_mpp,
             batch_size=batch_size,
             num_workers=num_workers,
+            reader=reader,
             pad_value=pad_value,
             pin_memory=dev.type == "cuda",
         )
