@@ -68,3 +68,17 @@ def test_synth_existing_output(tmp_path):
     res = runner.invoke(app, ["synth", "patches", str(out), "--n", "1", "--overwrite"])
     assert res.exit_code == 0, res.output
     assert not (out / "x").exists()
+
+
+def test_synth_unwritable_output(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    for args in (
+        ["synth", "patches", str(blocker / "out"), "--n", "1"],
+        ["synth", "regions", str(blocker / "out"), "--n", "1", "--size", "128", "128"],
+        ["synth", "gallery", str(blocker / "g.png"), "--domains", "1"],
+    ):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 1, (args, res.output)
+        assert res.output.strip().startswith("error:") and "Traceback" not in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
