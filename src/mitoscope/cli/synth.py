@@ -33,7 +33,7 @@ class _Bar:
 
         self.what = what
         self.bar = Progress(transient=True)
-        self.task: int | None = None
+        self.task: Any = None
 
     def __enter__(self) -> _Bar:
         self.bar.__enter__()

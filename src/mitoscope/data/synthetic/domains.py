@@ -252,8 +252,8 @@ def jitter_style(style: DomainStyle, rng: np.random.Generator) -> DomainStyle:
     white = tuple(float(np.clip(w + rng.normal(0, 2.0), 200, 255)) for w in style.stains.white)
     stains = replace(
         style.stains,
-        hematoxylin=tuple(float(x) for x in h),
-        eosin=tuple(float(x) for x in e),
+        hematoxylin=(float(h[0]), float(h[1]), float(h[2])),
+        eosin=(float(e[0]), float(e[1]), float(e[2])),
         white=white,  # type: ignore[arg-type]
     )
     return replace(

@@ -71,16 +71,16 @@ def _chromosomes(
     """
     n = len(centres)
     ang = np.asarray(orient, dtype=np.float32) + rng.normal(0, spread, n)
-    length = rng.uniform(*length, n)
+    lengths = rng.uniform(*length, n)
     bend = rng.uniform(0.0, 0.6, n)
     rad = rng.uniform(*radius, n)
     c = np.asarray(centres, dtype=np.float32).reshape(-1, 2)
     d = np.stack([np.cos(ang), np.sin(ang)], axis=1)
-    vertex = c - 0.4 * length[:, None] * d
+    vertex = c - 0.4 * lengths[:, None] * d
     segs = []
     for sign in (-1.0, 1.0):
         a = ang + sign * bend
-        tip = vertex + 0.8 * length[:, None] * np.stack([np.cos(a), np.sin(a)], axis=1)
+        tip = vertex + 0.8 * lengths[:, None] * np.stack([np.cos(a), np.sin(a)], axis=1)
         segs.append(np.concatenate([vertex, tip, rad[:, None]], axis=1))
     return np.concatenate(segs, axis=0).astype(np.float32)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -20,11 +21,11 @@ def _check_size(size: object) -> tuple[int, int]:
     if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
         size = (int(size), int(size))
     try:
-        w, h = size  # type: ignore[misc]
+        raw_w, raw_h = cast("tuple[object, object]", tuple(size))  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise InputError(f"size must be (width, height), got {size!r}") from None
-    w = check_count("width", w, minimum=2 * BORDER + 1)
-    h = check_count("height", h, minimum=2 * BORDER + 1)
+    w = check_count("width", raw_w, minimum=2 * BORDER + 1)
+    h = check_count("height", raw_h, minimum=2 * BORDER + 1)
     return w, h
 
 
