@@ -17,7 +17,7 @@ from mitoscope.utils.errors import InputError
 
 CELL = 128
 LABEL_W = 150
-HEADER_H = 22
+HEADER_H = 36
 
 
 def gallery_rows() -> list[tuple[str, str]]:
@@ -62,7 +62,8 @@ def render_gallery(*, domains: int | list[str] = 6, seed: int = 0) -> np.ndarray
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default(size=13)
     for j, style in enumerate(styles):
-        draw.text((LABEL_W + j * CELL + 3, 4), style.name, fill=(0, 0, 0), font=font)
+        head = "\n".join(style.name.rsplit("_", 1)) if len(style.name) > 14 else style.name
+        draw.multiline_text((LABEL_W + j * CELL + 3, 2), head, fill=(0, 0, 0), font=font, spacing=1)
     for i, (title, kind) in enumerate(rows):
         y = HEADER_H + i * CELL
         draw.text((4, y + CELL // 2 - 8), title, fill=(0, 0, 0), font=font)
