@@ -67,7 +67,9 @@ def classify(
     input: Path = typer.Argument(
         ..., help="Folder of images (recursive), source CSV, or MIDOG Track 2 TIFF stack."
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Output CSV (file, [page,] p_atypical, label)."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Output CSV: file, page (stacks only), p_atypical, label."
+    ),
     tta: bool = typer.Option(False, "--tta", help="Average the 8 dihedral views (rotations x flips)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Patches per forward pass."),
     device: str = typer.Option("cpu", "--device", help="Torch device (cpu, cuda, cuda:1, mps)."),
