@@ -40,7 +40,8 @@ def read_amibr_csv(
 
     ``image`` = ``images_root / file`` (``images_root`` defaults to the CSV's folder), ``label`` from
     ``majority_atypical``, ``experts`` from ``expert{1,2,3}_atypical``, ``subclass`` the experts' finer class,
-    ``group`` = slide, ``domain`` = dataset (``MIDOG21`` / ``TUPAC16``), ``tumor`` human breast cancer.
+    ``group`` = slide, ``domain`` = dataset (``MIDOG21`` / ``TUPAC16``), ``tumor`` human breast cancer; optional
+    ``domain`` and ``tumor`` columns (as ``mitoscope synth patches`` writes them) take precedence.
 
     Args:
         path: ``amibr_train.csv``.
@@ -88,9 +89,9 @@ def read_amibr_csv(
                 "y": y,
                 "label": "atypical" if final else "normal",
                 "experts": votes,
-                "tumor": "human breast cancer",
+                "tumor": rec.get("tumor") or "human breast cancer",
                 "species": "Human",
-                "domain": rec["dataset"],
+                "domain": rec.get("domain") or rec["dataset"],
                 "group": rec["slide"],
                 "source": "amibr",
                 "subclass": _subclass(final, [rec[c] for c in label_cols]),
