@@ -182,7 +182,7 @@ def test_a_few_steps_reduce_the_detection_losses() -> None:
     for _ in range(30):
         opt.zero_grad()
         losses = model([image], target)
-        history.append(float(losses["loss_cls"] + losses["loss_box"]))
+        history.append(float((losses["loss_cls"] + losses["loss_box"]).detach()))
         sum(losses.values()).backward()
         opt.step()
     assert min(history[-5:]) < 0.85 * history[0]

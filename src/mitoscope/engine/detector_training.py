@@ -21,7 +21,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -32,7 +32,7 @@ from mitoscope.utils.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-DataSource = str | os.PathLike[str] | pd.DataFrame | Sequence[str | os.PathLike[str]]
+DataSource: TypeAlias = str | os.PathLike[str] | pd.DataFrame | Sequence[str | os.PathLike[str]]
 
 
 # --------------------------------------------------------------------------------------------- configuration
@@ -414,8 +414,9 @@ def train_detector(
     tumor_index = {t: i for i, t in enumerate(tumor_types)}
     kwargs = _model_kwargs(cfg, len(tumor_types))
     model = create_model(cfg.model.name, **kwargs).to(dev)
-    mean = tuple(float(v) for v in model.transform.image_mean)
-    std = tuple(float(v) for v in model.transform.image_std)
+    transform: Any = getattr(model, "transform")  # noqa: B009 - the detector's normalising transform
+    mean = tuple(float(v) for v in transform.image_mean)
+    std = tuple(float(v) for v in transform.image_std)
     resolved = config_to_dict(cfg)
     save_config(cfg, out / "config.yaml")
     contract = ModelContract(
@@ -518,8 +519,9 @@ def train_detector(
         from mitoscope.models.checkpoint import read_checkpoint
 
         threshold = float(read_checkpoint(result.best_path)["contract"]["thresholds"]["default"])
+    best_f1 = float(result.best_score) if result.best_score is not None else float("nan")
     summary = {
-        "best_val_f1": float(result.best_score) if result.best_score is not None else float("nan"),
+        "best_val_f1": best_f1,
         "best_epoch": int(result.best_epoch),
         "epochs_run": int(result.epochs_run),
         "threshold": threshold,
@@ -531,7 +533,7 @@ def train_detector(
     return DetectorRun(
         out_dir=out,
         best_path=Path(result.best_path) if result.best_path is not None else None,
-        best_f1=summary["best_val_f1"],
+        best_f1=best_f1,
         threshold=threshold,
         epochs_run=int(result.epochs_run),
         history=result.history,

@@ -107,7 +107,7 @@ class MultiTaskRetinaNet(RetinaNet):
         features = list(self.backbone(image_list.tensors).values())
         return image_list, det_targets, features
 
-    def forward(  # type: ignore[override]
+    def forward(
         self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None
     ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
         """Losses (training, with ``targets``) or detections (eval); see the module docstring."""
@@ -234,7 +234,7 @@ def retinanet_multitask(
     """
     levels = tuple(int(i) for i in feature_levels)
     body = create_feature_backbone(backbone, pretrained=pretrained, out_indices=levels)
-    default_mean, default_std = backbone_mean_std(backbone, body, pretrained)
+    default_mean, default_std = backbone_mean_std(backbone, pretrained)
     mean = tuple(mean) if mean is not None else default_mean
     std = tuple(std) if std is not None else default_std
     return MultiTaskRetinaNet(
