@@ -51,7 +51,7 @@ QUICK = [
     "data.batch_size=4",
     "data.crops_per_epoch=96",
     "data.margin=8",
-    "train.epochs=6",
+    "train.epochs=3",
     "eval.overlap=32",
 ]
 
