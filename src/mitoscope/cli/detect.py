@@ -66,6 +66,9 @@ def detect(
         "csv,geojson,midog", "--formats", help="Comma-separated: csv, geojson, midog, sqlite."
     ),
     force: bool = typer.Option(False, "--force", help="Redo slides whose outputs are already complete."),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, help="Torch intra-op CPU threads (default: torch's; 1 helps on busy CPUs)."
+    ),
 ) -> None:
     """Detect mitotic figures in whole slides; resumable (finished slides are skipped).
 
@@ -82,6 +85,10 @@ def detect(
         fmts = _formats(formats, sqlite)
         if reader not in ("process", "thread"):
             raise ValueError(f"--reader must be 'process' or 'thread', got {reader!r}")
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
         detector = Detector.from_path(model, device=device)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)

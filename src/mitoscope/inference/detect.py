@@ -159,13 +159,16 @@ class _TileDataset:
         arr = self.slide().read_rect(
             t.level0_x, t.level0_y, t.size, t.size, mpp=self.mpp, pad_value=self.pad_value
         )
-        return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1), i
+        # CHW made contiguous by numpy: stacking channel-last views in torch is a slow strided copy
+        return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))), i
 
 
 def _collate(items: list[tuple[Any, int]]) -> tuple[Any, list[int]]:
     import torch
 
-    return torch.stack([im for im, _ in items]), [i for _, i in items]
+    # numpy stacks with a plain single-threaded copy; torch.stack may use intra-op threads, which on an
+    # oversubscribed CPU can make this copy 100x slower (measured: 89 ms vs 0.6 ms for 8 tiles of 256 px)
+    return torch.from_numpy(np.stack([im.numpy() for im, _ in items])), [i for _, i in items]
 
 
 def _worker_init(_: int) -> None:
