@@ -244,7 +244,7 @@ def iterate_tile_batches(
         return
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(
+    loader: Any = DataLoader(
         dataset,  # type: ignore[arg-type]
         batch_size=size,
         shuffle=False,

@@ -125,7 +125,7 @@ def tile_grid(
     out_w, out_h = max(1, math.ceil(rw / scale - 1e-9)), max(1, math.ceil(rh / scale - 1e-9))
     xs, ys = axis_starts(out_w, tile_size, overlap), axis_starts(out_h, tile_size, overlap)
     xb, yb = core_bounds(xs, out_w, tile_size), core_bounds(ys, out_h, tile_size)
-    tiles = []
+    tiles: list[Tile] = []
     for r, (y, (cy0, cy1)) in enumerate(zip(ys, yb, strict=True)):
         for c, (x, (cx0, cx1)) in enumerate(zip(xs, xb, strict=True)):
             tiles.append(
