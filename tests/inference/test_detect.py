@@ -409,3 +409,18 @@ def test_threaded_reader_reads_a_bounded_number_of_batches_ahead():
     # 2 threads × 2 batches of 4 tiles ahead at most: when batch k is computed, at most k + 4 batches were read
     assert all(r <= 4 * (k + 1 + 4) for k, r in enumerate(reads_at_call))
     assert len(slide.reads) == 36
+
+
+@pytest.mark.slow
+def test_real_svs_with_tissue_skipping(shared_data):
+    """The real CMU-1 crop (0.499 µm/px SVS): tiles at 0.25 µm/px, glass tiles skipped, points inside the slide."""
+    from mitoscope.io.slides import open_slide
+
+    with open_slide(shared_data / "slides" / "cmu_small_region.svs") as slide:
+        found = detect_slide(
+            BlobDetector(level=0.2, min_area=30), contract(tile=256), slide, overlap=32, num_workers=2,
+            progress=False,
+        )  # fmt: skip
+        w, h = slide.dimensions
+    assert 0 < found.attrs["tiles_processed"] < 0.8 * found.attrs["tiles_total"]
+    assert found["x"].between(0, w).all() and found["y"].between(0, h).all()

@@ -107,7 +107,7 @@ def detect(
     }, mpp=mpp)  # fmt: skip
     if failures:
         for name, why in failures:
-            typer.echo(f"failed: {name}: {why}", err=True)
+            typer.echo(f"failed: {why}" if name in why else f"failed: {name}: {why}", err=True)
         raise typer.Exit(1)
 
 
