@@ -172,3 +172,12 @@ def test_leave_one_tumour_out(tmp_path: Path) -> None:
     assert table["domain"].tolist() == ["canine lymphoma", "human melanoma"]
     assert (tmp_path / "lotd" / "lotd.csv").is_file()
     assert ((table["tp"] + table["fn"]) == 3).all()
+
+
+def test_load_detection_data_from_a_json_file(tmp_path: Path) -> None:
+    folder = write_regions(tmp_path / "data", 2)
+    data = load_detection_data(folder / "annotations.json")
+    assert len(data.catalog) == 4 and all(Path(p).is_file() for p in data.slides)
+    (tmp_path / "data" / "r1.tiff").unlink()
+    with pytest.raises(InputError, match="not found"):
+        load_detection_data(folder / "annotations.json")

@@ -18,7 +18,8 @@ def train_detector(
         ...,
         "--data",
         "-d",
-        help="Folder of regions + one MIDOG++-format JSON (e.g. `mitoscope synth regions` output); repeatable.",
+        help="Folder of regions + one MIDOG++-format JSON (e.g. `mitoscope synth regions` output), or a catalog "
+        "file (MIDOG++ JSON, catalog CSV) with slide paths relative to it; repeatable.",
     ),
     out: Path = typer.Option(
         ..., "--out", "-o", help="Run folder (best.pt, last.pt, history.csv, config.yaml)."

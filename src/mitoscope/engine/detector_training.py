@@ -170,37 +170,67 @@ class DetectionData:
 
 
 def load_detection_data(source: DataSource) -> DetectionData:
-    """Read one or more region folders (or a catalog whose ``slide`` column holds readable paths).
+    """Read region folders, catalog files, or a catalog whose ``slide`` column holds readable paths.
+
+    A folder holds regions + one MIDOG++-format JSON (:func:`~mitoscope.data.detection.read_region_folder`);
+    a file is any catalog source :func:`mitoscope.data.sources.load_catalog` reads (a MIDOG++ JSON, a catalog
+    CSV…), its relative slide paths resolved against the file's folder. Several sources are concatenated.
 
     Examples:
         >>> load_detection_data("/nonexistent")  # doctest: +IGNORE_EXCEPTION_DETAIL
         Traceback (most recent call last):
         mitoscope.utils.errors.InputError: /nonexistent: data folder not found
     """
-    from mitoscope.data.detection import SlideInfo, default_opener, read_region_folder
+    from mitoscope.data.detection import read_region_folder
 
     if isinstance(source, pd.DataFrame):
-        catalog = source.reset_index(drop=True).copy()
-        slides: dict[str, Any] = {}
-        tumors: dict[str, str] = {}
-        for path in dict.fromkeys(str(s) for s in catalog["slide"]):
-            with default_opener(path) as slide:
-                w, h = slide.dimensions
-                slides[path] = SlideInfo(int(w), int(h), float(slide.mpp))
-            rows = catalog[catalog["slide"] == path]
-            tumors[path] = str(next((t for t in rows["tumor"] if t), ""))
-        return DetectionData(catalog, slides, tumors)
-    folders = [source] if isinstance(source, str | os.PathLike) else list(source)
-    if not folders:
+        return _data_from_catalog(source)
+    sources = [source] if isinstance(source, str | os.PathLike) else list(source)
+    if not sources:
         raise InputError("no data folders given")
     data: DetectionData | None = None
-    for folder in folders:
-        catalog, infos = read_region_folder(folder)
-        tumors = {p: catalog.attrs.get("tumors", {}).get(p, "") for p in infos}
-        part = DetectionData(catalog, dict(infos), tumors)
+    for item in sources:
+        if Path(item).is_file():
+            part = _data_from_catalog(_catalog_file(Path(item)))
+        else:
+            catalog, infos = read_region_folder(item)
+            tumors = {p: catalog.attrs.get("tumors", {}).get(p, "") for p in infos}
+            part = DetectionData(catalog, dict(infos), tumors)
         data = part if data is None else data + part
     assert data is not None
     return data
+
+
+def _catalog_file(path: Path) -> pd.DataFrame:
+    from mitoscope.data.sources import load_catalog
+
+    catalog = load_catalog(path).reset_index(drop=True).copy()
+    if catalog.empty or not (catalog["slide"].astype(str) != "").all():
+        raise InputError("a detection catalog needs a slide for every row", path=path)
+    base = path.resolve().parent
+    resolved = []
+    for name in catalog["slide"].astype(str):
+        p = Path(name)
+        resolved.append(str(p if p.is_absolute() else base / p))
+    catalog["slide"] = resolved
+    return catalog
+
+
+def _data_from_catalog(frame: pd.DataFrame) -> DetectionData:
+    from mitoscope.data.detection import SlideInfo, default_opener
+
+    catalog = frame.reset_index(drop=True).copy()
+    slides: dict[str, Any] = {}
+    tumors: dict[str, str] = {}
+    for path in dict.fromkeys(str(s) for s in catalog["slide"]):
+        if not Path(path).is_file():
+            raise InputError("slide or region file not found", path=path)
+        with default_opener(path) as slide:
+            w, h = slide.dimensions
+            slides[path] = SlideInfo(int(w), int(h), float(slide.mpp))
+        rows = catalog[catalog["slide"] == path]
+        tumors[path] = str(next((t for t in rows["tumor"] if t), ""))
+    return DetectionData(catalog, slides, tumors)
 
 
 def split_regions(paths: Sequence[str], fraction: float, *, seed: int = 0) -> tuple[list[str], list[str]]:
