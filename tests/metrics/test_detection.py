@@ -281,3 +281,21 @@ def test_ap_equals_pycocotools_when_installed():
             ev.accumulate()
         reference = float(np.mean(ev.eval["precision"][0, :, 0, 0, -1]))
         assert average_precision(per_image) == pytest.approx(reference, abs=1e-12)
+
+
+def test_threshold_sweep_equals_scoring_each_threshold_separately():
+    """The one-query sweep must give exactly what ``midog_f1`` gives per threshold, ties on a pixel grid included."""
+    rng = np.random.default_rng(1)
+    per_image = {}
+    for i in range(12):
+        gt = rng.uniform(0, 1500, (8, 2))
+        pred = np.vstack([gt + rng.normal(0, 15, gt.shape), rng.uniform(0, 1500, (20, 2)), gt[:3] + 5.0])
+        per_image[f"f{i}"] = (pts(pred, rng.random(len(pred)).round(2)), pts(gt))
+    for i in range(6):  # integer coordinates: equal distances happen
+        gt = rng.integers(0, 120, (10, 2))
+        pred = rng.integers(0, 120, (25, 2))
+        per_image[f"g{i}"] = (pts(pred, rng.random(len(pred)).round(1)), pts(gt))
+    sweep = threshold_sweep(per_image, max_thresholds=40)
+    for row in sweep.itertuples():
+        s = midog_f1(per_image, threshold=row.threshold)
+        assert (row.tp, row.fp, row.fn) == (s.tp, s.fp, s.fn)

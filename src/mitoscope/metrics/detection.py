@@ -363,13 +363,51 @@ def threshold_sweep(
         if thresholds is None
         else np.asarray(sorted(float(t) for t in thresholds))
     )
-    rows = []
-    for t in ts:
-        total = DetectionScore.from_counts(0, 0, 0)
-        for score in _count_at(images, float(t)).values():
-            total = total + score
-        rows.append({"threshold": float(t), **total.to_dict()})
+    counts = np.zeros((len(ts), 3), dtype=np.int64)  # tp, fp, fn per threshold
+    for im in images:
+        counts += _sweep_image(im, ts)
+    rows = [
+        {"threshold": float(t), **DetectionScore.from_counts(*c).to_dict()}
+        for t, c in zip(ts, counts, strict=True)
+    ]
     return pd.DataFrame(rows, columns=["threshold", "tp", "fp", "fn", "precision", "recall", "f1"])
+
+
+def _sweep_image(im: _Image, thresholds: np.ndarray) -> np.ndarray:
+    """``(len(thresholds), 3)`` TP/FP/FN of one image at every threshold, exactly as :func:`score_detection`.
+
+    The ball tree is queried once with all predictions; at each threshold the greedy pass skips predictions
+    below it. Restricting the sorted candidate lists gives the same order as a tree built on the kept subset
+    unless two candidates of one target lie at exactly the same distance (the tree's tie order may then depend
+    on the subset): such images fall back to one tree per threshold.
+    """
+    out = np.zeros((len(thresholds), 3), dtype=np.int64)
+    n_pred, n_gt = len(im.pred), len(im.gt)
+    kept_counts = np.array([int(np.sum(im.scores >= t)) for t in thresholds], dtype=np.int64)
+    if n_gt == 0 or n_pred == 0:
+        out[:, 1] = kept_counts
+        out[:, 2] = n_gt
+        return out
+    from sklearn.neighbors import BallTree
+
+    hits, dists = BallTree(im.pred).query_radius(im.gt, r=im.radius, return_distance=True, sort_results=True)
+    if any(len(d) > 1 and np.any(np.diff(d) == 0) for d in dists):
+        for k, t in enumerate(thresholds):
+            score = score_detection(im.gt, im.pred[im.scores >= t], radius=im.radius)
+            out[k] = (score.tp, score.fp, score.fn)
+        return out
+    for k, t in enumerate(thresholds):
+        keep = im.scores >= t
+        used = np.zeros(n_pred, dtype=bool)
+        tp = 0
+        for candidates in hits:
+            for j in candidates:
+                if keep[j] and not used[j]:
+                    used[j] = True
+                    tp += 1
+                    break
+        out[k] = (tp, kept_counts[k] - tp, n_gt - tp)
+    return out
 
 
 def best_threshold(
