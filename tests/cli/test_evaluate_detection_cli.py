@@ -80,6 +80,9 @@ def test_scores_table_and_json(tmp_path, ground_truth, predictions):
     assert (groups["canine lymphoma"]["tp"], groups["canine lymphoma"]["fp"]) == (0, 1)
     assert groups["canine lymphoma"]["images"] == 2
     assert 0 < overall["ap"] < 1
+    froc = scores["froc"]
+    assert [r["threshold"] for r in froc] == [0.3, 0.6, 0.7, 0.8, 0.9]
+    assert froc[0]["sensitivity"] == pytest.approx(3 / 4) and froc[0]["fp_per_image"] == pytest.approx(3 / 3)
 
 
 def test_threshold_option_and_radius(tmp_path, ground_truth, predictions):

@@ -155,7 +155,7 @@ def _evaluate(
     import pandas as pd
 
     from mitoscope.io.midogpp import read_midogpp_json
-    from mitoscope.metrics.detection import best_threshold, summarize
+    from mitoscope.metrics.detection import best_threshold, froc, summarize
 
     if by is not None and by not in GROUP_COLUMNS:
         raise ValueError(f"--by must be one of {', '.join(GROUP_COLUMNS)}, got {by!r}")
@@ -220,13 +220,18 @@ def _evaluate(
     if tune_threshold:
         t, score = best_threshold(per_image, radius_um=radius_um, mpp=mpps)
         result["best_threshold"] = {"threshold": t, **score.to_dict()}
+    curve = froc(per_image, radius_um=radius_um, mpp=mpps, max_thresholds=64)
+    result["froc"] = curve[["threshold", "sensitivity", "fp_per_image"]].to_dict("records")
     return result
 
 
 def _table(result: dict[str, Any]) -> Any:
     from rich.table import Table
 
-    table = Table(title=f"MIDOG detection scores (radius {result['radius_um']:g} µm, pooled over slides)")
+    table = Table(
+        title=f"MIDOG detection scores (hit radius {result['radius_um']:g} µm, counts pooled over slides)",
+        caption="AP: boxes of ±1.5 × radius, IoU ≥ 0.5, COCO 101-point interpolation, all candidates by score",
+    )
     table.add_column(result["by"] or "group")
     for col in ("slides", "TP", "FP", "FN", "precision", "recall", "F1", "AP"):
         table.add_column(col, justify="right")
