@@ -83,10 +83,10 @@ def demo_plan(quick: bool = False) -> DemoPlan:
         )  # fmt: skip
     return DemoPlan(
         classifier_overrides=(
-            "train.epochs=4", "train.patience=null", "train.max_steps_per_epoch=30",
+            "train.epochs=3", "train.patience=null", "train.max_steps_per_epoch=15",
         ),
         detector_overrides=(
-            "train.epochs=8", "data.crops_per_epoch=96", "train.amp=false",
+            "train.epochs=5", "data.crops_per_epoch=96", "train.amp=false",
         ),
     )  # fmt: skip
 
