@@ -185,33 +185,49 @@ def _variants(clf: Any, probs: np.ndarray) -> dict[str, tuple[np.ndarray, np.nda
     return out
 
 
-def _speed(run_dir: Path, arrays: list[np.ndarray], catalog: pd.DataFrame, device: str) -> dict[str, Any]:
-    """Patches/s of each variant on in-memory patches (compute only) and end to end from disk (single)."""
+def _speed(
+    run_dir: Path, arrays: list[np.ndarray], catalog: pd.DataFrame, device: str, rounds: int = 3
+) -> dict[str, Any]:
+    """Patches/s of each variant on in-memory patches (compute only) and end to end from disk (single).
+
+    The variants are timed in turn, ``rounds`` times over (interleaved, so a change in the machine's load hits
+    every variant alike); the median of the rounds is reported.
+    """
     from mitoscope.inference.classify import Classifier
 
     single_path = run_dir / "fold_0" / "model.pt"
+    n_models = len(Classifier.from_path(run_dir).ensemble)
     setups = {"single": (single_path, False), "single+tta": (single_path, True)}
-    clf = Classifier.from_path(run_dir)
-    if len(clf.ensemble) > 1:
-        setups[f"ensemble({len(clf.ensemble)})"] = (run_dir, False)
-        setups[f"ensemble({len(clf.ensemble)})+tta"] = (run_dir, True)
-    out: dict[str, Any] = {"n_patches": len(arrays), "batch_size": 32, "in_memory_patches_per_s": {}}
-    out["load_average_before"] = list(os.getloadavg())
-    for name, (path, tta) in setups.items():
-        c = Classifier.from_path(path, device=device, tta=tta)
+    if n_models > 1:
+        setups[f"ensemble({n_models})"] = (run_dir, False)
+        setups[f"ensemble({n_models})+tta"] = (run_dir, True)
+    clfs = {name: Classifier.from_path(path, device=device, tta=tta) for name, (path, tta) in setups.items()}
+    for c in clfs.values():
         c.predict_arrays(arrays[:8], batch_size=8)  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in [*clfs, "end_to_end_single"]}
+    load_before = list(os.getloadavg())
+    for _ in range(rounds):
+        for name, c in clfs.items():
+            t0 = time.perf_counter()
+            c.predict_arrays(arrays, batch_size=32)
+            times[name].append(len(arrays) / (time.perf_counter() - t0))
         t0 = time.perf_counter()
-        c.predict_arrays(arrays, batch_size=32)
-        out["in_memory_patches_per_s"][name] = len(arrays) / (time.perf_counter() - t0)
-    base = out["in_memory_patches_per_s"]["single"]
-    out["slowdown_vs_single"] = {k: base / v for k, v in out["in_memory_patches_per_s"].items()}
-    c = Classifier.from_path(single_path, device=device)
-    t0 = time.perf_counter()
-    c.predict_catalog(catalog, batch_size=32, num_workers=0)
-    out["end_to_end_single_patches_per_s"] = len(catalog) / (time.perf_counter() - t0)
-    out["end_to_end_note"] = "PNG decode + transform in a prefetch thread, overlapped with the forward pass"
-    out["load_average_after"] = list(os.getloadavg())
-    return out
+        clfs["single"].predict_catalog(catalog, batch_size=32, num_workers=0)
+        times["end_to_end_single"].append(len(catalog) / (time.perf_counter() - t0))
+    median = {k: float(np.median(v)) for k, v in times.items()}
+    per_s = {k: median[k] for k in clfs}
+    return {
+        "n_patches": len(arrays),
+        "batch_size": 32,
+        "rounds": rounds,
+        "in_memory_patches_per_s": per_s,
+        "slowdown_vs_single": {k: per_s["single"] / v for k, v in per_s.items()},
+        "end_to_end_single_patches_per_s": median["end_to_end_single"],
+        "end_to_end_note": "PNG decode + transform in a prefetch thread, overlapped with the forward pass",
+        "all_rounds_patches_per_s": times,
+        "load_average_before": load_before,
+        "load_average_after": list(os.getloadavg()),
+    }
 
 
 def _fmt(m: dict[str, Any], key: str) -> str:
