@@ -86,7 +86,7 @@ def demo_plan(quick: bool = False) -> DemoPlan:
             "train.epochs=3", "train.patience=null", "train.max_steps_per_epoch=15",
         ),
         detector_overrides=(
-            "train.epochs=5", "data.crops_per_epoch=96", "train.amp=false",
+            "train.epochs=8", "data.crops_per_epoch=96", "train.amp=false",
         ),
     )  # fmt: skip
 
