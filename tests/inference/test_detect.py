@@ -337,7 +337,7 @@ def test_outputs_csv_keeps_extra_columns_and_classes(tmp_path):
 def test_outputs_other_formats_read_back(tmp_path):
     from mitoscope.inference.outputs import write_detection_outputs
     from mitoscope.io.geojson import read_geojson
-    from mitoscope.io.midog_output import read_track1_json
+    from mitoscope.io.midog_outputs import read_track1_json
     from mitoscope.io.sliderunner import read_sliderunner_detections
 
     dets = pd.DataFrame(

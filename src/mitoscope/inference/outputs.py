@@ -5,31 +5,28 @@ One call writes every requested format for one slide into ``out_dir``::
     <name>.csv          slide, x, y (level-0 px), x_mm, y_mm, score, label, class, + any extra columns
                         (p_atypical, …)
     <name>.geojson      QuPath points, classified and coloured by ``class``   (mitoscope.io.geojson)
-    <name>.midog.json   MIDOG track-1 output, points in mm (mitotic figures)  (mitoscope.io.midog_output)
+    <name>.midog.json   MIDOG track-1 output, points in mm (mitotic figures)  (mitoscope.io.midog_outputs)
     <name>.sqlite       SlideRunner database, one spot class per ``class``    (mitoscope.io.sliderunner)
 
-The CSV is written here; the other formats go through the readers/writers of :mod:`mitoscope.io`. A format
-whose writer is not installed in this version is left out with a warning and missing from the returned dict.
+The CSV is written here; the other formats go through the writers of :mod:`mitoscope.io`.
 Every file is written atomically; :func:`write_done_marker` / :func:`outputs_complete` let a resumable command
 tell a finished slide from an interrupted one.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
-import logging
 import os
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from mitoscope.io.geojson import write_geojson
+from mitoscope.io.midog_outputs import write_track1_json
+from mitoscope.io.sliderunner import write_sliderunner
 from mitoscope.utils.atomic import atomic_path, write_text_atomic
-
-logger = logging.getLogger(__name__)
 
 FORMATS = ("csv", "geojson", "midog", "sqlite")
 SUFFIXES = {"csv": ".csv", "geojson": ".geojson", "midog": ".midog.json", "sqlite": ".sqlite"}
@@ -88,18 +85,6 @@ def detections_table(detections: pd.DataFrame, *, slide_name: str, mpp: float) -
     return table[_BASE_COLUMNS + extra].reset_index(drop=True)
 
 
-def _find_writer(module: str, names: Sequence[str]) -> Callable[..., Any] | None:
-    try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        return None
-    for name in names:
-        fn = getattr(mod, name, None)
-        if callable(fn):
-            return fn
-    return None
-
-
 def _write_csv(path: Path, table: pd.DataFrame) -> None:
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
@@ -114,27 +99,15 @@ def _write_other(
     mpp: float,
     slide_dims: tuple[int, int] | None,
     class_colors: Mapping[str, Any],
-) -> bool:
+) -> None:
     by_class = table.assign(label=table["class"])  # GeoJSON/SlideRunner classes: normal/atypical when given
     if fmt == "geojson":
-        fn = _find_writer("mitoscope.io.geojson", ("write_geojson",))
-        if fn is None:
-            return False
-        fn(path, by_class, class_colors=dict(class_colors))
+        write_geojson(path, by_class, class_colors=dict(class_colors))
     elif fmt == "midog":
-        fn = _find_writer(
-            "mitoscope.io.midog_output", ("write_track1_json", "write_midog_track1", "write_track1")
-        )
-        if fn is None:
-            return False
-        fn(path, table, mpp=mpp)
+        write_track1_json(path, table, mpp=mpp)
     elif fmt == "sqlite":
-        fn = _find_writer("mitoscope.io.sliderunner", ("write_sliderunner", "write_sliderunner_sqlite"))
-        if fn is None:
-            return False
         dims = {slide_name: tuple(slide_dims)} if slide_dims is not None else None
-        fn(path, {slide_name: by_class}, slide_dims=dims)
-    return True
+        write_sliderunner(path, {slide_name: by_class}, slide_dims=dims)
 
 
 def write_detection_outputs(
@@ -160,7 +133,7 @@ def write_detection_outputs(
         class_colors: colour per class for GeoJSON (default :data:`DEFAULT_CLASS_COLORS`).
 
     Returns:
-        The formats written and their paths (a format whose writer is unavailable is missing, with a warning).
+        The formats written and their paths.
 
     Examples:
         >>> import tempfile
@@ -177,13 +150,10 @@ def write_detection_outputs(
     for fmt, path in paths.items():
         if fmt == "csv":
             _write_csv(path, table)
-        elif not _write_other(
-            fmt, path, table, slide_name=slide_name, mpp=mpp, slide_dims=slide_dims, class_colors=colors
-        ):
-            msg = f"output format {fmt!r} is not available in this version of mitoscope (no writer); skipped"
-            warnings.warn(msg, stacklevel=2)
-            logger.warning(msg)
-            continue
+        else:
+            _write_other(
+                fmt, path, table, slide_name=slide_name, mpp=mpp, slide_dims=slide_dims, class_colors=colors
+            )
         written[fmt] = path
     return written
 
