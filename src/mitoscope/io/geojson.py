@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from mitoscope.io.tables import read_json
 from mitoscope.utils.atomic import write_text_atomic
 from mitoscope.utils.errors import InputError
 
@@ -111,13 +112,7 @@ def read_geojson(path: str | os.PathLike[str]) -> pd.DataFrame:
         >>> read_geojson(write_geojson(pathlib.Path(tempfile.mkdtemp()) / "d.geojson", det)).values.tolist()
         [[10.0, 20.0, 0.9, 'atypical']]
     """
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc}", path=path) from exc
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc}", path=path) from exc
+    data = read_json(path)
     if isinstance(data, dict) and data.get("type") == "FeatureCollection":
         features = data.get("features", [])
     elif isinstance(data, dict) and data.get("type") == "Feature":

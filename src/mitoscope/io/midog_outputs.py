@@ -15,6 +15,7 @@ import pandas as pd
 
 from mitoscope.data.catalog import make_catalog
 from mitoscope.io.slide_base import as_rgb_uint8
+from mitoscope.io.tables import read_json
 from mitoscope.utils.atomic import write_text_atomic
 from mitoscope.utils.errors import InputError
 
@@ -121,7 +122,7 @@ def read_track2_json(path: str | os.PathLike[str]) -> pd.DataFrame:
         >>> read_track2_json(p).values.tolist()
         [[0, 'normal', 0.25]]
     """
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, list):
         raise InputError("a Track 2 output is a JSON list", path=path)
     rows = []
@@ -135,16 +136,6 @@ def read_track2_json(path: str | os.PathLike[str]) -> pd.DataFrame:
             raise InputError(f"entry {i}: class {label!r} is not 'normal' or 'atypical'", path=path)
         rows.append({"page": i, "label": label, "p_atypical": conf})
     return pd.DataFrame(rows, columns=["page", "label", "p_atypical"])
-
-
-def _read_json(path: str | os.PathLike[str]) -> Any:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc}", path=path) from exc
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc}", path=path) from exc
 
 
 def write_track1_json(
@@ -199,7 +190,7 @@ def read_track1_json(path: str | os.PathLike[str], *, mpp: float) -> pd.DataFram
         >>> read_track1_json(p, mpp=0.25).values.tolist()
         [[1000.0, 2000.0, 0.9, 'mitotic figure']]
     """
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("points"), list):
         raise InputError("not a 'Multiple points' JSON (needs a 'points' list)", path=path)
     rows = []

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from mitoscope.data.catalog import make_catalog
+from mitoscope.io.tables import read_json
 from mitoscope.utils.atomic import write_text_atomic
 from mitoscope.utils.errors import InputError
 
@@ -90,13 +91,7 @@ def read_xvalidation_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def _load_json(path: str | os.PathLike[str]) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc}", path=path) from exc
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc}", path=path) from exc
+    data = read_json(path)
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
         raise InputError("not a MIDOG/COCO JSON (needs 'images' and 'annotations')", path=path)
     return data

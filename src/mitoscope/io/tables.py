@@ -1,15 +1,36 @@
-"""Helpers shared by the CSV readers: reading a table, checking columns, finding image files, skipping bad rows."""
+"""Helpers shared by the readers: reading a table or JSON file, checking columns, finding image files, skipping bad rows."""
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from mitoscope.utils.errors import InputError
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Parse a JSON file; an unreadable or malformed file raises :class:`InputError` naming it.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.json"
+        >>> _ = p.write_text('{"a": 1}')
+        >>> read_json(p)
+        {'a': 1}
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc}", path=path) from exc
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON: {exc}", path=path) from exc
 
 
 def read_table(path: str | os.PathLike[str], *, sep: str | None = None) -> pd.DataFrame:
