@@ -70,6 +70,9 @@ def evaluate_classification(
     ),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the 95% CIs (0: none)."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    plots: Path | None = typer.Option(
+        None, "--plots", help="Write confusion_matrix.png and roc_curve.png into this folder."
+    ),
 ) -> None:
     """Score predictions against ground truth: balanced accuracy, AUROC, sensitivity, specificity, F1."""
     import pandas as pd
@@ -123,6 +126,23 @@ def evaluate_classification(
         err.print(
             f"[yellow]warning:[/yellow] {report['n_truth_without_prediction']} labelled record(s) have no prediction"
         )
+    if plots is not None:
+        from mitoscope.report.classification_plots import write_classification_plots
+
+        try:
+            written = write_classification_plots(
+                joined["target"].to_numpy(),
+                joined["p_atypical"].to_numpy(),
+                plots,
+                preds=preds,
+                threshold=report["threshold"] if preds is None else 0.5,
+            )
+        except (ValueError, OSError) as exc:
+            typer.echo(f"error: --plots {plots}: {exc}", err=True)
+            raise typer.Exit(1) from None
+        if "roc_curve" not in written:
+            err.print("[yellow]warning:[/yellow] one class only: no ROC curve drawn")
+        console.print(f"plots written to {', '.join(str(p) for p in written.values())}")
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(_json_safe(report), indent=2) + "\n")
         console.print(f"report written to {json_out}")
