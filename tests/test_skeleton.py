@@ -118,3 +118,51 @@ def test_as_rgb_uint8_converts_grey_rgba_and_16bit() -> None:
     assert as_rgb_uint8(np.full((4, 4, 3), 65535, np.uint16)).max() == 255
     with pytest.raises(ValueError, match=r"bad\.png"):
         as_rgb_uint8(np.zeros((4, 4, 5)), source="bad.png")
+
+
+class _Exploit:
+    """Pickles to a call of ``os.system`` — what a malicious model file would carry."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_crafted_pickle_is_refused_without_running_code(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    payload = {
+        "format": "mitoscope-checkpoint",
+        "version": 1,
+        "contract": {},
+        "state_dict": {},
+        "x": _Exploit(marker),
+    }
+    torch.save(payload, tmp_path / "evil.pt")
+    with pytest.raises(InputError, match="refusing to load"):
+        read_checkpoint(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+def test_checkpoint_of_other_architecture_or_version_gives_clear_error(tmp_path: Path) -> None:
+    model = create_model("_test_tiny_linear", features=3)
+    contract = ModelContract(
+        architecture="_test_tiny_linear", kwargs={"features": 3}, task="classification", input_size=64
+    )
+    path = save_checkpoint(tmp_path / "m.pt", model, contract)
+    payload = read_checkpoint(path)
+    payload["contract"]["kwargs"] = {"features": 5}
+    torch.save(payload, tmp_path / "wrong_shape.pt")
+    with pytest.raises(InputError, match="do not fit architecture '_test_tiny_linear'"):
+        load_model(tmp_path / "wrong_shape.pt")
+    payload["contract"]["architecture"] = "no-such-architecture"
+    torch.save(payload, tmp_path / "unknown.pt")
+    with pytest.raises(InputError, match="cannot build architecture 'no-such-architecture'"):
+        load_model(tmp_path / "unknown.pt")
+    payload["version"] = 99
+    torch.save(payload, tmp_path / "future.pt")
+    with pytest.raises(InputError, match="version 99 is not supported"):
+        read_checkpoint(tmp_path / "future.pt")

@@ -43,12 +43,18 @@ def get_rng_state() -> dict[str, Any]:
     """
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": _numpy_state_plain(),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def _numpy_state_plain() -> list[Any]:
+    """NumPy's legacy global state as plain Python values, so checkpoints load with ``weights_only=True``."""
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    return [str(name), [int(k) for k in keys], int(pos), int(has_gauss), float(cached)]
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
@@ -57,7 +63,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
         py = state["python"]
         random.setstate((py[0], tuple(py[1]), py[2]))
     if "numpy" in state:
-        np.random.set_state(state["numpy"])
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state(
+            (name, np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss), float(cached))
+        )
     if "torch" in state:
         torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8).cpu())
     if "cuda" in state and torch.cuda.is_available():

@@ -243,7 +243,7 @@ def create_backbone(
             raise FileNotFoundError(
                 f"pretrained weights file not found: {path} (use False, True, 'offline' or an existing file)"
             )
-        state = _unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=False), path)
+        state = _unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True), path)
         source = path
     if not features_only and num_classes != _classifier_outputs(state, model):
         state = _drop_classifier(state, model)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from mitoscope.utils.atomic import atomic_path
 from mitoscope.utils.errors import InputError
 
 CHECKPOINT_FORMAT = "mitoscope-checkpoint"
+CHECKPOINT_VERSION = 1
 
 
 @dataclasses.dataclass
@@ -67,7 +69,7 @@ def save_checkpoint(
     """Atomically save ``model`` weights together with ``contract``."""
     payload = {
         "format": CHECKPOINT_FORMAT,
-        "version": 1,
+        "version": CHECKPOINT_VERSION,
         "contract": contract.to_dict(),
         "state_dict": model.state_dict(),
         "extra": extra or {},
@@ -78,16 +80,32 @@ def save_checkpoint(
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a checkpoint dict on the CPU, checking that it is a mitoscope checkpoint."""
+    """Load a checkpoint dict on the CPU, checking that it is a mitoscope checkpoint.
+
+    Loading never executes code from the file: ``torch.load(weights_only=True)`` accepts tensors and plain
+    Python values only, so a crafted pickle from a stranger is refused with an error instead of run.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError("checkpoint file not found", path=path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise InputError(
+            "refusing to load: the file holds Python objects beyond tensors and plain values, which could run "
+            f"code on this machine ({str(exc).splitlines()[0]})",
+            path=path,
+        ) from exc
     except Exception as exc:  # corrupt or not a torch file
         raise InputError(f"cannot read checkpoint ({exc})", path=path) from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise InputError("not a mitoscope checkpoint (no 'format' key)", path=path)
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise InputError(
+            f"checkpoint format version {payload.get('version')!r} is not supported by mitoscope {__version__} "
+            f"(it reads version {CHECKPOINT_VERSION})",
+            path=path,
+        )
     return payload
 
 
@@ -97,7 +115,22 @@ def load_model(
     """Rebuild the model a checkpoint describes, load its weights, and return it in eval mode."""
     payload = read_checkpoint(path)
     contract = ModelContract.from_dict(payload["contract"])
-    model = create_model(contract.architecture, **contract.kwargs)
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model = create_model(contract.architecture, **contract.kwargs)
+    except (KeyError, TypeError) as exc:
+        raise InputError(
+            f"cannot build architecture {contract.architecture!r} (written by mitoscope {contract.code_version}): "
+            f"{exc}",
+            path=path,
+        ) from exc
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise InputError(
+            f"the weights do not fit architecture {contract.architecture!r} with its recorded arguments "
+            f"(written by mitoscope {contract.code_version}): {first}",
+            path=path,
+        ) from exc
     model.to(device).eval()
     return model, contract
