@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
@@ -17,6 +18,8 @@ OPENSLIDE_SUFFIXES = {".mrxs", ".ndpi", ".scn", ".vms", ".vmu", ".bif", ".svslid
 SLIDE_SUFFIXES = TIFF_SUFFIXES | IMAGE_SUFFIXES | OPENSLIDE_SUFFIXES
 TIFF_LIKE_SUFFIXES = {".ndpi", ".scn", ".bif"}
 BACKENDS = ("auto", "tifffile", "openslide", "pil", "array")
+#: Plausible microns per pixel of a slide: from 0.05 (beyond any optical scanner) to 10 (a thumbnail).
+MPP_RANGE = (0.05, 10.0)
 
 
 def open_slide(
@@ -34,7 +37,8 @@ def open_slide(
             tifffile fails and OpenSlide is installed), ``tifffile``, ``openslide``, ``pil`` or ``array``.
 
     Raises:
-        InputError: missing file, unsupported format, or no mpp in the file and none given.
+        InputError: missing file, unsupported format, no mpp in the file and none given, or an mpp (given or
+            from the file) that is not a number within :data:`MPP_RANGE` (e.g. a 72 dpi resolution tag).
 
     Examples:
         >>> s = open_slide(np.zeros((64, 48, 3), np.uint8), mpp=0.5)
@@ -45,9 +49,54 @@ def open_slide(
         raise ValueError(f"unknown slide backend {backend!r}; use one of {BACKENDS}")
     if isinstance(source, Slide):
         return source
+    name = "<array>" if isinstance(source, np.ndarray) else str(source)
+    if mpp is not None:
+        check_mpp(mpp, name, origin="given")
+    slide = _open(source, mpp=mpp, backend=backend)
+    if mpp is None:
+        try:
+            check_mpp(slide.mpp, name, origin="read from the file")
+        except InputError:
+            slide.close()
+            raise
+    return slide
+
+
+def check_mpp(mpp: object, name: str | os.PathLike[str], *, origin: str = "given") -> float:
+    """``mpp`` as a float if it is a plausible resolution (within :data:`MPP_RANGE` µm/px), else InputError.
+
+    Args:
+        mpp: microns per pixel to check.
+        name: the slide, named in the error.
+        origin: where the value comes from, for the message (``"given"``, ``"read from the file"``).
+
+    Examples:
+        >>> check_mpp(0.25, "a.tif")
+        0.25
+        >>> try:
+        ...     check_mpp(352.8, "a.tif", origin="read from the file")
+        ... except InputError as exc:
+        ...     print(str(exc)[:45])
+        a.tif: mpp 352.8 µm/px (read from the file) i
+    """
+    lo, hi = MPP_RANGE
+    try:
+        value = float(mpp)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and lo <= value <= hi):
+        raise InputError(
+            f"mpp {mpp} µm/px ({origin}) is not plausible for a slide (expected {lo:g}-{hi:g} µm/px); "
+            "pass the right one with --mpp (or mpp=)",
+            path=name,
+        )
+    return value
+
+
+def _open(source: str | os.PathLike[str] | np.ndarray, *, mpp: float | None, backend: str) -> Slide:
     if isinstance(source, np.ndarray) or backend == "array":
         if mpp is None:
-            warnings.warn("array slide without mpp; assuming 0.25 µm/px", stacklevel=2)
+            warnings.warn("array slide without mpp; assuming 0.25 µm/px", stacklevel=3)
             mpp = 0.25
         return ArraySlide(np.asarray(source), mpp=mpp)
     path = Path(source)
