@@ -32,6 +32,27 @@ def _formats(spec: str, sqlite: bool) -> tuple[str, ...]:
     return tuple(dict.fromkeys(wanted))
 
 
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (torch and pickle messages may span several)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _load_detector(detector_cls: Any, model: Path, device: str) -> Any:
+    """``Detector.from_path`` with any failure to load the MODEL turned into one ``error:`` line and exit 1."""
+    from mitoscope.utils.errors import InputError
+
+    try:
+        return detector_cls.from_path(model, device=device)
+    except InputError as exc:
+        message = _one_line(exc)
+    except Exception as exc:  # a torch file that is not a usable mitoscope checkpoint: bad contract, weights
+        kind = type(exc).__name__
+        message = f"{model}: not a usable mitoscope detector checkpoint ({kind}: {_one_line(exc)})"
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
 def detect(
     model: Path = typer.Argument(
         ..., help="Detector checkpoint (.pt) or training RUN directory (best.pt/model.pt)."
@@ -89,10 +110,10 @@ def detect(
             import torch
 
             torch.set_num_threads(threads)
-        detector = Detector.from_path(model, device=device)
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
+    except (ValueError, RuntimeError, OSError) as exc:
+        typer.echo(f"error: {_one_line(exc)}", err=True)
         raise typer.Exit(1) from None
+    detector = _load_detector(Detector, model, device)
     err.print(
         f"detector {detector.path} on {detector.device}: {detector.tile_size} px tiles at "
         f"{detector.contract.mpp:g} µm/px, threshold "
@@ -178,6 +199,12 @@ def _run(
                         **{k: v for k, v in found.attrs.items()},
                     }
                     write_done_marker(out, name, written, info)
+                    if found.attrs.get("tiles_processed", 1) == 0:
+                        bar.console.print(
+                            f"{name}: no tissue found ({found.attrs.get('tiles_total', 0)} tiles, none kept); "
+                            "empty outputs written (--no-tissue processes every tile)",
+                            highlight=False,
+                        )
                     bar.console.print(
                         f"{name}: {info['n_detections']} mitotic figures, {found.attrs['tiles_processed']}/"
                         f"{found.attrs['tiles_total']} tiles, {seconds:.1f} s",
