@@ -15,7 +15,7 @@ from mitoscope.cli.main import app
 runner = CliRunner()
 
 
-def _data(root, n=24, n_slides=6, size=40):
+def _data(root, n=24, n_slides=9, size=40):  # 9 slides: both classes in every fold part
     rng = np.random.default_rng(1)
     root.mkdir(parents=True, exist_ok=True)
     rows = []

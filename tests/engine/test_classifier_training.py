@@ -37,7 +37,7 @@ def write_patches(root, n=36, n_slides=9, size=40, seed=0):
                 "slide": f"s{i % n_slides}",
                 "label": "atypical" if atypical else "normal",
                 "experts": votes,
-                "domain": f"d{i % 3}",
+                "domain": f"d{(i // 3) % 3}",  # both classes in every domain (slides stay in one domain)
             }
         )
     return make_catalog(rows)
@@ -132,7 +132,7 @@ def test_rerun_skips_finished_folds_and_resumes_an_interrupted_one(single_run, c
 
 
 def test_multitask_exports_model_without_decoders(tmp_path):
-    cat = write_patches(tmp_path / "p", n=24, n_slides=6)
+    cat = write_patches(tmp_path / "p", n=24, n_slides=9)  # 6 slides: a fold trained on one class
     cfg = load_config(
         None,
         ClassifierConfig,
@@ -157,7 +157,7 @@ def test_multitask_exports_model_without_decoders(tmp_path):
 
 @pytest.mark.slow
 def test_experts_model_with_four_hardness_classes_and_lodo(tmp_path):
-    cat = write_patches(tmp_path / "p", n=24, n_slides=6)
+    cat = write_patches(tmp_path / "p", n=24, n_slides=9)  # 6 slides: a fold trained on one class
     cfg = load_config(
         None,
         ClassifierConfig,

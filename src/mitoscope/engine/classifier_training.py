@@ -46,7 +46,9 @@ from mitoscope.engine.crossval import (
     FOLD_METRICS,
     FOLD_PREDICTIONS,
     Fold,
+    check_fold_classes,
     choose_threshold,
+    class_counts,
     make_folds,
     run_crossval,
 )
@@ -591,6 +593,13 @@ def train_classifier(
         raise InputError(
             f"a classifier needs 'normal'/'atypical' labels, found {sorted(labels)}", path=source
         )
+    counts = class_counts(catalog, np.flatnonzero(labelled))
+    if counts["normal"] == 0 or counts["atypical"] == 0:
+        raise InputError(
+            f"a classifier needs both classes, the labelled rows are {counts['normal']} normal and "
+            f"{counts['atypical']} atypical",
+            path=source,
+        )
     if D.is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         if resume:
@@ -613,6 +622,7 @@ def train_classifier(
         run_folds = [f for f in all_folds if f.index in set(wanted)]
     else:
         run_folds = all_folds
+    check_fold_classes(catalog, run_folds)  # before any fold trains
 
     def one(fold: Fold, fold_dir: Path) -> Any:
         return train_fold(

@@ -213,8 +213,71 @@ def make_folds(
         raise InputError(f"cannot make {scheme} folds: {exc}") from exc
     for fold in folds:
         if len(fold.train) == 0 or len(fold.val) == 0:
-            raise InputError(f"fold {fold.index} ({fold.name}) has an empty train or validation set")
+            raise InputError(
+                f"fold {fold.index}{f' ({fold.name})' if fold.name else ''} has an empty train or validation set "
+                f"({_describe_parts(catalog, fold)})"
+            )
     return folds
+
+
+def class_counts(catalog: pd.DataFrame, rows: np.ndarray | Sequence[int]) -> dict[str, int]:
+    """``{"normal": n, "atypical": m}`` over the rows (positions) of ``catalog`` (target 0 / 1).
+
+    Examples:
+        >>> from mitoscope.data.catalog import make_catalog
+        >>> cat = make_catalog([{"image": "a", "label": "normal"}, {"image": "b", "label": "atypical"}])
+        >>> class_counts(cat, [0, 1, 1])
+        {'normal': 1, 'atypical': 2}
+    """
+    target = catalog["target"].to_numpy()[np.asarray(rows, dtype=np.int64)]
+    return {"normal": int((target == 0).sum()), "atypical": int((target == 1).sum())}
+
+
+def _describe_parts(
+    catalog: pd.DataFrame, fold: Fold, parts: Sequence[str] = ("train", "val", "test")
+) -> str:
+    out = []
+    for part in parts:
+        idx = getattr(fold, part)
+        if part == "test" and len(idx) == 0:
+            continue
+        c = class_counts(catalog, idx)
+        out.append(f"{part}: {c['normal']} normal / {c['atypical']} atypical")
+    return ", ".join(out)
+
+
+def check_fold_classes(catalog: pd.DataFrame, folds: Sequence[Fold]) -> None:
+    """Stop before training when a fold's train or validation part is empty or holds a single class.
+
+    A classifier trained on one class learns nothing, and a validation part with one class cannot choose a
+    threshold or early-stop on balanced accuracy/AUROC. Every offending fold is named in one message.
+
+    Raises:
+        InputError: naming each bad fold and the normal/atypical counts of its parts.
+
+    Examples:
+        >>> from mitoscope.data.catalog import make_catalog
+        >>> cat = make_catalog([{"image": str(i), "label": ["normal", "atypical"][i % 2]} for i in range(4)])
+        >>> check_fold_classes(cat, [Fold(0, np.array([0, 1]), np.array([2, 3]))])  # both classes: fine
+        >>> check_fold_classes(cat, [Fold(1, np.array([0, 2]), np.array([1, 3]))])
+        Traceback (most recent call last):
+        ...
+        mitoscope.utils.errors.InputError: fold 1: train has 2 normal / 0 atypical, val has 0 normal / 2 atypical; the train and validation parts of every fold need both classes (check the labels, or use another cv.scheme, cv.n_splits or seed)
+    """
+    problems = []
+    for fold in folds:
+        bad = []
+        for part in ("train", "val"):
+            c = class_counts(catalog, getattr(fold, part))
+            if c["normal"] == 0 or c["atypical"] == 0:
+                bad.append(f"{part} has {c['normal']} normal / {c['atypical']} atypical")
+        if bad:
+            problems.append(f"fold {fold.index}{f' ({fold.name})' if fold.name else ''}: {', '.join(bad)}")
+    if problems:
+        raise InputError(
+            "; ".join(problems) + "; the train and validation parts of every fold need both classes "
+            "(check the labels, or use another cv.scheme, cv.n_splits or seed)"
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------
