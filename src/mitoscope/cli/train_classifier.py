@@ -19,11 +19,14 @@ def _parse_folds(text: str | None) -> list[int] | None:
 
 
 def _setup_logging(verbose: bool) -> None:
+    from rich.console import Console
     from rich.logging import RichHandler
 
     rank = int(os.environ.get("RANK", 0))
     level = logging.INFO if rank == 0 else logging.WARNING
-    handler = RichHandler(show_path=False, show_time=True, markup=False, rich_tracebacks=False)
+    handler = RichHandler(
+        console=Console(stderr=True), show_path=False, show_time=True, markup=False, rich_tracebacks=False
+    )
     handler.setFormatter(logging.Formatter("%(message)s"))
     log = logging.getLogger("mitoscope")
     log.handlers[:] = [handler]
