@@ -23,6 +23,7 @@ browser:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
 
 test: $(STAMP) browser lint
 	$(PY) -m pytest -q

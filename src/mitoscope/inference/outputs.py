@@ -106,7 +106,7 @@ def _write_other(
     elif fmt == "midog":
         write_track1_json(path, table, mpp=mpp)
     elif fmt == "sqlite":
-        dims = {slide_name: tuple(slide_dims)} if slide_dims is not None else None
+        dims = {slide_name: (int(slide_dims[0]), int(slide_dims[1]))} if slide_dims is not None else None
         write_sliderunner(path, {slide_name: by_class}, slide_dims=dims)
 
 

@@ -357,18 +357,18 @@ def join_predictions(predictions: Any, truth: Any, *, file_column: str = "file")
     unmatched: list[int] = []
     for i, (value, page) in enumerate(zip(predictions[file_column], pred_pages, strict=True)):
         key = _norm_key(value)
-        pos = exact.get((key, page))
-        if pos is None:
+        hit = exact.get((key, page))
+        if hit is None:
             parts = key.split("/")
             for k in range(len(parts), 0, -1):
                 cand = by_suffix.get(("/".join(parts[-k:]), page))
                 if cand is not None:
-                    pos = cand
+                    hit = cand
                     break
-        if pos is None:
+        if hit is None:
             unmatched.append(i)
         else:
-            matched_truth.append(pos)
+            matched_truth.append(hit)
             matched_pred.append(i)
     joined = truth.iloc[matched_truth].copy()
     joined["p_atypical"] = predictions["p_atypical"].to_numpy(dtype=float)[matched_pred]
