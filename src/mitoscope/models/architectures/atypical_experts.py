@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mitoscope.data.stain import rgb_to_hed_torch
-from mitoscope.models.architectures.atypical_single import AtypicalClassifier, _contract_pretrained
+from mitoscope.models.architectures.atypical_single import AtypicalClassifier, build_recorded
 from mitoscope.models.backbones import Pretrained, backbone_normalization, create_backbone
 from mitoscope.models.backbones import num_features as _num_features
 from mitoscope.models.heads import prob_to_logit
@@ -226,7 +226,9 @@ def atypical_experts(
         >>> sorted(m(torch.zeros(2, 3, 64, 64), t))
         ['loss_experts', 'loss_hard']
     """
-    kwargs = dict(
+    model = build_recorded(
+        AtypicalExperts,
+        pretrained=pretrained,
         backbone=backbone,
         dropout=dropout,
         n_experts=n_experts,
@@ -238,13 +240,9 @@ def atypical_experts(
         in_chans=in_chans,
         context_crop=context_crop,
         hidden=hidden,
+        mean=mean,
+        std=std,
         drop_path_rate=drop_path_rate,
     )
-    model = AtypicalExperts(pretrained=pretrained, mean=mean, std=std, **kwargs)  # type: ignore[arg-type]
-    model.build_kwargs = {
-        **kwargs,
-        "pretrained": _contract_pretrained(pretrained),
-        "mean": list(model.mean),
-        "std": list(model.std),
-    }
+    model.build_kwargs.update(mean=list(model.mean), std=list(model.std))  # the resolved normalisation
     return model

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mitoscope.models.architectures.atypical_single import AtypicalClassifier, _contract_pretrained
+from mitoscope.models.architectures.atypical_single import AtypicalClassifier, build_recorded
 from mitoscope.models.backbones import Pretrained, backbone_normalization, create_backbone, feature_channels
 from mitoscope.models.decoders import UNetDecoder
 from mitoscope.models.heads import MLPHead, check_images, label_target
@@ -179,19 +179,10 @@ def atypical_multitask(
         >>> sorted(m(torch.zeros(2, 3, 64, 64), t))
         ['loss_cls', 'loss_pix', 'loss_seg']
     """
-    model = AtypicalMultitask(
-        backbone=backbone,
+    return build_recorded(
+        AtypicalMultitask,
         pretrained=pretrained,
-        dropout=dropout,
-        hidden=tuple(hidden),
-        pos_weight=pos_weight,
-        aux_heads=aux_heads,
-        decoder_channels=tuple(decoder_channels),
-        drop_path_rate=drop_path_rate,
-    )
-    model.build_kwargs = dict(
         backbone=backbone,
-        pretrained=_contract_pretrained(pretrained),
         dropout=dropout,
         hidden=list(hidden),
         pos_weight=pos_weight,
@@ -199,4 +190,3 @@ def atypical_multitask(
         decoder_channels=list(decoder_channels),
         drop_path_rate=drop_path_rate,
     )
-    return model

@@ -7,7 +7,7 @@ contract, ``required_targets`` and ``build_kwargs`` (what to write into a checkp
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -123,26 +123,26 @@ def atypical_single(
         >>> sorted(m(torch.zeros(2, 3, 64, 64), {"label": torch.tensor([0.0, 1.0])}))
         ['loss_cls']
     """
-    model = AtypicalSingle(
-        backbone=backbone,
+    return build_recorded(
+        AtypicalSingle,
         pretrained=pretrained,
-        dropout=dropout,
-        hidden=tuple(hidden),
-        pos_weight=pos_weight,
-        drop_path_rate=drop_path_rate,
-    )
-    model.build_kwargs = dict(
         backbone=backbone,
-        pretrained=_contract_pretrained(pretrained),
         dropout=dropout,
         hidden=list(hidden),
         pos_weight=pos_weight,
         drop_path_rate=drop_path_rate,
     )
+
+
+ClassifierT = TypeVar("ClassifierT", bound=AtypicalClassifier)
+
+
+def build_recorded(cls: type[ClassifierT], *, pretrained: Pretrained, **kwargs: Any) -> ClassifierT:
+    """Build ``cls`` and record in ``build_kwargs`` the arguments that rebuild it from a checkpoint.
+
+    ``pretrained`` is recorded as ``False``: a model rebuilt from a checkpoint gets its weights from the checkpoint
+    and must not fetch them again.
+    """
+    model = cls(pretrained=pretrained, **kwargs)
+    model.build_kwargs = {**kwargs, "pretrained": False}
     return model
-
-
-def _contract_pretrained(pretrained: Pretrained) -> bool:
-    """Rebuilding from a checkpoint must not fetch weights again: the recorded value is always ``False``."""
-    del pretrained
-    return False
