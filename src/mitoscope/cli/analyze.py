@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from mitoscope.cli.errors import fail
+
 
 def _expand(slides: list[Path]) -> list[Path]:
     """Slide files; a folder stands for the slide files directly inside it (sorted)."""
@@ -141,9 +143,8 @@ def analyze(
                     f"[red]{len(outcome.failed)} of {len(paths)} slide(s) failed[/red]; the others are in {out}"
                 )
     except (ValueError, KeyError, MissingDependencyError, OSError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
         cleanup()
-        raise typer.Exit(2) from None
+        fail(exc, code=2)
     failed = bool(outcome.failed)
     cleanup()
     if get_info().is_distributed or failed:

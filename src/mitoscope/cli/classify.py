@@ -7,6 +7,8 @@ from typing import Any
 
 import typer
 
+from mitoscope.cli.errors import fail
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
@@ -95,8 +97,7 @@ def classify(
         clf = Classifier.from_path(model, device=device, tta=tta, rule=rule)
         result = clf.predict_catalog(catalog, batch_size=batch_size, num_workers=num_workers, source=input)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(exc)
 
     frame = result.rename(columns={"image": "file"})
     cols = ["file", "page", "p_atypical", "label"] if is_stack else ["file", "p_atypical", "label"]

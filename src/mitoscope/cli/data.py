@@ -12,19 +12,14 @@ from typing import Any
 
 import typer
 
+from mitoscope.cli.errors import fail
+
 app = typer.Typer(help="Inspect, extract and convert datasets (any supported format, auto-detected).",
                   no_args_is_help=True)  # fmt: skip
 
 CONVERT_TARGETS = ("sliderunner", "geojson", "midogpp", "csv")
 _SUFFIX_TARGET = {".sqlite": "sliderunner", ".db": "sliderunner", ".geojson": "geojson", ".json": "midogpp",
                   ".csv": "csv"}  # fmt: skip
-
-
-def _fail(exc: BaseException) -> None:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
 
 
 def _library_errors() -> tuple[type[BaseException], ...]:
@@ -109,7 +104,7 @@ def info(
             catalog = load_catalog(source, format=format, skip_bad=skip_bad, images_dir=images_dir)
         summary = summarize_catalog(catalog)
     except _library_errors() as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))
     else:
@@ -143,7 +138,7 @@ def extract_patches_command(
             result = extract_patches(catalog, slides_dir=slides, out_dir=out, size=size, mpp=mpp,
                                      slide_mpp=slide_mpp, skip_bad=skip_bad)  # fmt: skip
     except _library_errors() as exc:
-        _fail(exc)
+        fail(exc)
     typer.echo(f"wrote {len(result)} patches to {out} (index: {out / 'patches.csv'})")
     skipped = result.attrs.get("skipped", [])
     if skipped:
@@ -177,7 +172,7 @@ def convert(
             catalog = load_catalog(source, format=format, skip_bad=skip_bad, check_files=False)
         _write(catalog, out, target)
     except _library_errors() as exc:
-        _fail(exc)
+        fail(exc)
     typer.echo(f"wrote {len(catalog)} records as {target} to {out}")
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from mitoscope.cli.errors import fail
+
 
 def demo(
     out: Path = typer.Option(
@@ -32,8 +34,7 @@ def demo(
     try:
         results = run_demo(out, quick=quick, log=log)
     except (ValueError, OSError, RuntimeError, MissingDependencyError) as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        fail(exc, code=2)
 
     table = Table(title=f"Unseen domain: {results.get('test_domain')}")
     for col in ("region", "true mitoses", "detected", "true atypical", "predicted atypical", "hotspot"):

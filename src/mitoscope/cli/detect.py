@@ -8,6 +8,8 @@ from typing import Any
 
 import typer
 
+from mitoscope.cli.errors import fail, one_line
+
 
 def slide_name(path: Path) -> str:
     """The output name of a slide: its file name without the (double) extension."""
@@ -32,12 +34,6 @@ def _formats(spec: str, sqlite: bool) -> tuple[str, ...]:
     return tuple(dict.fromkeys(wanted))
 
 
-def _one_line(exc: BaseException) -> str:
-    """An exception's message on one line (torch and pickle messages may span several)."""
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
-
-
 def _load_detector(detector_cls: Any, model: Path, device: str) -> Any:
     """``Detector.from_path`` with any failure to load the MODEL turned into one ``error:`` line and exit 1."""
     from mitoscope.utils.errors import InputError
@@ -45,12 +41,9 @@ def _load_detector(detector_cls: Any, model: Path, device: str) -> Any:
     try:
         return detector_cls.from_path(model, device=device)
     except InputError as exc:
-        message = _one_line(exc)
+        fail(exc)
     except Exception as exc:  # a torch file that is not a usable mitoscope checkpoint: bad contract, weights
-        kind = type(exc).__name__
-        message = f"{model}: not a usable mitoscope detector checkpoint ({kind}: {_one_line(exc)})"
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
+        fail(f"{model}: not a usable mitoscope detector checkpoint ({type(exc).__name__}: {one_line(exc)})")
 
 
 def detect(
@@ -111,8 +104,7 @@ def detect(
 
             torch.set_num_threads(threads)
     except (ValueError, RuntimeError, OSError) as exc:
-        typer.echo(f"error: {_one_line(exc)}", err=True)
-        raise typer.Exit(1) from None
+        fail(exc)
     detector = _load_detector(Detector, model, device)
     err.print(
         f"detector {detector.path} on {detector.device}: {detector.tile_size} px tiles at "

@@ -9,6 +9,8 @@ from typing import Any
 
 import typer
 
+from mitoscope.cli.errors import fail
+
 
 def _fmt(value: Any, ci: Any = None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -111,8 +113,7 @@ def evaluate_classification(
             seed=seed,
         )
     except (ValueError, FileNotFoundError, KeyError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(exc)
 
     n_truth = int((catalog["target"].astype(int) >= 0).sum())
     report["decision"] = "label column" if preds is not None else f"p_atypical >= {report['threshold']:g}"
@@ -138,8 +139,7 @@ def evaluate_classification(
                 threshold=report["threshold"] if preds is None else 0.5,
             )
         except (ValueError, OSError) as exc:
-            typer.echo(f"error: --plots {plots}: {exc}", err=True)
-            raise typer.Exit(1) from None
+            fail(exc, prefix=f"--plots {plots}: ")
         if "roc_curve" not in written:
             err.print("[yellow]warning:[/yellow] one class only: no ROC curve drawn")
         console.print(f"plots written to {', '.join(str(p) for p in written.values())}")

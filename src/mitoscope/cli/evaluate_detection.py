@@ -8,6 +8,8 @@ from typing import Any
 
 import typer
 
+from mitoscope.cli.errors import fail
+
 GROUP_COLUMNS = ("tumor", "scanner", "origin", "species", "domain")
 
 
@@ -117,8 +119,7 @@ def evaluate_detection(
         result = _evaluate(pred, gt, radius_um=radius_um, by=by, threshold=threshold, mpp=mpp,
                            xvalidation=xvalidation, tune_threshold=tune_threshold)  # fmt: skip
     except (ValueError, FileNotFoundError, KeyError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(exc)
     for note in result["notes"]:
         err.print(note, highlight=False, soft_wrap=True)
     console.print(_table(result))

@@ -8,6 +8,8 @@ from typing import Any
 
 import typer
 
+from mitoscope.cli.errors import fail
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
@@ -80,11 +82,9 @@ def masks(
     from mitoscope.utils.optional import MissingDependencyError
 
     if method not in MASK_METHODS:
-        typer.echo(f"error: --method must be one of {', '.join(MASK_METHODS)}, got {method!r}", err=True)
-        raise typer.Exit(2)
+        fail(f"--method must be one of {', '.join(MASK_METHODS)}, got {method!r}", code=2)
     if not source.exists():
-        typer.echo(f"error: {source}: no such file or folder", err=True)
-        raise typer.Exit(1)
+        fail(f"{source}: no such file or folder")
     try:
         records = _load_patches(source, n, seed)
         store = MaskCache(cache) if cache is not None else None
@@ -100,8 +100,7 @@ def masks(
                 )
         path = mask_overlay_sheet(images, computed, out, ncols=ncols, titles=titles)
     except (InputError, MissingDependencyError, ValueError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(exc)
     areas = [int(m.sum()) for m in computed]
     typer.echo(
         f"wrote {path} ({len(images)} patches, method {method}, mask area median {sorted(areas)[len(areas) // 2]} px)"

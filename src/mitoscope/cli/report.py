@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from mitoscope.cli.errors import fail
+
 
 def report(
     directory: Path = typer.Argument(..., help="Output directory of `mitoscope analyze`."),
@@ -18,6 +20,5 @@ def report(
     try:
         index = write_report(directory, slides=slide or None, report_dir=str(out) if out else None)
     except (ValueError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        fail(exc, code=2)
     typer.echo(str(index))

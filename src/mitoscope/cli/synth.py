@@ -8,6 +8,8 @@ from typing import Any
 
 import typer
 
+from mitoscope.cli.errors import fail
+
 app = typer.Typer(
     help="Make synthetic H&E data: labelled patches, annotated regions, a gallery of all kinds.",
     no_args_is_help=True,
@@ -21,8 +23,7 @@ def _run(action: Callable[[], Any]) -> Any:
     try:
         return action()
     except (InputError, ValueError, OSError) as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+        fail(exc)
 
 
 class _Bar:

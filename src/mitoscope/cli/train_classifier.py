@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from mitoscope.cli.errors import fail
+
 
 def _parse_folds(text: str | None) -> list[int] | None:
     if text is None or not text.strip():
@@ -86,9 +88,7 @@ def train_classifier(
             cfg, catalog, out, device=device, resume=resume, folds=fold_list, progress=progress, source=data
         )
     except (ValueError, FileNotFoundError, KeyError, OSError, RuntimeError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        typer.echo(f"error: {message}", err=True)
-        raise typer.Exit(1) from None
+        fail(exc)
     finally:
         from mitoscope.engine.distributed import cleanup
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from mitoscope.cli.errors import fail
+
 
 def train_detector(
     config: Path = typer.Option(
@@ -65,8 +67,7 @@ def train_detector(
             cfg, sources, out, device=device, resume=resume, val_data=[str(p) for p in val] or None
         )
     except (ValueError, FileNotFoundError, KeyError, RuntimeError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(exc)
     err.print(
         f"best validation F1 {run.best_f1:.3f} at threshold {run.threshold:.3f} "
         f"({run.epochs_run} epochs) → {run.best_path}",

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from mitoscope.cli.errors import fail
+
 
 def tune_classifier(
     config: Path = typer.Option(
@@ -61,17 +63,11 @@ def tune_classifier(
             seed=seed,
         )
     except (ValueError, FileNotFoundError, KeyError, ImportError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(exc)
 
     done = [t for t in study.trials if t.value is not None]
     if not done:
-        err.print(
-            f"[red]error:[/red] no trial finished; see the trial directories under {out / 'trials'}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(1)
+        fail(f"no trial finished; see the trial directories under {out / 'trials'}")
     best = study.best_trial
     params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
     err.print(
