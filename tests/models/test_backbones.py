@@ -114,3 +114,36 @@ def test_load_weights_in_order_when_names_differ() -> None:
     renamed = {f"x{i}": v for i, v in enumerate(a.state_dict().values())}
     load_weights(b, renamed)
     assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+
+
+@pytest.mark.parametrize("features_only", [False, True])
+def test_frozen_stages_keep_pretrained_weights_and_statistics(features_only: bool) -> None:
+    from mitoscope.models.backbones import freeze_stages
+
+    model = create_backbone("test_resnet", features_only=features_only, frozen_stages=2).train()
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(("conv1", "bn1", "layer1"))}
+    trainable = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("layer3")}
+    assert frozen and trainable
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    out = model(torch.randn(4, 3, 64, 64))
+    loss = sum(o.square().mean() for o in out) if isinstance(out, list) else out.square().mean()
+    loss.backward()
+    opt.step()
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in frozen.items())  # weights and BN running stats
+    assert any(not torch.equal(after[k], v) for k, v in trainable.items())
+    with pytest.raises(ValueError, match="stages"):
+        freeze_stages(create_backbone("test_resnet"), "test_resnet", 99)
+
+
+def test_frozen_stages_survive_a_checkpoint_round_trip(tmp_path) -> None:
+    from mitoscope.models.checkpoint import ModelContract, load_model, save_checkpoint
+    from mitoscope.models.registry import create_model
+
+    model = create_model("atypical_single", backbone="test_resnet", frozen_stages=3, hidden=[8]).eval()
+    contract = ModelContract("atypical_single", model.build_kwargs, "classification", input_size=64)
+    path = save_checkpoint(tmp_path / "m.pt", model, contract)
+    loaded, _ = load_model(path)
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(loaded.eval()(x)["prob"], model(x)["prob"])
+    assert not any(p.requires_grad for n, p in loaded.named_parameters() if n.startswith("backbone.layer1"))

@@ -187,6 +187,7 @@ def create_backbone(
     features_only: bool = False,
     out_indices: Sequence[int] | None = None,
     num_classes: int = 0,
+    frozen_stages: int = 0,
     **kwargs: Any,
 ) -> nn.Module:
     """Build timm backbone ``name`` (``resnetv2_50``, ``resnet50``, ``tf_efficientnet_lite0``, any timm name).
@@ -199,6 +200,7 @@ def create_backbone(
         out_indices: feature levels for ``features_only``.
         num_classes: classifier outputs; 0 (default) gives a headless model returning pooled features
             (``model.num_features`` wide).
+        frozen_stages: freeze the first stages after loading the weights (see :func:`freeze_stages`).
         **kwargs: passed to ``timm.create_model`` (e.g. ``drop_rate``).
 
     Returns:
@@ -232,12 +234,20 @@ def create_backbone(
                 "pretrained='offline' (tf_efficientnet_lite0/1/2) or a path to a local weights file"
             ) from exc
     model = timm.create_model(name, pretrained=False, **build)
-    if pretrained is False or pretrained is None:
-        return model
+    if pretrained is not False and pretrained is not None:
+        _load_pretrained(model, name, pretrained, features_only=features_only, num_classes=num_classes)
+    freeze_stages(model, name, frozen_stages)
+    return model
+
+
+def _load_pretrained(
+    model: nn.Module, name: str, pretrained: Pretrained, *, features_only: bool, num_classes: int
+) -> None:
     if _is_offline(pretrained):
         state = _offline_state_dict(name)
         source: object = offline_weights_file(name)
     else:
+        assert not isinstance(pretrained, bool)
         path = Path(pretrained)
         if not path.is_file():
             raise FileNotFoundError(
@@ -248,7 +258,50 @@ def create_backbone(
     if not features_only and num_classes != _classifier_outputs(state, model):
         state = _drop_classifier(state, model)
     load_weights(model, state, source=source)
-    return model
+
+
+def freeze_stages(model: nn.Module, name: str, n: int) -> list[str]:
+    """Freeze the first ``n`` stages of timm backbone ``name`` (built as ``model``); return the frozen modules.
+
+    Stages are timm's coarse parameter groups and the stem counts as the first: ``n = 1`` freezes the stem,
+    ``n = 4`` the stem and the next three stages. Frozen parameters get no gradient and their batch norms
+    become ``FrozenBatchNorm2d`` (running statistics fixed), so fine-tuning at a large input size costs less
+    (no backward through the high-resolution layers) and keeps the pretrained low-level filters.
+    Works for pooled and ``features_only`` models.
+
+    Examples:
+        >>> m = create_backbone("test_resnet", frozen_stages=2)
+        >>> sorted({k.split(".")[0] for k, p in m.named_parameters() if not p.requires_grad})
+        ['conv1', 'layer1']
+    """
+    if n <= 0:
+        return []
+    import timm
+    from timm.models import group_modules
+    from timm.utils.model import freeze
+
+    reference = timm.create_model(name, pretrained=False, num_classes=0)
+    matcher: Any = getattr(reference, "group_matcher", None)
+    if matcher is None:
+        raise ValueError(f"{name} defines no stages (timm group_matcher); use frozen_stages=0")
+    groups = group_modules(reference, matcher(coarse=True))
+    ordered = [groups[k] for k in sorted(groups)]
+    if n > len(ordered):
+        raise ValueError(f"frozen_stages={n} but {name} has {len(ordered)} stages (stem included)")
+    present = {k for k, _ in model.named_modules()}
+    chosen: list[str] = []
+    for module_name in (m for group in ordered[:n] for m in group):
+        for candidate in (
+            module_name,
+            module_name.replace(".", "_", 1),
+        ):  # features_only flattens the first level
+            if candidate in present:
+                chosen.append(candidate)
+                break
+    if not chosen:
+        raise ValueError(f"could not find the stages of {name} in the model to freeze them")
+    freeze(model, chosen)
+    return chosen
 
 
 def _classifier_outputs(state: Mapping[str, torch.Tensor], model: nn.Module) -> int | None:

@@ -38,7 +38,7 @@ from mitoscope.data.stain import rgb_to_hed_torch
 from mitoscope.models.architectures.atypical_single import AtypicalClassifier, build_recorded
 from mitoscope.models.backbones import Pretrained, backbone_normalization, create_backbone
 from mitoscope.models.backbones import num_features as _num_features
-from mitoscope.models.heads import prob_to_logit
+from mitoscope.models.heads import in_float32, prob_to_logit
 from mitoscope.models.losses import sigmoid_focal_loss, softmax_focal_loss
 from mitoscope.models.registry import register_model
 
@@ -77,6 +77,7 @@ class AtypicalExperts(AtypicalClassifier):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         drop_path_rate: float = 0.0,
+        frozen_stages: int = 0,
     ) -> None:
         super().__init__()
         if input_mode not in INPUT_MODES:
@@ -93,6 +94,7 @@ class AtypicalExperts(AtypicalClassifier):
         if context_crop is not None and context_crop < 8:
             raise ValueError(f"context_crop must be >= 8 px or None, got {context_crop}")
         extra: dict[str, Any] = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
+        extra["frozen_stages"] = frozen_stages
         self.backbone = create_backbone(backbone, pretrained=pretrained, in_chans=backbone_chans, **extra)
         default_mean, default_std = backbone_normalization(backbone, pretrained)
         self.mean = tuple(float(v) for v in (mean if mean is not None else default_mean))
@@ -128,11 +130,11 @@ class AtypicalExperts(AtypicalClassifier):
             centre = images[..., top : top + c, left : left + c]
             centre = F.interpolate(centre, size=size, mode="bilinear", align_corners=False)
             feats = torch.cat([feats, self.backbone(self._backbone_input(centre))], dim=1)
-        return self.shared(feats)
+        return in_float32(self.shared, feats)
 
     def _heads(self, images: Tensor) -> tuple[Tensor, Tensor]:
         z = self._features(images)
-        return self.expert_head(z), self.hard_head(z)
+        return in_float32(self.expert_head, z), in_float32(self.hard_head, z)
 
     def _predict(self, images: Tensor) -> dict[str, Tensor]:
         expert_logits, hard_logits = self._heads(images)
@@ -199,6 +201,7 @@ def atypical_experts(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     drop_path_rate: float = 0.0,
+    frozen_stages: int = 0,
 ) -> AtypicalExperts:
     """Expert-aware classifier (Kotte et al.): per-expert focal heads + hardness head, ``θ``-weighted.
 
@@ -217,6 +220,8 @@ def atypical_experts(
         hidden: width of the shared FC layer.
         mean, std: input normalisation (defaults: :func:`backbone_normalization`); the HED branch undoes it.
         drop_path_rate: stochastic depth of the backbone (when supported).
+        frozen_stages: freeze the backbone's stem and first stages
+            (:func:`mitoscope.models.backbones.freeze_stages`).
 
     Examples:
         >>> from mitoscope.models.registry import create_model
@@ -243,6 +248,7 @@ def atypical_experts(
         mean=mean,
         std=std,
         drop_path_rate=drop_path_rate,
+        frozen_stages=frozen_stages,
     )
     model.build_kwargs.update(mean=list(model.mean), std=list(model.std))  # the resolved normalisation
     return model

@@ -57,9 +57,11 @@ class AtypicalMultitask(AtypicalClassifier):
         aux_heads: bool = True,
         decoder_channels: Sequence[int] = (256, 128, 64),
         drop_path_rate: float = 0.0,
+        frozen_stages: int = 0,
     ) -> None:
         super().__init__()
         extra: dict[str, Any] = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
+        extra["frozen_stages"] = frozen_stages
         self.encoder = create_backbone(backbone, pretrained=pretrained, features_only=True, **extra)
         channels = feature_channels(self.encoder)
         if len(channels) < len(decoder_channels) + 1:
@@ -159,6 +161,7 @@ def atypical_multitask(
     aux_heads: bool = True,
     decoder_channels: Sequence[int] = (256, 128, 64),
     drop_path_rate: float = 0.0,
+    frozen_stages: int = 0,
 ) -> AtypicalMultitask:
     """Multi-task classifier (Percannella et al.): 3-FC head + segmentation and pixel-class U-Net decoders.
 
@@ -171,6 +174,8 @@ def atypical_multitask(
         aux_heads: build the two decoders (training); ``False`` for a lean inference model.
         decoder_channels: widths of the three up-sampling blocks.
         drop_path_rate: stochastic depth of the backbone (when supported).
+        frozen_stages: freeze the backbone's stem and first stages
+            (:func:`mitoscope.models.backbones.freeze_stages`).
 
     Examples:
         >>> from mitoscope.models.registry import create_model
@@ -189,4 +194,5 @@ def atypical_multitask(
         aux_heads=aux_heads,
         decoder_channels=list(decoder_channels),
         drop_path_rate=drop_path_rate,
+        frozen_stages=frozen_stages,
     )

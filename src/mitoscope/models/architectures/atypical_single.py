@@ -76,9 +76,11 @@ class AtypicalSingle(AtypicalClassifier):
         hidden: Sequence[int] = (512, 256),
         pos_weight: float = 1.0,
         drop_path_rate: float = 0.0,
+        frozen_stages: int = 0,
     ) -> None:
         super().__init__()
         extra: dict[str, Any] = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
+        extra["frozen_stages"] = frozen_stages
         self.backbone = create_backbone(backbone, pretrained=pretrained, **extra)
         self.head = MLPHead(_num_features(self.backbone), hidden=hidden, out_features=1, dropout=dropout)
         self.pos_weight = float(pos_weight)
@@ -106,6 +108,7 @@ def atypical_single(
     hidden: Sequence[int] = (512, 256),
     pos_weight: float = 1.0,
     drop_path_rate: float = 0.0,
+    frozen_stages: int = 0,
 ) -> AtypicalSingle:
     """Single-task baseline: timm backbone → FC 512 → FC 256 → 1 logit, BCE weighted by ``pos_weight``.
 
@@ -116,6 +119,8 @@ def atypical_single(
         hidden: hidden widths of the head.
         pos_weight: weight of the atypical class in the BCE (``n_normal / n_atypical`` from the training data).
         drop_path_rate: stochastic depth of the backbone (when it supports it).
+        frozen_stages: freeze the backbone's stem and first stages
+            (:func:`mitoscope.models.backbones.freeze_stages`).
 
     Examples:
         >>> from mitoscope.models.registry import create_model
@@ -131,6 +136,7 @@ def atypical_single(
         hidden=list(hidden),
         pos_weight=pos_weight,
         drop_path_rate=drop_path_rate,
+        frozen_stages=frozen_stages,
     )
 
 
