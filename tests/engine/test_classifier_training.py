@@ -132,11 +132,20 @@ def test_rerun_skips_finished_folds_and_resumes_an_interrupted_one(single_run, c
 
 
 def test_multitask_exports_model_without_decoders(tmp_path):
+    """Also runs the CPU speed options: bf16 autocast, channels-last and a frozen stem + first stage."""
     cat = write_patches(tmp_path / "p", n=24, n_slides=9)  # 6 slides: a fold trained on one class
+    speed = ["train.cpu_bf16=true", "train.channels_last=true", "model.kwargs.frozen_stages=2"]
     cfg = load_config(
         None,
         ClassifierConfig,
-        [*TINY, "model.name=atypical_multitask", "train.epochs=1", "data.balance=pos_weight", "cv.folds=[0]"],
+        [
+            *TINY,
+            "model.name=atypical_multitask",
+            "train.epochs=1",
+            "data.balance=pos_weight",
+            "cv.folds=[0]",
+            *speed,
+        ],
     )
     out = train_classifier(cfg, cat, tmp_path / "run", device="cpu", progress=False)
     full = read_checkpoint(out / "fold_0" / "best.pt")
@@ -153,6 +162,7 @@ def test_multitask_exports_model_without_decoders(tmp_path):
     model, _ = load_model(out / "fold_0" / "model.pt")
     assert model(torch.zeros(1, 3, 32, 32))["prob"].shape == (1,)
     assert json.loads((out / "ensemble.json").read_text())["models"] == ["fold_0/model.pt"]
+    assert np.isfinite(pd.read_csv(out / "fold_0" / "history.csv")["train_loss"]).all()
 
 
 @pytest.mark.slow

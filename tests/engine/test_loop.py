@@ -116,6 +116,28 @@ def test_train_one_epoch_reports_named_means_and_losses_decrease():
     assert _accuracy(ds)(model.eval())["accuracy"] > 0.95
 
 
+def test_cpu_bf16_autocast_trains_in_bf16_and_keeps_float32_weights():
+    seen = []
+
+    class Spy(TinyClassifier):
+        def forward(self, x, targets=None):
+            seen.append(self.lin(x).dtype)
+            return super().forward(x, targets)
+
+    seed_everything(0)
+    ds = _separable()
+    model = Spy()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    for _ in range(4):
+        last = train_one_epoch(model, _loader(ds), opt, device="cpu", cpu_bf16=True, progress=False)
+    assert seen and set(seen) == {torch.bfloat16}
+    assert model.lin.weight.dtype == torch.float32
+    assert last["loss"] < 0.5 and _accuracy(ds)(model.eval())["accuracy"] > 0.9
+    seen.clear()
+    train_one_epoch(model, _loader(ds), opt, device="cpu", progress=False)
+    assert set(seen) == {torch.float32}
+
+
 def test_train_one_epoch_accepts_list_images_and_list_targets_and_max_steps():
     class Det(nn.Module):
         def __init__(self):

@@ -52,7 +52,7 @@ from mitoscope.engine.crossval import (
     make_folds,
     run_crossval,
 )
-from mitoscope.engine.loop import EpochState, fit, resolve_device
+from mitoscope.engine.loop import EpochState, autocast, fit, resolve_device
 from mitoscope.engine.seed import seed_everything, seed_worker
 from mitoscope.models.checkpoint import ModelContract, read_checkpoint, save_checkpoint
 from mitoscope.utils.atomic import write_text_atomic
@@ -252,6 +252,8 @@ def predict_probs(
     device: torch.device,
     num_workers: int = 0,
     loader: DataLoader[Any] | None = None,
+    amp: bool = True,
+    cpu_bf16: bool = False,
 ) -> np.ndarray:
     """P(atypical) of every record of ``dataset`` (sharded over ranks and gathered when distributed).
 
@@ -262,6 +264,7 @@ def predict_probs(
         device: where the model is.
         num_workers: reader processes (ignored when ``loader`` is given).
         loader: a loader from :func:`eval_loader` over ``dataset`` to reuse.
+        amp, cpu_bf16: mixed precision as in training (:func:`mitoscope.engine.loop.autocast`).
 
     Examples:
         >>> predict_probs(model, dataset, batch_size=64, device=torch.device("cpu"))  # doctest: +SKIP
@@ -274,9 +277,8 @@ def predict_probs(
     was_training = inner.training
     inner.eval()
     probs: list[np.ndarray] = []
-    use_amp = device.type == "cuda"
     for images, _ in loader:
-        with torch.autocast(device_type=device.type, enabled=use_amp):
+        with autocast(device, amp=amp, cpu_bf16=cpu_bf16):
             out = inner(images.to(device, non_blocking=True))
         p = out["prob"] if isinstance(out, dict) and "prob" in out else torch.sigmoid(out["logits"])
         probs.append(p.float().reshape(-1).cpu().numpy())
@@ -397,6 +399,8 @@ def train_fold(
         steps = min(steps, cfg.train.max_steps_per_epoch)
 
     model.to(dev)
+    if cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)
     net: nn.Module = model
     if info.is_distributed:
         net = nn.parallel.DistributedDataParallel(
@@ -408,12 +412,13 @@ def train_fold(
     eval_bs = cfg.data.eval_batch_size or cfg.data.batch_size * 2
     y_val = val_cat["target"].to_numpy()
 
+    precision: dict[str, Any] = {"amp": cfg.train.amp, "cpu_bf16": cfg.train.cpu_bf16}
     val_loader = eval_loader(
         val_ds, batch_size=eval_bs, device=dev, num_workers=cfg.data.num_workers, persistent=True
     )
 
     def evaluate(m: nn.Module) -> dict[str, float]:
-        p = predict_probs(m, val_ds, batch_size=eval_bs, device=dev, loader=val_loader)
+        p = predict_probs(m, val_ds, batch_size=eval_bs, device=dev, loader=val_loader, **precision)
         metrics, _ = _val_metrics(cfg, y_val, p)
         return metrics
 
@@ -442,6 +447,7 @@ def train_fold(
         callbacks=[store_threshold],
         on_epoch_start=on_epoch_start,
         amp=cfg.train.amp,
+        cpu_bf16=cfg.train.cpu_bf16,
         grad_clip=cfg.train.grad_clip,
         max_steps_per_epoch=cfg.train.max_steps_per_epoch,
         progress=progress,
@@ -453,7 +459,7 @@ def train_fold(
     # the best epoch: reload, predict the validation set, threshold, export
     best = read_checkpoint(result.best_path)
     model.load_state_dict(best["state_dict"])
-    probs = predict_probs(model, val_ds, batch_size=eval_bs, device=dev, loader=val_loader)
+    probs = predict_probs(model, val_ds, batch_size=eval_bs, device=dev, loader=val_loader, **precision)
     metrics, thr = _val_metrics(cfg, y_val, probs)
     val_report = classification_report(y_val, probs, threshold=thr)
     parts: list[tuple[str, pd.DataFrame, np.ndarray]] = [("val", val_cat, probs)]
@@ -464,7 +470,7 @@ def train_fold(
             test_cat, transform=eval_tf, targets={"label"}, cache=None, rng_seed=seed, **common
         )
         test_probs = predict_probs(
-            model, test_ds, batch_size=eval_bs, device=dev, num_workers=cfg.data.num_workers
+            model, test_ds, batch_size=eval_bs, device=dev, num_workers=cfg.data.num_workers, **precision
         )
         parts.append(("test", test_cat, test_probs))
         # the out-of-fold report: the test part at the threshold chosen on validation

@@ -82,13 +82,19 @@ class OptimConfig:
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Epochs, early stopping, seeds, mixed precision and task weights."""
+    """Epochs, early stopping, seeds, mixed precision and task weights.
+
+    ``amp``: float16 autocast on CUDA. ``cpu_bf16``: bfloat16 autocast on the CPU (about 1.2-1.3x faster training
+    steps for EfficientNet-Lite on a CPU with AVX512-BF16). ``channels_last``: NHWC memory format for the model.
+    """
 
     epochs: int = 10
     patience: int | None = None
     monitor: str = "balanced_accuracy"
     seed: int = 0
     amp: bool = True
+    cpu_bf16: bool = False
+    channels_last: bool = False
     grad_clip: float | None = None
     loss_weights: dict[str, float] = dataclasses.field(default_factory=dict)
     max_steps_per_epoch: int | None = None

@@ -187,6 +187,7 @@ def train_one_epoch(
     scheduler: Any = None,
     grad_clip: float | None = None,
     amp: bool = True,
+    cpu_bf16: bool = False,
     max_steps: int | None = None,
     log_every: int = 50,
     progress: bool | None = None,
@@ -196,8 +197,7 @@ def train_one_epoch(
 
     Each batch is ``(images, targets)``: images a Tensor or a list of Tensors, targets a dict of tensors or a
     list of dicts. ``model(images, targets)`` must return a dict of named losses, combined by
-    :func:`total_loss`. Mixed precision (``torch.autocast``) is used when ``device`` is CUDA and ``amp`` is
-    True; pass a ``GradScaler`` for float16. ``scheduler`` (if given) is stepped after every optimiser step.
+    :func:`total_loss`. Mixed precision: see :func:`autocast`; pass a ``GradScaler`` for float16. ``scheduler`` (if given) is stepped after every optimiser step.
 
     Args:
         model: the model, in any wrapper (DDP included).
@@ -208,7 +208,8 @@ def train_one_epoch(
         scaler: gradient scaler for float16 AMP.
         scheduler: a per-step learning-rate scheduler.
         grad_clip: clip the total gradient norm to this value.
-        amp: allow autocast on CUDA.
+        amp: allow float16 autocast on CUDA.
+        cpu_bf16: bfloat16 autocast on the CPU.
         max_steps: stop after this many batches (quick runs).
         log_every: log the running losses every this many steps.
         progress: show a progress bar (None: only when stderr is a terminal); never on ranks other than 0.
@@ -234,7 +235,6 @@ def train_one_epoch(
     """
     device = torch.device(device)
     model.train()
-    use_amp = amp and device.type == "cuda"
     sums: dict[str, float] = {}
     steps = 0
     try:
@@ -251,7 +251,7 @@ def train_one_epoch(
                 break
             images = move_to_device(images, device, non_blocking=True)
             targets = move_to_device(targets, device, non_blocking=True)
-            with torch.autocast(device_type=device.type, enabled=use_amp):
+            with autocast(device, amp=amp, cpu_bf16=cpu_bf16):
                 losses = model(images, targets)
             if not isinstance(losses, Mapping):
                 raise TypeError(
@@ -292,6 +292,28 @@ def train_one_epoch(
         bar.close()
     means = {k: v / max(steps, 1) for k, v in sums.items()}
     return D.all_reduce_mean(means, weight=float(steps)) if D.is_initialized() else means
+
+
+def autocast(device: torch.device | str, *, amp: bool = True, cpu_bf16: bool = False) -> torch.autocast:
+    """The mixed-precision context of training and evaluation forwards.
+
+    float16 autocast on CUDA when ``amp``; bfloat16 autocast on the CPU when ``cpu_bf16`` (worth it on CPUs
+    with native bf16 matrix units, e.g. AVX512-BF16 or AMX); otherwise a disabled context (float32).
+
+    Examples:
+        >>> with autocast("cpu", cpu_bf16=True):
+        ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+        torch.bfloat16
+        >>> with autocast("cpu"):
+        ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+        torch.float32
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16, enabled=amp)
+    if device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bf16)
+    return torch.autocast(device.type, enabled=False)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -362,6 +384,7 @@ def fit(
     on_epoch_start: Callable[[int], None] | None = None,
     scaler: torch.amp.GradScaler | None = None,
     amp: bool = True,
+    cpu_bf16: bool = False,
     grad_clip: float | None = None,
     max_steps_per_epoch: int | None = None,
     min_delta: float = 0.0,
@@ -397,7 +420,8 @@ def fit(
         callbacks: called after each evaluation, in order.
         on_epoch_start: called with the epoch index before training it.
         scaler: float16 gradient scaler (created automatically on CUDA with ``amp`` when None).
-        amp: autocast on CUDA.
+        amp: float16 autocast on CUDA.
+        cpu_bf16: bfloat16 autocast on the CPU (training and ``evaluate`` alike, see :func:`autocast`).
         grad_clip: clip the gradient norm.
         max_steps_per_epoch: cap the batches per epoch (quick runs).
         min_delta: the smallest change that counts as an improvement.
@@ -487,6 +511,7 @@ def fit(
             scheduler=scheduler,
             grad_clip=grad_clip,
             amp=amp,
+            cpu_bf16=cpu_bf16,
             max_steps=max_steps_per_epoch,
             log_every=log_every,
             progress=progress,

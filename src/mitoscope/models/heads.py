@@ -44,8 +44,23 @@ class MLPHead(nn.Module):
         self.out_features = out_features
 
     def forward(self, x: Tensor) -> Tensor:
-        """Apply the layers to ``(N, in_features)``."""
-        return self.layers(x)
+        """Apply the layers to ``(N, in_features)`` in float32 (see :func:`in_float32`)."""
+        return in_float32(self.layers, x)
+
+
+def in_float32(module: nn.Module, x: Tensor) -> Tensor:
+    """``module(x)`` in float32 even inside an autocast region.
+
+    Heads are cheap; running them in full precision keeps logits (and so probabilities, thresholds and rankings)
+    free of bf16/fp16 rounding when the backbone runs in mixed precision.
+
+    Examples:
+        >>> with torch.autocast("cpu", dtype=torch.bfloat16):
+        ...     in_float32(nn.Linear(2, 1), torch.ones(3, 2, dtype=torch.bfloat16)).dtype
+        torch.float32
+    """
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return module(x.float())
 
 
 def _valid_votes(votes: Iterable[object]) -> list[int]:

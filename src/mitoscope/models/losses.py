@@ -138,6 +138,7 @@ def dice_loss(
     """
     if logits.ndim < 3:
         raise ValueError(f"dice loss needs logits (N, C, H, W), got {tuple(logits.shape)}")
+    logits = logits.float()  # sums over every pixel: never in bf16/fp16
     n_classes = logits.shape[1]
     if n_classes == 1:
         if targets.shape != logits.shape:
