@@ -90,7 +90,7 @@ def _reference(
 
 
 def test_predict_arrays_matches_model_and_batching(ckpt: Path, patches: list[np.ndarray]) -> None:
-    clf = Classifier.from_path(ckpt)
+    clf = Classifier.from_path(ckpt, precision="fp32")
     assert clf.threshold == pytest.approx(0.45) and clf.input_size == SIZE and clf.mpp == 0.5
     probs = clf.predict_arrays(patches, batch_size=3)
     assert probs.shape == (7,) and ((probs >= 0) & (probs <= 1)).all()
@@ -105,11 +105,13 @@ def test_predict_arrays_matches_model_and_batching(ckpt: Path, patches: list[np.
 
 
 def test_tta_averages_eight_views(ckpt: Path, patches: list[np.ndarray]) -> None:
-    plain = Classifier.from_path(ckpt).predict_arrays(patches)
-    tta = Classifier.from_path(ckpt, tta=True).predict_arrays(patches)
+    plain = Classifier.from_path(ckpt, precision="fp32").predict_arrays(patches)
+    tta = Classifier.from_path(ckpt, tta=True, precision="fp32").predict_arrays(patches)
     np.testing.assert_allclose(tta, _reference(_model(0), patches, tta=True), rtol=1e-5, atol=1e-6)
     assert not np.allclose(tta, plain)
-    by_prob = Classifier.from_path(ckpt, tta=True, tta_reduce="prob").predict_arrays(patches)
+    by_prob = Classifier.from_path(ckpt, tta=True, tta_reduce="prob", precision="fp32").predict_arrays(
+        patches
+    )
     tf = build_patch_transform(train=False, size=SIZE, mean=MEAN, std=STD)
     x = torch.stack([tf(im)[0] for im in patches])
     with torch.no_grad():
@@ -117,14 +119,35 @@ def test_tta_averages_eight_views(ckpt: Path, patches: list[np.ndarray]) -> None
     np.testing.assert_allclose(by_prob, mean_prob, rtol=1e-6, atol=1e-7)
     # a dihedral view of an input gets the same TTA prediction
     rotated = [np.rot90(p).copy() for p in patches]
-    np.testing.assert_allclose(Classifier.from_path(ckpt, tta=True).predict_arrays(rotated), tta, atol=1e-5)
+    np.testing.assert_allclose(
+        Classifier.from_path(ckpt, tta=True, precision="fp32").predict_arrays(rotated), tta, atol=1e-5
+    )
+
+
+def test_bf16_precision_is_close_to_fp32(ckpt: Path, patches: list[np.ndarray]) -> None:
+    exact = Classifier.from_path(ckpt, precision="fp32").predict_arrays(patches)
+    bf16 = Classifier.from_path(ckpt, precision="bf16")
+    assert bf16.precision == "bf16"
+    probs = bf16.predict_arrays(patches)
+    assert probs.dtype == np.float64 or probs.dtype == np.float32
+    np.testing.assert_allclose(probs, exact, atol=0.02)
+    assert not np.array_equal(probs, exact)  # it really ran in bf16
+
+
+def test_precision_choices(ckpt: Path) -> None:
+    from mitoscope.inference.classify import resolve_precision
+
+    assert resolve_precision("auto", "cuda") == "fp16"
+    assert resolve_precision("auto", "cpu") in ("bf16", "fp32")
+    with pytest.raises(ValueError, match="needs a GPU"):
+        Classifier.from_path(ckpt, precision="fp16")
 
 
 def test_contract_crop_is_applied(tmp_path: Path, patches: list[np.ndarray]) -> None:
     path = save_checkpoint(
         tmp_path / "c.pt", _model(0), _contract(config={"data": {"augment": {"crop": 40}}})
     )
-    probs = Classifier.from_path(path).predict_arrays(patches)
+    probs = Classifier.from_path(path, precision="fp32").predict_arrays(patches)
     np.testing.assert_allclose(probs, _reference(_model(0), patches, crop=40), rtol=1e-5, atol=1e-6)
 
 
@@ -176,7 +199,7 @@ def test_run_directory_ensemble(tmp_path: Path, patches: list[np.ndarray]) -> No
     run = tmp_path / "run"
     for k in range(3):
         save_checkpoint(run / f"fold_{k}" / "best.pt", _model(k), _contract(0.5))
-    clf = Classifier.from_path(run)
+    clf = Classifier.from_path(run, precision="fp32")
     assert len(clf.ensemble) == 3 and clf.ensemble.rule == "majority"
     full = clf.predict_arrays_full(patches)
     refs = np.stack([_reference(_model(k), patches) for k in range(3)], axis=1)

@@ -75,6 +75,11 @@ def classify(
     tta: bool = typer.Option(False, "--tta", help="Average the 8 dihedral views (rotations x flips)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Patches per forward pass."),
     device: str = typer.Option("cpu", "--device", help="Torch device (cpu, cuda, cuda:1, mps)."),
+    precision: str = typer.Option(
+        "auto",
+        "--precision",
+        help="auto (bf16 on a CPU with native bf16, fp16 on CUDA, else fp32), fp32, bf16 or fp16.",
+    ),
     num_workers: int = typer.Option(0, "--num-workers", min=0, help="Reader processes (0: a reader thread)."),
     rule: str | None = typer.Option(None, "--rule", help="Override the ensemble rule: majority or mean."),
     json_out: Path | None = typer.Option(
@@ -94,7 +99,7 @@ def classify(
         catalog, is_stack = _input_catalog(input)
         if catalog.empty:
             raise ValueError(f"{input}: no records to classify")
-        clf = Classifier.from_path(model, device=device, tta=tta, rule=rule)
+        clf = Classifier.from_path(model, device=device, tta=tta, rule=rule, precision=precision)
         result = clf.predict_catalog(catalog, batch_size=batch_size, num_workers=num_workers, source=input)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError, OSError) as exc:
         fail(exc)
@@ -110,7 +115,7 @@ def classify(
     n_atyp = int((frame["label"] == clf.class_names[1]).sum())
     msg = (
         f"{len(frame)} patches → {out} ({n_atyp} atypical; {len(clf.ensemble)} model(s), "
-        f"{clf.ensemble.rule}, threshold {clf.threshold:.3f}{', TTA' if tta else ''})"
+        f"{clf.ensemble.rule}, threshold {clf.threshold:.3f}{', TTA' if tta else ''}, {clf.precision})"
     )
     if is_stack:
         track2 = json_out or out.with_suffix(".json")
