@@ -91,23 +91,6 @@ def demo_plan(quick: bool = False) -> DemoPlan:
     )  # fmt: skip
 
 
-def find_recipe(name: str) -> Path:
-    """Path of a bundled recipe (``configs/<name>.yaml``): in the package, the source checkout, or ``./configs``.
-
-    Examples:
-        >>> find_recipe("classifier-cpu").name  # doctest: +SKIP
-        'classifier-cpu.yaml'
-    """
-    import mitoscope
-
-    here = Path(mitoscope.__file__).resolve().parent
-    for folder in (here / "configs", here.parents[1] / "configs", Path.cwd() / "configs"):
-        path = folder / f"{name}.yaml"
-        if path.is_file():
-            return path
-    raise InputError(f"recipe {name!r} not found (looked in the package and in ./configs)")
-
-
 # ------------------------------------------------------------------------------------------------ step markers
 
 
@@ -182,7 +165,7 @@ def train_classifier_step(out: Path, plan: DemoPlan, patches: Path, log: Log) ->
 
     t0 = time.perf_counter()
     log(f"[2/5] classifier: training ({', '.join(plan.classifier_overrides) or 'classifier-cpu recipe'})")
-    config = load_config(find_recipe("classifier-cpu"), ClassifierConfig, list(plan.classifier_overrides))
+    config = load_config("classifier-cpu", ClassifierConfig, list(plan.classifier_overrides))
     catalog = load_catalog(patches)
     train_classifier(config, catalog, run, device=plan.device, resume=True, progress=False, root=patches)
     seconds = time.perf_counter() - t0
@@ -201,7 +184,7 @@ def train_detector_step(out: Path, plan: DemoPlan, regions: Path, log: Log) -> P
 
     t0 = time.perf_counter()
     log(f"[3/5] detector: training ({', '.join(plan.detector_overrides) or 'detector-cpu recipe'})")
-    config = load_detector_config(find_recipe("detector-cpu"), list(plan.detector_overrides))
+    config = load_detector_config("detector-cpu", list(plan.detector_overrides))
     result = train_detector(config, str(regions), run, device=plan.device, resume=True, progress=False)
     seconds = time.perf_counter() - t0
     _finish(out, "detector", {"run": str(run), "best_f1_val": result.best_f1, "threshold": result.threshold,

@@ -38,7 +38,10 @@ def _setup_logging(verbose: bool) -> None:
 
 def train_classifier(
     config: Path | None = typer.Option(
-        None, "--config", "-c", help="Recipe YAML (configs/classifier-*.yaml); defaults when omitted."
+        None,
+        "--config",
+        "-c",
+        help="Recipe: a YAML file or a bundled name (classifier-cpu, classifier-percannella, classifier-kotte, ...); defaults when omitted.",
     ),
     data: Path = typer.Option(
         ...,

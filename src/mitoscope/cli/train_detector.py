@@ -14,7 +14,7 @@ def train_detector(
         ...,
         "--config",
         "-c",
-        help="Recipe YAML (configs/detector-cpu.yaml, configs/detector-zhang2022.yaml).",
+        help="Recipe: a YAML file or a bundled name (detector-cpu, detector-zhang2022).",
     ),
     data: list[Path] = typer.Option(
         ...,

@@ -181,10 +181,8 @@ def load_config(
         raw = _plain(source)
         origin = "<dict>"
     else:
-        path = Path(source)
+        path = recipe_path(source)
         origin = path
-        if not path.is_file():
-            raise ConfigError("configuration file not found", path=path)
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
@@ -198,6 +196,33 @@ def load_config(
         _check_path(cls, key.split("."), item)
         _set_path(raw, key.split("."), value, item)
     return _build(cls, raw, "", origin)
+
+
+RECIPES = Path(__file__).resolve().parents[1] / "configs"
+
+
+def recipe_path(source: str | os.PathLike[str]) -> Path:
+    """A recipe file: ``source`` itself when it is a file, else the bundled recipe of that name.
+
+    The recipes in ``configs/`` ship inside the package, so ``classifier-cpu`` (or ``classifier-cpu.yaml``)
+    works wherever mitoscope is installed.
+
+    Examples:
+        >>> recipe_path("classifier-cpu").name
+        'classifier-cpu.yaml'
+        >>> recipe_path("no-such-recipe")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        mitoscope.engine.config.ConfigError: no-such-recipe: configuration file not found; bundled recipes: ...
+    """
+    path = Path(source)
+    if path.is_file():
+        return path
+    bundled = RECIPES / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+    if (len(path.parts) == 1 or path.parent.name == "configs") and bundled.is_file():
+        return bundled
+    names = ", ".join(sorted(f.stem for f in RECIPES.glob("*.yaml")))
+    raise ConfigError(f"configuration file not found; bundled recipes: {names}", path=path)
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
