@@ -264,21 +264,21 @@ def freeze_stages(model: nn.Module, name: str, n: int) -> list[str]:
     """Freeze the first ``n`` stages of timm backbone ``name`` (built as ``model``); return the frozen modules.
 
     Stages are timm's coarse parameter groups and the stem counts as the first: ``n = 1`` freezes the stem,
-    ``n = 4`` the stem and the next three stages. Frozen parameters get no gradient and their batch norms
-    become ``FrozenBatchNorm2d`` (running statistics fixed), so fine-tuning at a large input size costs less
-    (no backward through the high-resolution layers) and keeps the pretrained low-level filters.
-    Works for pooled and ``features_only`` models.
+    ``n = 4`` the stem and the next three stages. Frozen parameters get no gradient and the batch norms in
+    frozen stages always run in eval mode (running statistics used and never updated), so fine-tuning at a
+    large input size costs less (no backward through the high-resolution layers) and keeps the pretrained
+    low-level filters. (timm's ``FrozenBatchNorm2d`` would do the same but is 1.5x slower per training step on a
+    CPU.) Works for pooled and ``features_only`` models.
 
     Examples:
         >>> m = create_backbone("test_resnet", frozen_stages=2)
         >>> sorted({k.split(".")[0] for k, p in m.named_parameters() if not p.requires_grad})
-        ['conv1', 'layer1']
+        ['bn1', 'conv1', 'layer1']
     """
     if n <= 0:
         return []
     import timm
     from timm.models import group_modules
-    from timm.utils.model import freeze
 
     reference = timm.create_model(name, pretrained=False, num_classes=0)
     matcher: Any = getattr(reference, "group_matcher", None)
@@ -300,8 +300,17 @@ def freeze_stages(model: nn.Module, name: str, n: int) -> list[str]:
                 break
     if not chosen:
         raise ValueError(f"could not find the stages of {name} in the model to freeze them")
-    freeze(model, chosen)
+    for module_name in chosen:
+        module = model.get_submodule(module_name)
+        module.requires_grad_(False)
+        for sub in module.modules():
+            if isinstance(sub, nn.modules.batchnorm._BatchNorm):
+                sub.register_forward_pre_hook(_keep_in_eval_mode)
     return chosen
+
+
+def _keep_in_eval_mode(module: nn.Module, args: Any) -> None:
+    module.training = False
 
 
 def _classifier_outputs(state: Mapping[str, torch.Tensor], model: nn.Module) -> int | None:
