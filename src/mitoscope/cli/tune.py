@@ -11,7 +11,10 @@ from mitoscope.cli.errors import fail
 
 def tune_classifier(
     config: Path = typer.Option(
-        ..., "--config", "-c", help="Classifier recipe YAML (optional 'hpo:' section)."
+        ...,
+        "--config",
+        "-c",
+        help="Classifier recipe: a YAML file (optional 'hpo:' section) or a bundled name (classifier-kotte).",
     ),
     data: Path = typer.Option(
         ..., "--data", "-d", help="Training source (AMi-Br/MIDOG25 CSV, folders, catalog…)."

@@ -179,9 +179,9 @@ def read_tuning_config(path: str | os.PathLike[str]) -> tuple[dict[str, Any], di
         >>> read_tuning_config(p)
         ({'optim': {'lr': 0.001}}, {'epochs': 2})
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("configuration file not found", path=path)
+    from mitoscope.engine.config import recipe_path
+
+    path = recipe_path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
