@@ -149,7 +149,7 @@ def test_array_slide_and_tiled_tiff_give_the_same_points(tmp_path):
     kw = dict(overlap=32, progress=False, tissue=False)
     from_array = detect_slide(BlobDetector(), contract(), ArraySlide(img, mpp=0.25), num_workers=0, **kw)
     with open_slide(path) as slide:
-        from_tiff = detect_slide(BlobDetector(), contract(), slide, num_workers=2, **kw)
+        processes = detect_slide(BlobDetector(), contract(), slide, num_workers=2, reader="process", **kw)
         threaded = detect_slide(BlobDetector(), contract(), slide, num_workers=2, reader="thread", **kw)
     pd.testing.assert_frame_equal(from_array, from_tiff)
     pd.testing.assert_frame_equal(from_array, threaded)

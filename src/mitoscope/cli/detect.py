@@ -67,7 +67,9 @@ def detect(
         2, "--workers", min=0, help="Tile readers ahead of the model (0: main thread)."
     ),
     reader: str = typer.Option(
-        "process", "--reader", help="Tile readers: process (each opens the slide) or thread."
+        "thread",
+        "--reader",
+        help="Tile readers: thread (default; faster in benchmarks/detect_speed.py) or process (each opens the slide).",
     ),
     overlap: int = typer.Option(64, "--overlap", min=0, help="Overlap between tiles in model pixels."),
     tissue: bool = typer.Option(True, "--tissue/--no-tissue", help="Skip tiles without tissue."),
