@@ -151,7 +151,7 @@ def test_array_slide_and_tiled_tiff_give_the_same_points(tmp_path):
     with open_slide(path) as slide:
         processes = detect_slide(BlobDetector(), contract(), slide, num_workers=2, reader="process", **kw)
         threaded = detect_slide(BlobDetector(), contract(), slide, num_workers=2, reader="thread", **kw)
-    pd.testing.assert_frame_equal(from_array, from_tiff)
+    pd.testing.assert_frame_equal(from_array, processes)
     pd.testing.assert_frame_equal(from_array, threaded)
 
 
