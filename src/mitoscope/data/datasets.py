@@ -159,6 +159,12 @@ class PatchDataset(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
         self._slides: dict[str, Any] = dict(slides or {})
         self._given_slides = set(self._slides)
         self.labels = catalog["target"].to_numpy(dtype=np.float32)
+        # plain per-record columns: ``catalog.iloc[i]`` builds a Series per read (~0.2 ms, twice with a cache)
+        self._images = [str(v or "") for v in catalog["image"]]
+        self._pages = catalog["page"].to_numpy(dtype=np.int64)
+        self._slide_keys = [str(v or "") for v in catalog["slide"]]
+        self._xs = catalog["x"].to_numpy(dtype=np.float64)
+        self._ys = catalog["y"].to_numpy(dtype=np.float64)
         self.experts = expert_matrix(catalog["experts"], n_experts)
         if hard_fn is None:
             self.hard = catalog["hard"].to_numpy(dtype=np.int64)
@@ -211,9 +217,7 @@ class PatchDataset(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
         return slide
 
     def _read(self, index: int) -> np.ndarray:
-        rec = self.catalog.iloc[index]
-        image = str(rec["image"] or "")
-        page = int(rec["page"])
+        image, page = self._images[index], int(self._pages[index])
         if image:
             path = self._path(image)
             if page >= 0:
@@ -221,17 +225,19 @@ class PatchDataset(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
             from mitoscope.io.image_slide import read_image
 
             return read_image(path)
-        slide = str(rec["slide"] or "")
-        x, y = float(rec["x"]), float(rec["y"])
+        slide = self._slide_keys[index]
+        x, y = float(self._xs[index]), float(self._ys[index])
         if not slide or math.isnan(x) or math.isnan(y):
             raise ValueError("record has neither an image file nor a slide point (slide, x, y)")
         sl = self._open_slide(slide)
         return np.ascontiguousarray(sl.read_centered(x, y, self.size, mpp=self.mpp))
 
     def _key(self, index: int) -> Hashable:
-        rec = self.catalog.iloc[index]
         # a string: NaN coordinates would make tuple keys unequal to themselves
-        return f"{rec['image']}|{int(rec['page'])}|{rec['slide']}|{float(rec['x'])!r}|{float(rec['y'])!r}|{self.size}|{self.mpp}"
+        return (
+            f"{self._images[index]}|{int(self._pages[index])}|{self._slide_keys[index]}|"
+            f"{float(self._xs[index])!r}|{float(self._ys[index])!r}|{self.size}|{self.mpp}"
+        )
 
     def load_rgb(self, index: int) -> np.ndarray:
         """The decoded RGB uint8 patch of record ``index`` (through the cache).
