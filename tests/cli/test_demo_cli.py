@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mitoscope.cli.main import app
-from mitoscope.demo import demo_plan, find_recipe
+from mitoscope.demo import demo_plan
+from mitoscope.engine.config import recipe_path
 
 runner = CliRunner()
 
@@ -19,7 +20,7 @@ def test_quick_plan_is_smaller_and_recipes_are_found() -> None:
     assert quick.n_patches < full.n_patches and quick.n_train_regions < full.n_train_regions
     assert quick.test_domain_index >= quick.train_domains  # the test domain is unseen
     assert full.test_domain_index >= full.train_domains
-    assert find_recipe("classifier-cpu").is_file() and find_recipe("detector-cpu").is_file()
+    assert recipe_path("classifier-cpu").is_file() and recipe_path("detector-cpu").is_file()
 
 
 @pytest.mark.slow

@@ -117,11 +117,12 @@ def test_tta_averages_eight_views(ckpt: Path, patches: list[np.ndarray]) -> None
     with torch.no_grad():
         mean_prob = torch.stack([_model(0)(v)["prob"] for v in tta_views(x)]).mean(0).numpy()
     np.testing.assert_allclose(by_prob, mean_prob, rtol=1e-6, atol=1e-7)
-    # a dihedral view of an input gets the same TTA prediction
-    rotated = [np.rot90(p).copy() for p in patches]
-    np.testing.assert_allclose(
-        Classifier.from_path(ckpt, tta=True, precision="fp32").predict_arrays(rotated), tta, atol=1e-5
-    )
+    # a dihedral view of an input gets the same TTA prediction (patches at the model size: resampling to
+    # 8-bit pixels is rotation-equivariant only up to rounding)
+    square = [p[:SIZE, :SIZE] for p in patches]
+    rotated = [np.rot90(p).copy() for p in square]
+    clf = Classifier.from_path(ckpt, tta=True, precision="fp32")
+    np.testing.assert_allclose(clf.predict_arrays(rotated), clf.predict_arrays(square), atol=1e-5)
 
 
 def test_bf16_precision_is_close_to_fp32(ckpt: Path, patches: list[np.ndarray]) -> None:

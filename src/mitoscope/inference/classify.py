@@ -155,9 +155,14 @@ class Classifier:
         c = ensemble.contract
         from mitoscope.data.transforms import build_patch_transform
 
-        # the evaluation transform of training: ``(rgb, mask, rng) -> (tensor, mask)``
+        # the evaluation transform of training: ``(rgb, mask, rng) -> (tensor, mask)``; batch pipelines read
+        # uint8 pixels with the same crop/resize and normalise whole batches (normalize_batch)
+        size, mean, std, crop = int(c.input_size), tuple(c.mean), tuple(c.std), _eval_crop(c)
         self._transform: Callable[..., tuple[torch.Tensor, Any]] = build_patch_transform(
-            train=False, size=int(c.input_size), mean=tuple(c.mean), std=tuple(c.std), crop=_eval_crop(c)
+            train=False, size=size, mean=mean, std=std, crop=crop
+        )
+        self._pixels: Callable[..., tuple[torch.Tensor, Any]] = build_patch_transform(
+            train=False, size=size, mean=mean, std=std, crop=crop, normalize=False
         )
         self._rng = np.random.default_rng(0)  # the evaluation transform draws nothing
 
@@ -227,10 +232,24 @@ class Classifier:
         """One RGB uint8 patch → the normalised ``(3, S, S)`` tensor the model expects."""
         return self._transform(as_rgb_uint8(image), None, self._rng)[0]
 
+    def _patch_pixels(self, image: np.ndarray) -> torch.Tensor:
+        """One RGB patch → its cropped/resized uint8 ``(S, S, 3)`` pixels (normalised later, per batch)."""
+        return self._pixels(as_rgb_uint8(image), None, self._rng)[0]
+
+    def _model_input(self, batch: torch.Tensor) -> torch.Tensor:
+        """A batch on the device, normalised if it holds uint8 ``(N, S, S, 3)`` pixels."""
+        batch = batch.to(self.device, non_blocking=True)
+        if batch.dtype == torch.uint8:
+            from mitoscope.data.transforms import normalize_batch
+
+            batch = normalize_batch(batch, self.contract.mean, self.contract.std)
+        return batch
+
     @torch.no_grad()
     def predict_batch(self, batch: torch.Tensor) -> EnsembleOutput:
-        """Run the ensemble (with TTA if enabled) on a preprocessed batch ``(N, 3, S, S)``."""
-        batch = batch.to(self.device, non_blocking=True)
+        """Run the ensemble (with TTA if enabled) on a preprocessed batch: normalised ``(N, 3, S, S)`` or uint8
+        ``(N, S, S, 3)`` pixels."""
+        batch = self._model_input(batch)
         if self.tta:
             from mitoscope.data.transforms import tta_views
 
@@ -258,7 +277,7 @@ class Classifier:
 
         def batches() -> Iterator[torch.Tensor]:
             for idx in _chunks(len(images), batch_size):
-                yield torch.stack([self.preprocess(images[i]) for i in idx])
+                yield torch.stack([self._patch_pixels(images[i]) for i in idx])
 
         return self._run(batches())
 
@@ -326,7 +345,7 @@ class Classifier:
 
         dataset = PatchDataset(
             catalog,
-            transform=self._transform,
+            transform=self._pixels,
             size=self.input_size,
             mpp=self.mpp,
             targets=("label",),
@@ -366,7 +385,7 @@ class Classifier:
         loader = self._catalog_loader(catalog, batch_size=batch_size, num_workers=num_workers, source=source)
         chunks = []
         for batch in prefetch(loader):
-            batch = batch.to(self.device, non_blocking=True)
+            batch = self._model_input(batch)
             vs = list(tta_views(batch)) if views else [batch]
             with precision_context(self.precision, self.device):
                 per_model = [torch.stack([model_prob(m, v) for v in vs], dim=1) for m in self.ensemble.models]
@@ -411,7 +430,7 @@ class Classifier:
         def batches() -> Iterator[torch.Tensor]:
             for idx in _chunks(len(xs), batch_size):
                 crops = [slide.read_centered(xs[i], ys[i], size, mpp=mpp) for i in idx]
-                yield torch.stack([self.preprocess(c) for c in crops])
+                yield torch.stack([self._patch_pixels(c) for c in crops])
 
         out = self._run(batches())
         return (out.prob, out.label) if return_labels else out.prob
