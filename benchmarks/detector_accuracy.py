@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from mitoscope.utils.atomic import write_text_atomic
 
     torch.set_num_threads(args.threads)
+    # quick and full data differ in size: each mode resumes only its own work
+    args.work = args.work / ("quick" if args.quick else "full")
     if args.fresh and args.work.exists():
         shutil.rmtree(args.work)
     args.work.mkdir(parents=True, exist_ok=True)
