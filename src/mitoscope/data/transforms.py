@@ -202,7 +202,8 @@ class PatchTransform:
             x = (image.astype(np.float32) / 255.0 - self.mean) / self.std
             tensor = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
         else:  # uint8 (H, W, 3): batches are normalised later by normalize_batch
-            tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.uint8))
+            pixels = np.ascontiguousarray(image, dtype=np.uint8)
+            tensor = torch.from_numpy(pixels if pixels.flags.writeable else pixels.copy())
         mask_t = (
             None if mask is None else torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None]
         )
