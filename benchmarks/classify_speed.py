@@ -9,7 +9,8 @@ Configurations, all on the same N patches (128 x 128 PNGs from ``/work/shared/da
 * ``pipeline``: :meth:`mitoscope.inference.classify.Classifier.predict_catalog` end to end — PNG decode through
   ``PatchDataset`` (read in a background thread while the model computes), evaluation transform, forward pass,
   and the predictions CSV written to disk — at batch 64 (the CLI default), with the CLI's defaults: precision
-  ``auto`` (bf16 on a CPU with native bf16) and torch's default thread count; also in fp32 (``pipeline_fp32``);
+  ``auto`` (bf16 on a CPU with native bf16) and torch's default thread count; also in fp32 (``pipeline_fp32``)
+  and with the reader thread at normal priority (``pipeline_reader_nice0``; by default it runs at nice 10);
 * ``naive``: a plain loop — PIL decode per image, torchvision centre crop/resize/normalise, batch 8, float32,
   one torch thread, no overlap of reading and computing;
 * ``decode``: reading alone, without the model (the pipeline's ``PatchDataset`` loader, and the naive PIL loop);
@@ -205,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = args.model or save_recipe_model(tmp, args.config)
     clf = Classifier.from_path(ckpt, device="cpu")  # precision "auto", as the CLI
     clf_fp32 = Classifier.from_path(ckpt, device="cpu", precision="fp32")
+    clf_reader_nice0 = Classifier.from_path(ckpt, device="cpu")
+    clf_reader_nice0.reader_nice = 0  # the reader thread at the model's priority
     naive_model = Classifier.from_path(ckpt, device="cpu", precision="fp32").ensemble.models[0]
     naive_model.to(memory_format=torch.contiguous_format)  # a plain loaded model
     contract = clf.contract
@@ -227,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     configs: dict[str, tuple[int, Callable[[], np.ndarray]]] = {
         "pipeline": (t, pipeline(clf)),
         "pipeline_fp32": (t, pipeline(clf_fp32)),
+        "pipeline_reader_nice0": (t, pipeline(clf_reader_nice0)),
         "naive_b8": (1, lambda: naive_loop(naive_model, files, size, crop, mean, std, 8)),
         "forward": (t, lambda: bare_forward(clf, list(ready))),
         "forward_fp32": (t, lambda: bare_forward(clf_fp32, list(ready))),
@@ -252,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         "pipeline_fp32_vs_naive_b8": ips["pipeline_fp32"] / ips["naive_b8"],
         "pipeline_fp32_vs_forward_fp32": ips["pipeline_fp32"] / ips["forward_fp32"],
         "forward_vs_forward_fp32": ips["forward"] / ips["forward_fp32"],
+        "pipeline_reader_nice0_vs_forward": ips["pipeline_reader_nice0"] / ips["forward"],
         "decode_share_of_pipeline": results["decode_pipeline"]["median_s"] / results["pipeline"]["median_s"],
     }
     thr = clf.threshold

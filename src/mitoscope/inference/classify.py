@@ -9,6 +9,7 @@ runs on the current one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -28,6 +29,7 @@ T = TypeVar("T")
 _END = object()
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+READER_NICE = 10  # the patch reader yields to the model's threads (see prefetch)
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:
@@ -69,10 +71,12 @@ def precision_context(precision: str, device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=dtype, enabled=precision != "fp32")
 
 
-def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+def prefetch(items: Iterable[T], depth: int = 2, *, nice: int = 0) -> Iterator[T]:
     """Iterate ``items`` in a background thread, keeping up to ``depth`` items ready.
 
-    Exceptions raised while producing an item are re-raised in the consumer.
+    Exceptions raised while producing an item are re-raised in the consumer. ``nice`` > 0 lowers the reader
+    thread's scheduling priority (Linux), so on a CPU without a spare core it yields to the model's compute
+    threads instead of stalling them at their synchronisation points.
 
     Examples:
         >>> list(prefetch(iter(range(5))))
@@ -82,6 +86,9 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     stop = threading.Event()
 
     def produce() -> None:
+        if nice > 0:  # not Linux, or not allowed: run at normal priority
+            with contextlib.suppress(AttributeError, OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
         try:
             for item in items:
                 while not stop.is_set():
@@ -150,6 +157,7 @@ class Classifier:
         self.device = torch.device(device)
         self.tta = bool(tta)
         self.precision = resolve_precision(precision, self.device)
+        self.reader_nice = READER_NICE
         for member in self.ensemble.models:
             member.to(memory_format=torch.channels_last)
         c = ensemble.contract
@@ -260,7 +268,7 @@ class Classifier:
             return self.ensemble.predict(views)
 
     def _run(self, batches: Iterable[torch.Tensor]) -> EnsembleOutput:
-        outs = [self.predict_batch(b) for b in prefetch(batches)]
+        outs = [self.predict_batch(b) for b in prefetch(batches, nice=self.reader_nice)]
         if not outs:
             m = len(self.ensemble)
             empty_f, empty_i = np.zeros(0), np.zeros(0, dtype=np.int64)
@@ -384,7 +392,7 @@ class Classifier:
 
         loader = self._catalog_loader(catalog, batch_size=batch_size, num_workers=num_workers, source=source)
         chunks = []
-        for batch in prefetch(loader):
+        for batch in prefetch(loader, nice=self.reader_nice):
             batch = self._model_input(batch)
             vs = list(tta_views(batch)) if views else [batch]
             with precision_context(self.precision, self.device):
