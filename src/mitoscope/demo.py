@@ -81,9 +81,11 @@ def demo_plan(quick: bool = False) -> DemoPlan:
                 "train.amp=false",
             ),
         )  # fmt: skip
+    # 45 steps on synthetic patches: the whole backbone must adapt (nothing frozen), and 96 px keeps them cheap
     return DemoPlan(
         classifier_overrides=(
             "train.epochs=3", "train.patience=null", "train.max_steps_per_epoch=15",
+            "data.size=96", "data.augment.crop=96", "model.kwargs.frozen_stages=0",
         ),
         detector_overrides=(
             "train.epochs=8", "data.crops_per_epoch=96", "train.amp=false",
