@@ -197,7 +197,8 @@ def train_one_epoch(
 
     Each batch is ``(images, targets)``: images a Tensor or a list of Tensors, targets a dict of tensors or a
     list of dicts. ``model(images, targets)`` must return a dict of named losses, combined by
-    :func:`total_loss`. Mixed precision: see :func:`autocast`; pass a ``GradScaler`` for float16. ``scheduler`` (if given) is stepped after every optimiser step.
+    :func:`total_loss`. Mixed precision: see :func:`autocast`; pass a ``GradScaler`` for float16.
+    ``scheduler`` (if given) is stepped after every optimiser step.
 
     Args:
         model: the model, in any wrapper (DDP included).
