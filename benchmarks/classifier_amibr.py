@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from machine import cpu_model  # benchmarks/machine.py (scripts run from this folder)
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 DEFAULT_CONFIG = ROOT / "configs" / "classifier-cpu.yaml"
@@ -73,14 +75,7 @@ def _git_commit() -> str:
 def _machine() -> dict[str, Any]:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {
         "description": f"{os.cpu_count()}-core CPU ({cpu}), no GPU used",
         "cpu": cpu,

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -42,6 +41,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from machine import cpu_model  # benchmarks/machine.py (scripts run from this folder)
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "classify_speed.json"
 RECIPE = ROOT / "configs" / "classifier-cpu.yaml"
@@ -49,16 +50,8 @@ AMIBR = ROOT.parent / "shared" / "data" / "amibr" / "images"
 
 
 def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (or platform) and the visible core count."""
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} logical cores visible"
+    """The CPU model and the visible core count."""
+    return f"{cpu_model()}, {os.cpu_count()} logical cores visible"
 
 
 def pick_images(root: Path, n: int) -> list[Path]:

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from machine import cpu_model  # benchmarks/machine.py (scripts run from this folder)
+
 RESULTS = Path(__file__).resolve().parent / "results" / "detect_speed.json"
 
 
@@ -217,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size,
         "overlap": 32,
         "machine": {
-            "cpu": _cpu_name(),
+            "cpu": cpu_model(),
             "cpus": cpus,
             "torch_threads": threads,
             "platform": platform.platform(),
@@ -242,16 +244,6 @@ def _loadavg() -> float | None:
         return round(os.getloadavg()[0], 2)
     except OSError:
         return None
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
