@@ -36,20 +36,6 @@ def create_feature_backbone(
     return create_backbone(name, pretrained=pretrained, features_only=True, out_indices=out_indices)
 
 
-def backbone_mean_std(
-    name: str, pretrained: bool | str = False
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Normalisation the backbone expects (0.5/0.5 for EfficientNet-Lite, ImageNet statistics otherwise).
-
-    Examples:
-        >>> backbone_mean_std("tf_efficientnet_lite0", "offline")[0]
-        (0.5, 0.5, 0.5)
-    """
-    from mitoscope.models.backbones import backbone_normalization
-
-    return backbone_normalization(name, pretrained)
-
-
 class TimmFPN(nn.Module):
     """timm feature extractor + FPN; returns an ``OrderedDict`` of equal-width maps (shallow → deep)."""
 

@@ -27,10 +27,10 @@ from torchvision.models.detection import RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
+from mitoscope.models.backbones import backbone_normalization
 from mitoscope.models.detection_heads import (
     PooledMLPHead,
     TimmFPN,
-    backbone_mean_std,
     create_feature_backbone,
     foreground_loss,
     stack_target,
@@ -234,7 +234,7 @@ def retinanet_multitask(
     """
     levels = tuple(int(i) for i in feature_levels)
     body = create_feature_backbone(backbone, pretrained=pretrained, out_indices=levels)
-    default_mean, default_std = backbone_mean_std(backbone, pretrained)
+    default_mean, default_std = backbone_normalization(backbone, pretrained)
     mean = tuple(mean) if mean is not None else default_mean
     std = tuple(std) if std is not None else default_std
     return MultiTaskRetinaNet(
