@@ -34,12 +34,13 @@ def _formats(spec: str, sqlite: bool) -> tuple[str, ...]:
     return tuple(dict.fromkeys(wanted))
 
 
-def _load_detector(detector_cls: Any, model: Path, device: str) -> Any:
+def _load_detector(model: Path, device: str) -> Any:
     """``Detector.from_path`` with any failure to load the MODEL turned into one ``error:`` line and exit 1."""
+    from mitoscope.inference.detect import Detector
     from mitoscope.utils.errors import InputError
 
     try:
-        return detector_cls.from_path(model, device=device)
+        return Detector.from_path(model, device=device)
     except InputError as exc:
         fail(exc)
     except Exception as exc:  # a torch file that is not a usable mitoscope checkpoint: bad contract, weights
@@ -96,8 +97,6 @@ def detect(
 
     err = Console(stderr=True)
     try:
-        from mitoscope.inference.detect import Detector
-
         fmts = _formats(formats, sqlite)
         if reader not in ("process", "thread"):
             raise ValueError(f"--reader must be 'process' or 'thread', got {reader!r}")
@@ -107,7 +106,7 @@ def detect(
             torch.set_num_threads(threads)
     except (ValueError, RuntimeError, OSError) as exc:
         fail(exc)
-    detector = _load_detector(Detector, model, device)
+    detector = _load_detector(model, device)
     err.print(
         f"detector {detector.path} on {detector.device}: {detector.tile_size} px tiles at "
         f"{detector.contract.mpp:g} µm/px, threshold "

@@ -214,8 +214,7 @@ def make_folds(
     for fold in folds:
         if len(fold.train) == 0 or len(fold.val) == 0:
             raise InputError(
-                f"fold {fold.index}{f' ({fold.name})' if fold.name else ''} has an empty train or validation set "
-                f"({_describe_parts(catalog, fold)})"
+                f"{_fold_label(fold)} has an empty train or validation set ({_describe_parts(catalog, fold)})"
             )
     return folds
 
@@ -233,17 +232,18 @@ def class_counts(catalog: pd.DataFrame, rows: np.ndarray | Sequence[int]) -> dic
     return {"normal": int((target == 0).sum()), "atypical": int((target == 1).sum())}
 
 
-def _describe_parts(
-    catalog: pd.DataFrame, fold: Fold, parts: Sequence[str] = ("train", "val", "test")
-) -> str:
-    out = []
-    for part in parts:
-        idx = getattr(fold, part)
-        if part == "test" and len(idx) == 0:
-            continue
-        c = class_counts(catalog, idx)
-        out.append(f"{part}: {c['normal']} normal / {c['atypical']} atypical")
-    return ", ".join(out)
+def _fold_label(fold: Fold) -> str:
+    return f"fold {fold.index} ({fold.name})" if fold.name else f"fold {fold.index}"
+
+
+def _counts_text(catalog: pd.DataFrame, rows: np.ndarray) -> str:
+    c = class_counts(catalog, rows)
+    return f"{c['normal']} normal / {c['atypical']} atypical"
+
+
+def _describe_parts(catalog: pd.DataFrame, fold: Fold) -> str:
+    parts = ("train", "val", "test") if len(fold.test) else ("train", "val")
+    return ", ".join(f"{part}: {_counts_text(catalog, getattr(fold, part))}" for part in parts)
 
 
 def check_fold_classes(catalog: pd.DataFrame, folds: Sequence[Fold]) -> None:
@@ -266,13 +266,13 @@ def check_fold_classes(catalog: pd.DataFrame, folds: Sequence[Fold]) -> None:
     """
     problems = []
     for fold in folds:
-        bad = []
-        for part in ("train", "val"):
-            c = class_counts(catalog, getattr(fold, part))
-            if c["normal"] == 0 or c["atypical"] == 0:
-                bad.append(f"{part} has {c['normal']} normal / {c['atypical']} atypical")
+        bad = [
+            f"{part} has {_counts_text(catalog, getattr(fold, part))}"
+            for part in ("train", "val")
+            if min(class_counts(catalog, getattr(fold, part)).values()) == 0
+        ]
         if bad:
-            problems.append(f"fold {fold.index}{f' ({fold.name})' if fold.name else ''}: {', '.join(bad)}")
+            problems.append(f"{_fold_label(fold)}: {', '.join(bad)}")
     if problems:
         raise InputError(
             "; ".join(problems) + "; the train and validation parts of every fold need both classes "

@@ -205,7 +205,7 @@ def _catalog_file(path: Path) -> pd.DataFrame:
     from mitoscope.data.sources import load_catalog
 
     catalog = load_catalog(path).reset_index(drop=True).copy()
-    if catalog.empty or not (catalog["slide"].astype(str) != "").all():
+    if catalog.empty or (catalog["slide"].astype(str) == "").any():
         raise InputError("a detection catalog needs a slide for every row", path=path)
     base = path.resolve().parent
     resolved = []

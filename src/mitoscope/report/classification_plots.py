@@ -82,6 +82,15 @@ def _centered(draw: Any, xy: tuple[float, float], text: str, font: Any, fill: An
     draw.text(xy, text, font=font, fill=fill, anchor="mm")
 
 
+def _canvas(size: int, small_pt: int) -> tuple[Any, Any, float, Any, Any]:
+    """A white ``size`` x ``size`` image, its drawer, the scale against the 400 px layout, and big/small fonts."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (size, size), "white")
+    s = size / 400.0
+    return img, ImageDraw.Draw(img), s, _font(max(8, round(18 * s))), _font(max(7, round(small_pt * s)))
+
+
 def confusion_matrix_image(
     labels: Sequence[Any] | np.ndarray,
     preds: Sequence[Any] | np.ndarray,
@@ -95,13 +104,8 @@ def confusion_matrix_image(
         >>> confusion_matrix_image([1, 0, 0], [1, 0, 1], size=200).size
         (200, 200)
     """
-    from PIL import Image, ImageDraw
-
     counts = confusion_counts(labels, preds)
-    img = Image.new("RGB", (size, size), "white")
-    draw = ImageDraw.Draw(img)
-    s = size / 400.0
-    big, small = _font(max(8, round(18 * s))), _font(max(7, round(13 * s)))
+    img, draw, s, big, small = _canvas(size, 13)
     left, top, cell = 90 * s, 70 * s, 140 * s
     _centered(draw, (size / 2, 20 * s), title or "Confusion matrix", big, "black")
     _centered(draw, (left + cell, top - 30 * s), "predicted", small, "black")
@@ -159,10 +163,7 @@ def roc_curve_image(
     from PIL import Image, ImageDraw
 
     roc = roc_points(labels, probs)
-    img = Image.new("RGB", (size, size), "white")
-    draw = ImageDraw.Draw(img)
-    s = size / 400.0
-    big, small = _font(max(8, round(18 * s))), _font(max(7, round(12 * s)))
+    img, draw, s, big, small = _canvas(size, 12)
     box = (60 * s, 45 * s, size - 20 * s, size - 50 * s)
     left, top, right, bottom = box
     auc = roc["auroc"]
