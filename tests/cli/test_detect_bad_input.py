@@ -13,20 +13,13 @@ from typer.testing import CliRunner
 
 from mitoscope.cli.main import app
 from mitoscope.io.tiff_writer import write_tiled_tiff
-from mitoscope.models.checkpoint import ModelContract, save_checkpoint
 
-from .test_detect_cli import BLOB_MODEL, BLOBS, BlobDetector, paint
+from .test_detect_cli import BLOBS, paint, save_blob_checkpoint
 
 
 @pytest.fixture()
 def checkpoint(tmp_path):
-    contract = ModelContract(
-        BLOB_MODEL, {}, "detection", input_size=128, mpp=0.25, class_names=("mitotic figure",),
-        thresholds={"default": 0.7},
-    )  # fmt: skip
-    path = tmp_path / "best.pt"
-    save_checkpoint(path, BlobDetector(), contract)
-    return path
+    return save_blob_checkpoint(tmp_path / "best.pt")
 
 
 def run(*args):

@@ -61,15 +61,19 @@ def paint(shape, blobs, radius=6.0, values=None) -> np.ndarray:
     return img
 
 
-@pytest.fixture()
-def checkpoint(tmp_path):
+def save_blob_checkpoint(path):
+    """A detector checkpoint of the blob model (128 px tiles at 0.25 µm/px, threshold 0.7)."""
     contract = ModelContract(
         BLOB_MODEL, {}, "detection", input_size=128, mpp=0.25, class_names=("mitotic figure",),
         thresholds={"default": 0.7},
     )  # fmt: skip
-    path = tmp_path / "run" / "best.pt"
     save_checkpoint(path, BlobDetector(), contract)
     return path
+
+
+@pytest.fixture()
+def checkpoint(tmp_path):
+    return save_blob_checkpoint(tmp_path / "run" / "best.pt")
 
 
 @pytest.fixture()
