@@ -122,7 +122,7 @@ def center_crop(array: np.ndarray, size: int) -> np.ndarray:
 
 def resize_uint8(image: np.ndarray, size: int, *, nearest: bool = False) -> np.ndarray:
     """Resize a uint8 ``(H, W[, 3])`` array to ``size × size`` with PIL: bilinear (antialiased when shrinking)
-    or nearest. About 0.2 ms for a 128 → 224 px patch, 40x faster than ``skimage.transform.resize``.
+    or nearest. Much cheaper than ``skimage.transform.resize`` (float64 scipy zoom) on the data path.
 
     Examples:
         >>> resize_uint8(np.zeros((128, 96, 3), np.uint8), 224).shape

@@ -84,8 +84,8 @@ class OptimConfig:
 class TrainConfig:
     """Epochs, early stopping, seeds, mixed precision and task weights.
 
-    ``amp``: float16 autocast on CUDA. ``cpu_bf16``: bfloat16 autocast on the CPU (about 1.2-1.3x faster training
-    steps for EfficientNet-Lite on a CPU with AVX512-BF16). ``channels_last``: NHWC memory format for the model.
+    ``amp``: float16 autocast on CUDA. ``cpu_bf16``: bfloat16 autocast on the CPU (worth it on CPUs with native
+    bf16, e.g. AVX512-BF16 or AMX). ``channels_last``: NHWC memory format for the model.
     """
 
     epochs: int = 10

@@ -267,8 +267,8 @@ def freeze_stages(model: nn.Module, name: str, n: int) -> list[str]:
     ``n = 4`` the stem and the next three stages. Frozen parameters get no gradient and the batch norms in
     frozen stages always run in eval mode (running statistics used and never updated), so fine-tuning at a
     large input size costs less (no backward through the high-resolution layers) and keeps the pretrained
-    low-level filters. (timm's ``FrozenBatchNorm2d`` would do the same but is 1.5x slower per training step on a
-    CPU.) Works for pooled and ``features_only`` models.
+    low-level filters. (timm's ``FrozenBatchNorm2d`` would do the same with extra element-wise passes over
+    the largest feature maps.) Works for pooled and ``features_only`` models.
 
     Examples:
         >>> m = create_backbone("test_resnet", frozen_stages=2)
