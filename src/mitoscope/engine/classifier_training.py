@@ -52,6 +52,7 @@ from mitoscope.engine.crossval import (
     make_folds,
     run_crossval,
 )
+from mitoscope.engine.ensemble import RULES
 from mitoscope.engine.loop import EpochState, autocast, fit, resolve_device
 from mitoscope.engine.seed import seed_everything, seed_worker
 from mitoscope.models.checkpoint import ModelContract, read_checkpoint, save_checkpoint
@@ -719,8 +720,8 @@ def write_ensemble(
         >>> json.loads(p.read_text())["models"]
         ['fold_0/model.pt', 'fold_1/model.pt']
     """
-    if rule not in ("majority", "mean"):
-        raise ValueError(f"unknown ensemble rule {rule!r}")
+    if rule not in RULES:
+        raise ValueError(f"unknown ensemble rule {rule!r}; expected one of {RULES}")
     spec = {
         "models": [f"fold_{k}/{MODEL_FILE}" for k in sorted(fold_indices)],
         "rule": rule,

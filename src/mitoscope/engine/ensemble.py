@@ -80,6 +80,42 @@ class EnsembleOutput:
     votes: np.ndarray  # (N,) number of members voting atypical
 
 
+def combine_members(
+    member_probs: np.ndarray | torch.Tensor,
+    member_thresholds: Sequence[float] | np.ndarray,
+    *,
+    rule: str,
+    threshold: float,
+) -> EnsembleOutput:
+    """Combine member probabilities ``(N, M)`` by ``rule`` (see the module docstring).
+
+    ``member_thresholds`` are the members' own thresholds (votes, centring); ``threshold`` is the ensemble's
+    (``mean``, and the tie-break of ``majority``).
+
+    Examples:
+        >>> out = combine_members(np.array([[0.9, 0.2, 0.7]]), [0.5, 0.5, 0.5], rule="majority", threshold=0.5)
+        >>> int(out.label[0]), int(out.votes[0])
+        (1, 2)
+    """
+    probs = np.asarray(member_probs, dtype=np.float64)
+    thresholds = np.asarray(member_thresholds, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[1] != len(thresholds):
+        raise ValueError(f"expected member probabilities (N, {len(thresholds)}), got {probs.shape}")
+    if rule not in RULES:
+        raise ValueError(f"unknown ensemble rule {rule!r}; expected one of {RULES}")
+    mean = probs.mean(axis=1)
+    votes = (probs >= thresholds[None, :]).sum(axis=1)
+    by_mean = mean >= threshold
+    if rule == "majority":
+        m = len(thresholds)
+        label = np.where(2 * votes == m, by_mean, 2 * votes > m)
+    else:
+        label = by_mean
+    return EnsembleOutput(
+        prob=mean, label=label.astype(np.int64), member_probs=probs, votes=votes.astype(np.int64)
+    )
+
+
 class Ensemble:
     """Several classifiers with one contract, combined by majority vote or mean probability.
 
@@ -170,20 +206,7 @@ class Ensemble:
 
     def combine(self, member_probs: np.ndarray | torch.Tensor) -> EnsembleOutput:
         """Apply the ensemble rule to member probabilities ``(N, M)``."""
-        probs = np.asarray(member_probs, dtype=np.float64)
-        if probs.ndim != 2 or probs.shape[1] != len(self.models):
-            raise ValueError(f"expected member probabilities (N, {len(self.models)}), got {probs.shape}")
-        mean = probs.mean(axis=1)
-        votes = (probs >= self.member_thresholds[None, :]).sum(axis=1)
-        by_mean = mean >= self.threshold
-        if self.rule == "mean":
-            label = by_mean
-        else:
-            m = len(self.models)
-            label = np.where(2 * votes == m, by_mean, 2 * votes > m)
-        return EnsembleOutput(
-            prob=mean, label=label.astype(np.int64), member_probs=probs, votes=votes.astype(np.int64)
-        )
+        return combine_members(member_probs, self.member_thresholds, rule=self.rule, threshold=self.threshold)
 
     def predict(self, views: torch.Tensor | Sequence[torch.Tensor]) -> EnsembleOutput:
         """Member probabilities and the combined result for one batch (or its TTA views)."""
