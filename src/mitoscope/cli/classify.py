@@ -80,7 +80,12 @@ def classify(
         "--precision",
         help="auto (bf16 on a CPU with native bf16, fp16 on CUDA, else fp32), fp32, bf16 or fp16.",
     ),
-    num_workers: int = typer.Option(0, "--num-workers", min=0, help="Reader processes (0: a reader thread)."),
+    num_workers: int | None = typer.Option(
+        None,
+        "--num-workers",
+        min=0,
+        help="Reader processes (0: a reader thread). Default: 0 on the CPU, half the cores (≤ 8) on a GPU.",
+    ),
     rule: str | None = typer.Option(None, "--rule", help="Override the ensemble rule: majority or mean."),
     json_out: Path | None = typer.Option(
         None, "--json", help="Track 2 JSON path for a TIFF stack (default: OUT with .json)."
@@ -91,11 +96,12 @@ def classify(
 
     err = Console(stderr=True)
     try:
+        from mitoscope.engine.ensemble import RULES
         from mitoscope.inference.classify import Classifier
         from mitoscope.utils.atomic import write_text_atomic
 
-        if rule is not None and rule not in ("majority", "mean"):
-            raise ValueError(f"--rule must be 'majority' or 'mean', got {rule!r}")
+        if rule is not None and rule not in RULES:
+            raise ValueError(f"--rule must be one of {', '.join(RULES)}, got {rule!r}")
         catalog, is_stack = _input_catalog(input)
         if catalog.empty:
             raise ValueError(f"{input}: no records to classify")

@@ -32,6 +32,22 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 READER_NICE = 10  # the patch reader yields to the model's threads (see prefetch)
 
 
+def resolve_reader_workers(num_workers: int | None, device: torch.device | str) -> int:
+    """Reader processes of a run: ``None`` → 0 on the CPU (a background thread reads: the model is the
+    bottleneck and worker processes would take its cores) and half the cores, at most 8, on a GPU (one
+    thread cannot decode and resize as fast as the GPU classifies); explicit counts are kept.
+
+    Examples:
+        >>> resolve_reader_workers(None, "cpu"), resolve_reader_workers(3, "cuda")
+        (0, 3)
+    """
+    if num_workers is not None:
+        return int(num_workers)
+    if torch.device(device).type == "cpu":
+        return 0
+    return min(8, max(1, (os.cpu_count() or 2) // 2))
+
+
 def resolve_precision(precision: str, device: torch.device | str) -> str:
     """The arithmetic an inference run uses: ``"auto"`` → bf16 on a CPU with native bf16 (AVX512-BF16 or AMX),
     fp16 on CUDA, fp32 otherwise; explicit choices are checked.
@@ -310,7 +326,7 @@ class Classifier:
         catalog: pd.DataFrame,
         *,
         batch_size: int = 64,
-        num_workers: int = 0,
+        num_workers: int | None = None,
         source: object = None,
     ) -> pd.DataFrame:
         """Classify every record of a catalog (patch images, stack pages or slide points).
@@ -321,7 +337,8 @@ class Classifier:
         Args:
             catalog: a mitoscope catalog (see :mod:`mitoscope.data.catalog`).
             batch_size: patches per forward pass.
-            num_workers: DataLoader worker processes for reading (0: a background thread reads).
+            num_workers: DataLoader worker processes for reading (0: a background thread reads; ``None``:
+                :func:`resolve_reader_workers` picks by device).
             source: what to name in read errors (e.g. the catalog file).
 
         Returns:
@@ -345,7 +362,7 @@ class Classifier:
         return frame
 
     def _catalog_loader(
-        self, catalog: pd.DataFrame, *, batch_size: int, num_workers: int, source: object = None
+        self, catalog: pd.DataFrame, *, batch_size: int, num_workers: int | None, source: object = None
     ) -> Iterable[torch.Tensor]:
         from torch.utils.data import DataLoader
 
@@ -363,7 +380,7 @@ class Classifier:
             dataset,
             batch_size=batch_size,
             shuffle=False,
-            num_workers=num_workers,
+            num_workers=resolve_reader_workers(num_workers, self.device),
             persistent_workers=False,
         )
         return (_images_of(batch) for batch in loader)
@@ -374,7 +391,7 @@ class Classifier:
         catalog: pd.DataFrame,
         *,
         batch_size: int = 64,
-        num_workers: int = 0,
+        num_workers: int | None = None,
         views: bool = True,
         source: object = None,
     ) -> np.ndarray:
