@@ -49,16 +49,17 @@ RECIPE = ROOT / "configs" / "classifier-cpu.yaml"
 AMIBR = ROOT.parent / "shared" / "data" / "amibr" / "images"
 
 
-def cpu_name() -> str:
-    """The CPU model and the visible core count."""
-    return f"{cpu_model()}, {os.cpu_count()} logical cores visible"
+def machine_name(device: str) -> str:
+    """The CPU model and the visible core count, and the GPU when timing on one."""
+    cpu = f"{cpu_model()}, {os.cpu_count()} logical cores visible"
+    return f"{torch.cuda.get_device_name(device)} + {cpu}" if device.startswith("cuda") else cpu
 
 
 def pick_images(root: Path, n: int) -> list[Path]:
     """``n`` patches spread evenly over the sorted atypical and normal folders (deterministic)."""
-    files = sorted(root.glob("*/*.png"))
+    files = sorted(p for p in root.glob("*/*") if p.suffix.lower() in (".png", ".jpg"))
     if len(files) < n:
-        raise SystemExit(f"{root}: {len(files)} PNGs, fewer than --n {n}")
+        raise SystemExit(f"{root}: {len(files)} PNG/JPEG patches, fewer than --n {n}")
     idx = np.linspace(0, len(files) - 1, n).round().astype(int)
     return [files[i] for i in idx]
 
@@ -112,21 +113,28 @@ def _naive_tensor(path: Path, size: int, crop: int | None, mean: Any, std: Any) 
 
 
 def naive_loop(
-    model: torch.nn.Module, files: list[Path], size: int, crop: int | None, mean: Any, std: Any, batch: int
+    model: torch.nn.Module,
+    files: list[Path],
+    size: int,
+    crop: int | None,
+    mean: Any,
+    std: Any,
+    batch: int,
+    device: str,
 ) -> np.ndarray:
     """PIL decode per image, torchvision crop/resize/normalise, fixed batches, no overlap of reading and compute."""
     probs = []
     with torch.no_grad():
         for start in range(0, len(files), batch):
             x = torch.stack([_naive_tensor(f, size, crop, mean, std) for f in files[start : start + batch]])
-            probs.append(_prob(model(x)))
-    return torch.cat(probs).numpy()
+            probs.append(_prob(model(x.to(device))))
+    return torch.cat(probs).cpu().numpy()
 
 
-def decode_only_pipeline(clf: Any, catalog: Any, batch: int) -> np.ndarray:
+def decode_only_pipeline(clf: Any, catalog: Any, batch: int, num_workers: int) -> np.ndarray:
     """The pipeline's reading alone (``PatchDataset`` + evaluation transform + collation), no model."""
     return np.array(
-        [float(b.shape[0]) for b in clf._catalog_loader(catalog, batch_size=batch, num_workers=0)]
+        [float(b.shape[0]) for b in clf._catalog_loader(catalog, batch_size=batch, num_workers=num_workers)]
     )
 
 
@@ -139,7 +147,7 @@ def bare_forward(clf: Any, batches: list[torch.Tensor]) -> np.ndarray:
     with torch.no_grad(), precision_context(clf.precision, clf.device):
         for x in batches:
             probs.append(_prob(model(x)))
-    return torch.cat(probs).numpy()
+    return torch.cat(probs).cpu().numpy()
 
 
 def timed_configs(
@@ -178,14 +186,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model", type=Path, default=None, help="a trained checkpoint instead of the recipe model"
     )
-    parser.add_argument("--images", type=Path, default=AMIBR)
+    parser.add_argument("--images", type=Path, default=AMIBR, help="class folders of PNG or JPEG patches")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the naive loop computes there too)")
+    parser.add_argument(
+        "--num-workers", type=int, default=None, help="the pipeline's reader processes (default: the CLI's)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
     import pandas as pd
 
     from mitoscope.data.catalog import make_catalog
-    from mitoscope.inference.classify import Classifier, _eval_crop
+    from mitoscope.inference.classify import Classifier, _eval_crop, resolve_reader_workers
     from mitoscope.utils.atomic import write_text_atomic
 
     files = pick_images(args.images, args.n)
@@ -197,11 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     tmp = Path(tempfile.mkdtemp(prefix="classify_speed_"))
     ckpt = args.model or save_recipe_model(tmp, args.config)
-    clf = Classifier.from_path(ckpt, device="cpu")  # precision "auto", as the CLI
-    clf_fp32 = Classifier.from_path(ckpt, device="cpu", precision="fp32")
-    clf_reader_nice0 = Classifier.from_path(ckpt, device="cpu")
+    device = args.device
+    workers = resolve_reader_workers(args.num_workers, device)
+    clf = Classifier.from_path(ckpt, device=device)  # precision "auto", as the CLI
+    clf_fp32 = Classifier.from_path(ckpt, device=device, precision="fp32")
+    clf_reader_nice0 = Classifier.from_path(ckpt, device=device)
     clf_reader_nice0.reader_nice = 0  # the reader thread at the model's priority
-    naive_model = Classifier.from_path(ckpt, device="cpu", precision="fp32").ensemble.models[0]
+    naive_model = Classifier.from_path(ckpt, device=device, precision="fp32").ensemble.models[0]
     naive_model.to(memory_format=torch.contiguous_format)  # a plain loaded model
     contract = clf.contract
     size, crop = int(contract.input_size), _eval_crop(contract)
@@ -209,11 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     bs = args.batch_size
 
     # ready tensors for the bare forward: exactly what the pipeline feeds the model
-    ready = torch.stack([clf.preprocess(_decode(f)) for f in files]).split(bs)
+    ready = torch.stack([clf.preprocess(_decode(f)) for f in files]).to(device).split(bs)
 
     def pipeline(c: Any) -> Callable[[], np.ndarray]:
         def run() -> np.ndarray:
-            frame = c.predict_catalog(catalog, batch_size=bs)
+            frame = c.predict_catalog(catalog, batch_size=bs, num_workers=workers)
             frame.to_csv(tmp / "predictions.csv", index=False)
             return frame["p_atypical"].to_numpy()
 
@@ -224,10 +238,10 @@ def main(argv: list[str] | None = None) -> int:
         "pipeline": (t, pipeline(clf)),
         "pipeline_fp32": (t, pipeline(clf_fp32)),
         "pipeline_reader_nice0": (t, pipeline(clf_reader_nice0)),
-        "naive_b8": (1, lambda: naive_loop(naive_model, files, size, crop, mean, std, 8)),
+        "naive_b8": (1, lambda: naive_loop(naive_model, files, size, crop, mean, std, 8, device)),
         "forward": (t, lambda: bare_forward(clf, list(ready))),
         "forward_fp32": (t, lambda: bare_forward(clf_fp32, list(ready))),
-        "decode_pipeline": (t, lambda: decode_only_pipeline(clf, catalog, bs)),
+        "decode_pipeline": (t, lambda: decode_only_pipeline(clf, catalog, bs, workers)),
         "decode_naive": (1, lambda: np.stack([_naive_tensor(f, size, crop, mean, std) for f in files])),
     }
     times, probs = timed_configs(configs, args.rounds)
@@ -264,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     report = {
         "benchmark": "classify_speed",
-        "machine": cpu_name(),
+        "machine": machine_name(device),
+        "device": device,
+        "pipeline_reader_workers": workers,
         "load_average_at_end": os.getloadavg(),
         "torch": torch.__version__,
         "python": sys.version.split()[0],
@@ -297,7 +313,9 @@ def main(argv: list[str] | None = None) -> int:
         },
         index=list(configs),
     )
-    print(f"\n{n} AMi-Br patches, batch {bs}, {args.rounds} rounds, precision {clf.precision}, {cpu_name()}")
+    print(
+        f"\n{n} AMi-Br patches, batch {bs}, {args.rounds} rounds, precision {clf.precision}, {machine_name(device)}"
+    )
     print(table.to_string(float_format=lambda v: f"{v:.2f}"))
     print("\nratios: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
     print("agreement: " + ", ".join(f"{k} {v:.3g}" for k, v in agreement.items()))
