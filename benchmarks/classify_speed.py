@@ -15,7 +15,8 @@ Configurations, all on the same N patches (128 x 128 PNGs from ``/work/shared/da
   one torch thread, no overlap of reading and computing;
 * ``decode``: reading alone, without the model (the pipeline's ``PatchDataset`` loader, and the naive PIL loop);
 * ``forward``: the model's bare forward pass on ready-made tensors (no decode, no CSV) at batch 64 with exactly
-  the pipeline's precision, memory format and threads (``forward``) and in fp32 (``forward_fp32``).
+  the pipeline's precision, memory format and threads (``forward``), in fp32 (``forward_fp32``), and without
+  the batch-norm folding that the classifier applies (``forward_unfused``).
 
 Configurations run round-robin (so load drift from other processes hits all of them alike) and the median of the
 rounds is reported with ratios; on a shared machine only ratios measured in the same run are meaningful.
@@ -197,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     from mitoscope.data.catalog import make_catalog
+    from mitoscope.engine.ensemble import load_ensemble
     from mitoscope.inference.classify import Classifier, _eval_crop, resolve_reader_workers
     from mitoscope.utils.atomic import write_text_atomic
 
@@ -215,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     clf_fp32 = Classifier.from_path(ckpt, device=device, precision="fp32")
     clf_reader_nice0 = Classifier.from_path(ckpt, device=device)
     clf_reader_nice0.reader_nice = 0  # the reader thread at the model's priority
-    naive_model = Classifier.from_path(ckpt, device=device, precision="fp32").ensemble.models[0]
-    naive_model.to(memory_format=torch.contiguous_format)  # a plain loaded model
+    clf_unfused = Classifier.from_path(ckpt, device=device, fuse_batchnorm=False)
+    naive_model = load_ensemble(ckpt, device=device).models[0]  # a plain loaded model
     contract = clf.contract
     size, crop = int(contract.input_size), _eval_crop(contract)
     mean, std = list(contract.mean), list(contract.std)
@@ -241,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         "naive_b8": (1, lambda: naive_loop(naive_model, files, size, crop, mean, std, 8, device)),
         "forward": (t, lambda: bare_forward(clf, list(ready))),
         "forward_fp32": (t, lambda: bare_forward(clf_fp32, list(ready))),
+        "forward_unfused": (t, lambda: bare_forward(clf_unfused, list(ready))),
         "decode_pipeline": (t, lambda: decode_only_pipeline(clf, catalog, bs, workers)),
         "decode_naive": (1, lambda: np.stack([_naive_tensor(f, size, crop, mean, std) for f in files])),
     }
@@ -263,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         "pipeline_fp32_vs_naive_b8": ips["pipeline_fp32"] / ips["naive_b8"],
         "pipeline_fp32_vs_forward_fp32": ips["pipeline_fp32"] / ips["forward_fp32"],
         "forward_vs_forward_fp32": ips["forward"] / ips["forward_fp32"],
+        "forward_vs_forward_unfused": ips["forward"] / ips["forward_unfused"],
         "pipeline_reader_nice0_vs_forward": ips["pipeline_reader_nice0"] / ips["forward"],
         "decode_share_of_pipeline": results["decode_pipeline"]["median_s"] / results["pipeline"]["median_s"],
     }
@@ -274,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             ((probs["pipeline"] >= thr) != (probs["pipeline_fp32"] >= thr)).sum()
         ),
         "max_abs_dp_pipeline_vs_forward": float(np.abs(probs["pipeline"] - probs["forward"]).max()),
+        "max_abs_dp_forward_vs_unfused": float(np.abs(probs["forward"] - probs["forward_unfused"]).max()),
         "max_abs_dp_naive_vs_pipeline_fp32": float(np.abs(probs["naive_b8"] - probs["pipeline_fp32"]).max()),
     }
     report = {

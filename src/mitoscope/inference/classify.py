@@ -147,6 +147,8 @@ class Classifier:
         tta: average the 8 dihedral views (rotations × flips).
         precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`resolve_precision`); the
             models run in channels-last memory format, which the CPU's convolutions prefer.
+        fuse_batchnorm: fold batch norms into the convolutions before them
+            (:func:`mitoscope.models.fuse.fold_batchnorm`: the same outputs, about 1.5× faster on a CPU).
 
     Examples:
         >>> from torch import nn
@@ -168,15 +170,21 @@ class Classifier:
         device: str | torch.device = "cpu",
         tta: bool = False,
         precision: str = "auto",
+        fuse_batchnorm: bool = True,
     ) -> None:
         self.ensemble = ensemble.to(device)
         self.device = torch.device(device)
         self.tta = bool(tta)
         self.precision = resolve_precision(precision, self.device)
         self.reader_nice = READER_NICE
+        c = ensemble.contract
+        if fuse_batchnorm:
+            from mitoscope.models.fuse import fold_batchnorm
+
+            example = torch.zeros(1, 3, int(c.input_size), int(c.input_size), device=self.device)
+            self.ensemble.models = [fold_batchnorm(m, example)[0] for m in self.ensemble.models]
         for member in self.ensemble.models:
             member.to(memory_format=torch.channels_last)
-        c = ensemble.contract
         from mitoscope.data.transforms import build_patch_transform
 
         # the evaluation transform of training: ``(rgb, mask, rng) -> (tensor, mask)``; batch pipelines read
@@ -200,6 +208,7 @@ class Classifier:
         rule: str | None = None,
         tta_reduce: str = "logits",
         precision: str = "auto",
+        fuse_batchnorm: bool = True,
     ) -> Classifier:
         """Load from a checkpoint, an ``ensemble.json``, an ensemble directory or a training RUN directory.
 
@@ -210,6 +219,8 @@ class Classifier:
             rule: override the ensemble rule (``"majority"`` or ``"mean"``).
             tta_reduce: merge TTA views by mean ``"logits"`` or mean ``"prob"``.
             precision: see :func:`resolve_precision`.
+            fuse_batchnorm: fold batch norms into the convolutions before them
+                (:func:`mitoscope.models.fuse.fold_batchnorm`; same outputs, faster).
 
         Examples:
             >>> Classifier.from_path("no/such/model.pt")  # doctest: +ELLIPSIS
@@ -218,7 +229,7 @@ class Classifier:
             mitoscope.utils.errors.InputError: no/such/model.pt: model path not found ...
         """
         ens = load_ensemble(path, device=device, rule=rule, tta_reduce=tta_reduce)
-        return cls(ens, device=device, tta=tta, precision=precision)
+        return cls(ens, device=device, tta=tta, precision=precision, fuse_batchnorm=fuse_batchnorm)
 
     # ------------------------------------------------------------------ properties
     @property
