@@ -5,7 +5,9 @@ half of it — writes it as a JPEG-compressed tiled pyramidal TIFF at 0.25 µm/p
 with:
 
 * a randomly initialised ``retinanet_multitask`` as in ``configs/detector-cpu.yaml`` (EfficientNet-Lite0 + FPN 64,
-  256 px tiles at 0.5 µm/px: every tile is read from 512 level-0 px and resampled) — compute-bound on a CPU;
+  256 px tiles at 0.5 µm/px: every tile is read from 512 level-0 px and resampled) — compute-bound on a CPU —
+  as built, and with its backbone's batch norms folded into the convolutions, as ``mitoscope detect`` runs it
+  (``Detector`` folds them when it loads a checkpoint);
 * a trivial dark-blob detector — reading-bound, which shows what the reading pipeline alone sustains.
 
 Each is measured, in the same run, with tiles read in the main thread (``num_workers=0``, the baseline) and read
@@ -98,6 +100,14 @@ def retinanet_cpu() -> tuple[nn.Module, Any]:
     return model, contract
 
 
+def retinanet_cpu_folded() -> tuple[nn.Module, Any]:
+    """The same RetinaNet as ``mitoscope detect`` runs it: backbone batch norms folded (``Detector``)."""
+    from mitoscope.inference.detect import fold_backbone_batchnorm
+
+    model, contract = retinanet_cpu()
+    return fold_backbone_batchnorm(model.eval(), int(contract.input_size)), contract
+
+
 def blob_model() -> tuple[nn.Module, Any]:
     from mitoscope.models.checkpoint import ModelContract
 
@@ -186,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = (
             ("blob", blob_model, repeats_blob),
             ("retinanet_multitask (cpu recipe, random init)", retinanet_cpu, repeats),
+            ("retinanet_multitask, backbone batch norms folded", retinanet_cpu_folded, repeats),
         )
         for name, build, n_rep in plan:
             torch.manual_seed(0)

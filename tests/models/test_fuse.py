@@ -96,3 +96,24 @@ def test_classifier_folds_its_members_and_predicts_the_same() -> None:
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.ensemble.models[0].modules())
     assert any(isinstance(m, nn.BatchNorm2d) for m in plain.ensemble.models[0].modules())
     np.testing.assert_allclose(fused.predict_arrays(patches), plain.predict_arrays(patches), atol=1e-5)
+
+
+def test_detector_folds_its_backbone_with_the_same_features() -> None:
+    import copy
+
+    from mitoscope.inference.detect import Detector
+    from mitoscope.models.checkpoint import ModelContract
+
+    torch.manual_seed(0)
+    model = create_model("retinanet_multitask", backbone="test_resnet", fpn_channels=32, tile_size=64).eval()
+    with torch.no_grad():
+        _randomise_bn_stats(model)
+    contract = ModelContract("retinanet_multitask", {}, "detection", input_size=64)
+    folded = Detector(copy.deepcopy(model), contract).model
+    plain = Detector(model, contract, fuse_batchnorm=False).model
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.backbone.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in plain.backbone.modules())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(folded.backbone(x).values(), plain.backbone(x).values(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

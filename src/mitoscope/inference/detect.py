@@ -454,6 +454,29 @@ def _points_in_core(out: dict[str, Any], tile: Tile) -> tuple[np.ndarray, np.nda
     return x.astype(float), y.astype(float), scores[own].astype(float)
 
 
+def fold_backbone_batchnorm(model: nn.Module, tile_size: int) -> nn.Module:
+    """``model`` with the batch norms of its ``backbone`` (image tensor → feature maps) folded into the
+    convolutions before them (:func:`mitoscope.models.fuse.fold_batchnorm`: the same features, faster); models
+    without a ``backbone`` module are returned as they are.
+
+    Examples:
+        >>> fold_backbone_batchnorm(torch.nn.Identity(), 64)
+        Identity()
+    """
+    import torch
+    from torch import nn
+
+    from mitoscope.models.fuse import fold_batchnorm
+
+    backbone = getattr(model, "backbone", None)
+    if not isinstance(backbone, nn.Module):
+        return model
+
+    device = next(model.parameters()).device
+    model.backbone, _ = fold_batchnorm(backbone, torch.zeros(1, 3, tile_size, tile_size, device=device))
+    return model
+
+
 class Detector:
     """A detection model with its contract, ready to run on slides.
 
@@ -467,11 +490,18 @@ class Detector:
     """
 
     def __init__(
-        self, model: nn.Module, contract: ModelContract, *, device: str | torch.device = "cpu"
+        self,
+        model: nn.Module,
+        contract: ModelContract,
+        *,
+        device: str | torch.device = "cpu",
+        fuse_batchnorm: bool = True,
     ) -> None:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.contract = contract
+        if fuse_batchnorm:
+            self.model = fold_backbone_batchnorm(self.model, int(contract.input_size))
         self.path: Path | None = None
 
     @classmethod
