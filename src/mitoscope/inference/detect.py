@@ -460,7 +460,8 @@ def fold_backbone_batchnorm(model: nn.Module, tile_size: int) -> nn.Module:
     without a ``backbone`` module are returned as they are.
 
     Examples:
-        >>> fold_backbone_batchnorm(torch.nn.Identity(), 64)
+        >>> from torch import nn
+        >>> fold_backbone_batchnorm(nn.Identity(), 64)
         Identity()
     """
     import torch
