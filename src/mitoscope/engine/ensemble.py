@@ -89,7 +89,7 @@ def combine_members(
 ) -> EnsembleOutput:
     """Combine member probabilities ``(N, M)`` by ``rule`` (see the module docstring).
 
-    ``member_thresholds`` are the members' own thresholds (votes, centring); ``threshold`` is the ensemble's
+    ``member_thresholds`` are the members' own thresholds (their votes); ``threshold`` is the ensemble's
     (``mean``, and the tie-break of ``majority``).
 
     Examples:

@@ -472,7 +472,6 @@ def fold_backbone_batchnorm(model: nn.Module, tile_size: int) -> nn.Module:
     backbone = getattr(model, "backbone", None)
     if not isinstance(backbone, nn.Module):
         return model
-
     device = next(model.parameters()).device
     model.backbone, _ = fold_batchnorm(backbone, torch.zeros(1, 3, tile_size, tile_size, device=device))
     return model
