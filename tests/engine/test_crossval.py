@@ -92,6 +92,18 @@ def test_lodo_and_holdout():
     assert 0.15 < len(hold.val) / 60 < 0.35 and len(hold.test) == 0
 
 
+def test_group_kfold_val_validates_every_row_once_and_starts_with_the_holdout_split():
+    cat = _catalog()
+    folds = make_folds(cat, scheme="group_kfold_val", n_splits=4)
+    assert len(folds) == 4 and all(len(f.test) == 0 for f in folds)
+    assert sorted(np.concatenate([f.val for f in folds]).tolist()) == list(range(60))
+    for f in folds:
+        assert not set(cat["slide"].iloc[f.train]) & set(cat["slide"].iloc[f.val])
+        assert len(f.train) + len(f.val) == 60
+    (hold,) = make_folds(cat, scheme="holdout", val_fraction=0.25)
+    np.testing.assert_array_equal(np.sort(folds[0].val), np.sort(hold.val))
+
+
 def test_fold_errors():
     cat = _catalog(n=12, n_slides=2)
     with pytest.raises(InputError, match="only 2 groups for 5 folds"):

@@ -106,10 +106,14 @@ class CVConfig:
 
     ``group_kfold``: stratified k-fold over groups (slides); ``label_hardness_kfold``: the same, stratified over
     label × hardness; ``lodo``: leave one ``domain_column`` value out; ``holdout``: one split with
-    ``val_fraction`` of the groups for validation. ``ensemble`` is how ``classify`` combines the fold models.
+    ``val_fraction`` of the groups for validation; ``group_kfold_val``: k folds that validate on one part and
+    train on the rest (no test part; ``folds`` picks how many models to train). ``ensemble`` is how ``classify``
+    combines the fold models.
     """
 
-    scheme: Literal["group_kfold", "label_hardness_kfold", "lodo", "holdout"] = "group_kfold"
+    scheme: Literal["group_kfold", "label_hardness_kfold", "lodo", "holdout", "group_kfold_val"] = (
+        "group_kfold"
+    )
     n_splits: int = 5
     domain_column: str = "domain"
     val_fraction: float = 0.2

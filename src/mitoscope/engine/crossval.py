@@ -153,7 +153,11 @@ def make_folds(
     by label, or label × hardness; fold k tests on part k, validates on part k + 1, trains on the rest);
     ``lodo``: :func:`mitoscope.data.splits.leave_one_domain_out` over ``domain_column`` (each domain tested
     once, the next one validates); ``holdout``: one stratified group split with about ``val_fraction`` of the
-    data for validation and no test part. Rows of one ``group`` never straddle parts.
+    data for validation and no test part; ``group_kfold_val``: stratified group k-fold without a test part (fold
+    k validates on part k and trains on the other k − 1; fold 0 is the ``holdout`` split when
+    ``n_splits = 1 / val_fraction``) — the fold models of an ensemble each trained on (k − 1)/k of the data, whose
+    out-of-fold predictions are optimistic because validation also chose the epoch and threshold.
+    Rows of one ``group`` never straddle parts.
 
     A fold's model is early-stopped and thresholded on ``val``; its predictions on ``test`` (or on ``val`` when
     there is no test part) are the out-of-fold predictions.
@@ -199,6 +203,9 @@ def make_folds(
                 raise InputError("leave-one-domain-out needs mitoscope.data.splits")
             for k, f in enumerate(splits.leave_one_domain_out(sub, domain_column=domain_column, seed=seed)):
                 add(k, f.train, f.val, f.test, f.name)
+        elif scheme == "group_kfold_val":
+            for k, (tr, va) in enumerate(_group_kfold(y, groups, n_splits, seed)):
+                add(k, tr, va, name=f"fold{k}")
         elif scheme == "holdout":
             if not 0.0 < val_fraction < 1.0:
                 raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
