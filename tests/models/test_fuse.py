@@ -117,3 +117,25 @@ def test_detector_folds_its_backbone_with_the_same_features() -> None:
     with torch.no_grad():
         for a, b in zip(folded.backbone(x).values(), plain.backbone(x).values(), strict=True):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+class _SharedTwice(nn.Module):
+    """One conv → batch-norm block applied to the input and to its centre crop (like a context branch)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x).mean(dim=(2, 3)) + self.block(x[:, :, 2:-2, 2:-2]).mean(dim=(2, 3))
+
+
+def test_a_block_called_twice_is_folded_once() -> None:
+    model = _SharedTwice().eval()
+    with torch.no_grad():
+        _randomise_bn_stats(model)
+    folded, n = fold_batchnorm(model, torch.zeros(1, 3, 12, 12))
+    assert n == 1 and isinstance(folded.block[1], nn.Identity)
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-5)

@@ -54,7 +54,14 @@ def _conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[nn.Con
     finally:
         for h in hooks:
             h.remove()
-    return pairs
+    # a module called more than once (a shared backbone) is seen once per call: keep each pair once, and only
+    # pairs whose conv always feeds that batch norm and whose batch norm always follows that conv
+    partners: dict[int, set[int]] = {}
+    for conv, bn in pairs:
+        partners.setdefault(id(conv), set()).add(id(bn))
+        partners.setdefault(id(bn), set()).add(id(conv))
+    unique = {(id(c), id(b)): (c, b) for c, b in pairs if len(partners[id(c)]) == len(partners[id(b)]) == 1}
+    return list(unique.values())
 
 
 def _outputs(out: Any) -> list[torch.Tensor]:
