@@ -309,7 +309,7 @@ def normalize_batch(images: Tensor, mean: Sequence[float], std: Sequence[float])
     x = images.permute(0, 3, 1, 2).float()
     m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    return (x / 255.0 - m) / s
+    return x.div_(255.0).sub_(m).div_(s)  # in place: one batch-sized allocation instead of four
 
 
 def tta_views(images: Tensor) -> list[Tensor]:
