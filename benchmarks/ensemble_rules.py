@@ -63,16 +63,17 @@ def member_probabilities(runs: dict[str, Path], source: str, device: str, num_wo
 def rows_for(
     y: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, run_threshold: float | None, n_bootstrap: int
 ) -> dict[str, dict[str, float]]:
-    """The rows of one ensemble (``probs`` is ``(N, M, V)``)."""
+    """The rows of one ensemble (``probs`` is ``(N, M, V)``); ``run_threshold`` ``None``: a mix of runs, whose
+    members have no pooled threshold and whose first member is already a row of its own run."""
     rows: dict[str, dict[str, float]] = {}
     for tta, views in (("", probs[:, :, :1]), ("+tta", probs)):
         member = merge_views(views)  # (N, M)
         rules = {
-            "fold0": (member[:, :1], thresholds[:1], "mean", float(thresholds[0])),
             "mean@members": (member, thresholds, "mean", float(thresholds.mean())),
             "majority": (member, thresholds, "majority", float(thresholds.mean())),
         }
         if run_threshold is not None:
+            rules["fold0"] = (member[:, :1], thresholds[:1], "mean", float(thresholds[0]))
             rules["mean@run"] = (member, thresholds, "mean", run_threshold)
         for rule_name, (p, t, rule, thr) in rules.items():
             out = combine_members(p, t, rule=rule, threshold=thr)

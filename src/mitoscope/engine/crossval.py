@@ -243,14 +243,13 @@ def _fold_label(fold: Fold) -> str:
     return f"fold {fold.index} ({fold.name})" if fold.name else f"fold {fold.index}"
 
 
-def _counts_text(catalog: pd.DataFrame, rows: np.ndarray) -> str:
-    c = class_counts(catalog, rows)
-    return f"{c['normal']} normal / {c['atypical']} atypical"
+def _counts_text(counts: dict[str, int]) -> str:
+    return f"{counts['normal']} normal / {counts['atypical']} atypical"
 
 
 def _describe_parts(catalog: pd.DataFrame, fold: Fold) -> str:
     parts = ("train", "val", "test") if len(fold.test) else ("train", "val")
-    return ", ".join(f"{part}: {_counts_text(catalog, getattr(fold, part))}" for part in parts)
+    return ", ".join(f"{part}: {_counts_text(class_counts(catalog, getattr(fold, part)))}" for part in parts)
 
 
 def check_fold_classes(catalog: pd.DataFrame, folds: Sequence[Fold]) -> None:
@@ -273,11 +272,8 @@ def check_fold_classes(catalog: pd.DataFrame, folds: Sequence[Fold]) -> None:
     """
     problems = []
     for fold in folds:
-        bad = [
-            f"{part} has {_counts_text(catalog, getattr(fold, part))}"
-            for part in ("train", "val")
-            if min(class_counts(catalog, getattr(fold, part)).values()) == 0
-        ]
+        counts = {part: class_counts(catalog, getattr(fold, part)) for part in ("train", "val")}
+        bad = [f"{part} has {_counts_text(c)}" for part, c in counts.items() if min(c.values()) == 0]
         if bad:
             problems.append(f"{_fold_label(fold)}: {', '.join(bad)}")
     if problems:

@@ -455,7 +455,7 @@ def _points_in_core(out: dict[str, Any], tile: Tile) -> tuple[np.ndarray, np.nda
 
 
 def fold_backbone_batchnorm(model: nn.Module, tile_size: int) -> nn.Module:
-    """``model`` with the batch norms of its ``backbone`` (image tensor → feature maps) folded into the
+    """``model`` with the batch norms of its ``backbone`` (image tensor → feature maps) folded, in place, into the
     convolutions before them (:func:`mitoscope.models.fuse.fold_batchnorm`: the same features, faster); models
     without a ``backbone`` module are returned as they are.
 

@@ -108,8 +108,9 @@ def read_midogpp_json(
     One row per annotation: ``slide`` = file name, ``x``/``y`` = box centre, ``label`` ``mitotic figure`` or
     ``hard negative``, ``experts`` from ``labels`` (1 for a mitotic-figure vote, 0 otherwise), ``tumor`` from
     ``tumor_type``; ``group`` = slide, ``domain`` = the image's ``domain`` key when present (synthetic regions),
-    else the tumour (or scanner when there is no tumour). With the cross-validation CSV, ``scanner``/``origin``/``species`` are filled and a ``split`` column (``train``/``test``)
-    is added. Images without annotations are not in the catalog (their list is in ``frame.attrs["images"]``).
+    else the tumour (or scanner when there is no tumour). With the cross-validation CSV,
+    ``scanner``/``origin``/``species`` are filled and a ``split`` column (``train``/``test``) is added.
+    Images without annotations are not in the catalog (their list is in ``frame.attrs["images"]``).
 
     Args:
         path: the JSON file.
