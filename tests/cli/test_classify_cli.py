@@ -78,6 +78,29 @@ def test_folder_recursive(tmp_path: Path) -> None:
     assert not (tmp_path / "pred.json").exists()
 
 
+def test_threshold_overrides_the_trained_one(tmp_path: Path) -> None:
+    ckpt = _save(tmp_path / "m.pt")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, p in enumerate(_patches(6)):
+        Image.fromarray(p).save(folder / f"{i}.png")
+    labels = {}
+    for t in ("0", "1", "0.5"):
+        out = tmp_path / f"pred_{t}.csv"
+        res = runner.invoke(app, ["classify", str(ckpt), str(folder), "--out", str(out), "--threshold", t])
+        assert res.exit_code == 0, res.output
+        assert f"threshold {float(t):.3f}" in res.output
+        frame = pd.read_csv(out)
+        labels[t] = frame["label"].tolist()
+        expected = np.where(frame["p_atypical"].to_numpy() >= float(t), "atypical", "normal").tolist()
+        assert labels[t] == expected
+    assert set(labels["0"]) == {"atypical"} and set(labels["1"]) == {"normal"}
+    res = runner.invoke(
+        app, ["classify", str(ckpt), str(folder), "--out", str(tmp_path / "x.csv"), "--threshold", "2"]
+    )
+    assert res.exit_code != 0 and "threshold" in res.output.lower()
+
+
 def test_stack_writes_track2_json_and_ensemble_votes(tmp_path: Path) -> None:
     run = tmp_path / "run"
     for k in range(3):

@@ -87,6 +87,14 @@ def classify(
         help="Reader processes (0: a reader thread). Default: 0 on the CPU, half the cores (≤ 8) on a GPU.",
     ),
     rule: str | None = typer.Option(None, "--rule", help="Override the ensemble rule: majority or mean."),
+    threshold: float | None = typer.Option(
+        None,
+        "--threshold",
+        min=0.0,
+        max=1.0,
+        help="Decide at this P(atypical) (default: the threshold chosen on validation data in training; "
+        "with --rule majority every member votes at it).",
+    ),
     json_out: Path | None = typer.Option(
         None, "--json", help="Track 2 JSON path for a TIFF stack (default: OUT with .json)."
     ),
@@ -105,7 +113,9 @@ def classify(
         catalog, is_stack = _input_catalog(input)
         if catalog.empty:
             raise ValueError(f"{input}: no records to classify")
-        clf = Classifier.from_path(model, device=device, tta=tta, rule=rule, precision=precision)
+        clf = Classifier.from_path(
+            model, device=device, tta=tta, rule=rule, precision=precision, threshold=threshold
+        )
         result = clf.predict_catalog(catalog, batch_size=batch_size, num_workers=num_workers, source=input)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError, OSError) as exc:
         fail(exc)

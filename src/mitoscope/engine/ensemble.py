@@ -181,6 +181,25 @@ class Ensemble:
         """The shared contract (that of the first member)."""
         return self.contracts[0]
 
+    def override_threshold(self, threshold: float) -> None:
+        """Decide at ``threshold`` instead of the trained thresholds: the ensemble's and every member's vote.
+
+        Examples:
+            >>> c = ModelContract(architecture="x", kwargs={}, task="classification", input_size=8)
+            >>> ens = Ensemble([nn.Identity()] * 2, [c, c], rule="majority")
+            >>> ens.override_threshold(0.2)
+            >>> ens.combine(np.array([[0.3, 0.1]])).label.tolist(), ens.member_thresholds.tolist()
+            ([1], [0.2, 0.2])
+            >>> ens.override_threshold(1.5)
+            Traceback (most recent call last):
+            ...
+            ValueError: threshold must be in [0, 1], got 1.5
+        """
+        if not 0.0 <= float(threshold) <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        self.threshold = float(threshold)
+        self.member_thresholds = np.full(len(self.models), float(threshold))
+
     def to(self, device: str | torch.device) -> Ensemble:
         """Move every member to ``device`` (in place) and return ``self``."""
         for m in self.models:

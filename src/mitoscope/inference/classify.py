@@ -209,6 +209,7 @@ class Classifier:
         tta_reduce: str = "logits",
         precision: str = "auto",
         fuse_batchnorm: bool = True,
+        threshold: float | None = None,
     ) -> Classifier:
         """Load from a checkpoint, an ``ensemble.json``, an ensemble directory or a training RUN directory.
 
@@ -221,6 +222,8 @@ class Classifier:
             precision: see :func:`resolve_precision`.
             fuse_batchnorm: fold batch norms into the convolutions before them
                 (:func:`mitoscope.models.fuse.fold_batchnorm`; same outputs, faster).
+            threshold: decide at this P(atypical) instead of the trained threshold(s)
+                (:meth:`~mitoscope.engine.ensemble.Ensemble.override_threshold`).
 
         Examples:
             >>> Classifier.from_path("no/such/model.pt")  # doctest: +ELLIPSIS
@@ -229,6 +232,8 @@ class Classifier:
             mitoscope.utils.errors.InputError: no/such/model.pt: model path not found ...
         """
         ens = load_ensemble(path, device=device, rule=rule, tta_reduce=tta_reduce)
+        if threshold is not None:
+            ens.override_threshold(threshold)
         return cls(ens, device=device, tta=tta, precision=precision, fuse_batchnorm=fuse_batchnorm)
 
     # ------------------------------------------------------------------ properties
