@@ -7,6 +7,7 @@ import importlib
 
 import numpy as np
 import pytest
+import torch
 
 from mitoscope.data.masks import (
     MaskCache,
@@ -102,6 +103,60 @@ def test_nuclick_without_tiatoolbox_raises_clearly() -> None:
             nuclick_mask(np.zeros((64, 64, 3), np.uint8))
     else:  # pragma: no cover - only where TIAToolbox is installed
         pytest.skip("tiatoolbox installed")
+
+
+class _ClickBlob(torch.nn.Module):
+    """Stands in for TIAToolbox's NuClick: a logit map that is high within 6 px of the click and at a far
+    corner blob, so the adapter must keep the clicked component only."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[1:] == (5, 128, 128) and float(x[:, 3].sum()) == 1.0 and float(x[:, 4].sum()) == 0.0
+        yy, xx = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
+        near = (yy - 64) ** 2 + (xx - 64) ** 2 <= 36
+        corner = (yy < 10) & (xx < 10)
+        return torch.where(near | corner, 5.0, -5.0)[None, None]
+
+
+def test_nuclick_adapter_with_local_weights(tmp_path, monkeypatch) -> None:
+    """The adapter's own logic (TIAToolbox itself cannot be installed beside this torch): the model is loaded
+    once with the local weights file, the window is placed at the point and zero-padded, and the clicked
+    component is kept."""
+    import sys
+    import types
+
+    from mitoscope.data import masks as masks_mod
+
+    calls = []
+
+    def get_pretrained_model(name, pretrained_weights=None):
+        calls.append((name, pretrained_weights))
+        return _ClickBlob(), None
+
+    arch = types.ModuleType("tiatoolbox.models.architecture")
+    arch.get_pretrained_model = get_pretrained_model
+    for name, mod in {
+        "tiatoolbox": types.ModuleType("tiatoolbox"),
+        "tiatoolbox.models": types.ModuleType("tiatoolbox.models"),
+        "tiatoolbox.models.architecture": arch,
+    }.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    masks_mod._nuclick_model.cache_clear()
+    weights = tmp_path / "nuclick.pth"
+    weights.write_bytes(b"weights")
+    monkeypatch.setenv(masks_mod.NUCLICK_WEIGHTS_ENV, str(weights))
+    try:
+        img = np.full((96, 80, 3), 200, np.uint8)
+        m1 = nuclick_mask(img, (70.0, 70.0))
+        m2 = compute_mask(img, "nuclick", (70.0, 70.0))
+        with pytest.raises(FileNotFoundError, match="NuClick weights"):
+            nuclick_mask(img, weights=tmp_path / "missing.pth")
+    finally:
+        masks_mod._nuclick_model.cache_clear()
+    assert calls == [(masks_mod.NUCLICK_MODEL, str(weights))]  # loaded once, from the local file
+    np.testing.assert_array_equal(m1, m2)
+    assert m1.shape == (96, 80)
+    # the click's component, not the other blob (image rows and columns 6-15)
+    np.testing.assert_array_equal(m1, disk_mask((96, 80), (70, 70), 6))
 
 
 def test_mask_cache_round_trip(tmp_path) -> None:

@@ -144,10 +144,17 @@ def test_multitask_exports_model_without_decoders(tmp_path):
             "train.epochs=1",
             "data.balance=pos_weight",
             "cv.folds=[0]",
+            "data.mask_method=disk",
+            f"data.mask_cache={tmp_path / 'masks'}",
             *speed,
         ],
     )
     out = train_classifier(cfg, cat, tmp_path / "run", device="cpu", progress=False)
+    # the auxiliary masks by the configured method, kept on disk for the next fold or run
+    from mitoscope.data.masks import disk_mask
+
+    cached = sorted((tmp_path / "masks").rglob("*.npy"))
+    assert cached and all((np.load(f) == disk_mask((40, 40), (19.5, 19.5), 10.0)).all() for f in cached)
     full = read_checkpoint(out / "fold_0" / "best.pt")
     small = read_checkpoint(out / "fold_0" / "model.pt")
     assert (

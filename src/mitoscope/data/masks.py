@@ -9,6 +9,7 @@ fallback when nothing is found. :func:`nuclick_mask` is an adapter to TIAToolbox
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -146,12 +147,35 @@ def point_mask(
     return keep
 
 
-def nuclick_mask(rgb: np.ndarray, point: Sequence[float] | None = None, **kwargs: Any) -> np.ndarray:
+NUCLICK_WEIGHTS_ENV = "MITOSCOPE_NUCLICK_WEIGHTS"
+NUCLICK_MODEL = "nuclick_original-pannuke"
+NUCLICK_PATCH = 128  # the input side NuClick was trained on
+
+
+@functools.lru_cache(maxsize=2)
+def _nuclick_model(name: str, weights: str | None) -> Any:
+    """TIAToolbox's NuClick, loaded once per process (``weights``: a local file, else TIAToolbox fetches them)."""
+    arch = optional_import("tiatoolbox.models.architecture", purpose="NuClick masks")
+    model, _ = arch.get_pretrained_model(name, pretrained_weights=weights)
+    return model.eval()
+
+
+def nuclick_mask(
+    rgb: np.ndarray,
+    point: Sequence[float] | None = None,
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    model_name: str = NUCLICK_MODEL,
+    threshold: float = 0.33,
+) -> np.ndarray:
     """NuClick (TIAToolbox) interactive segmentation of the nucleus at ``point`` (optional dependency).
 
-    Needs ``tiatoolbox`` and its pretrained NuClick weights (fetched by TIAToolbox on first use, so the first
-    call needs internet). Raises :class:`~mitoscope.utils.optional.MissingDependencyError` when TIAToolbox is not
-    installed.
+    A 128 px window centred on the point (zero-padded at the borders), scaled to [0, 1], with the click as the
+    inclusion map and an empty exclusion map; the output above ``threshold`` (TIAToolbox's post-processing
+    value), the component at the click kept and its holes filled; a nucleus-sized disk when nothing is found.
+    ``weights`` (or the ``MITOSCOPE_NUCLICK_WEIGHTS`` environment variable) names a local weights file, for
+    machines without internet; otherwise TIAToolbox downloads them on first use. The model is loaded once per
+    process. Raises :class:`~mitoscope.utils.optional.MissingDependencyError` without TIAToolbox.
 
     Examples:
         >>> try:
@@ -160,30 +184,50 @@ def nuclick_mask(rgb: np.ndarray, point: Sequence[float] | None = None, **kwargs
         ...     "tiatoolbox" in str(exc)
         True
     """
-    optional_import("tiatoolbox", purpose="NuClick masks")
     torch = optional_import("torch", purpose="NuClick masks")
-    arch = optional_import("tiatoolbox.models.architecture", purpose="NuClick masks")
-    rgb = np.asarray(rgb)
+    weights = weights or os.environ.get(NUCLICK_WEIGHTS_ENV) or None
+    if weights is not None and not Path(weights).is_file():
+        raise FileNotFoundError(f"{weights}: NuClick weights file not found")
+    model = _nuclick_model(model_name, None if weights is None else str(weights))
+    rgb = np.asarray(rgb)[..., :3]
     h, w = rgb.shape[:2]
     px, py = (w / 2.0 - 0.5, h / 2.0 - 0.5) if point is None else (float(point[0]), float(point[1]))
-    model, _ = arch.get_pretrained_model(kwargs.get("pretrained_model", "nuclick_original-pannuke"))
-    model.eval()
-    size = 128
-    patch = np.zeros((size, size, 3), np.float32)
+    size = NUCLICK_PATCH
     top, left = round(py) - size // 2, round(px) - size // 2
     ys, xs = slice(max(0, top), min(h, top + size)), slice(max(0, left), min(w, left + size))
-    patch[ys.start - top : ys.stop - top, xs.start - left : xs.stop - left] = rgb[ys, xs] / 255.0
-    signal = np.zeros((size, size), np.float32)
-    signal[size // 2, size // 2] = 1.0
-    others = np.zeros((size, size), np.float32)
-    x = np.concatenate([patch, signal[..., None], others[..., None]], axis=-1).transpose(2, 0, 1)[None]
+    inner = (slice(ys.start - top, ys.stop - top), slice(xs.start - left, xs.stop - left))
+    x = np.zeros((5, size, size), np.float32)
+    x[:3][(slice(None), *inner)] = np.moveaxis(rgb[ys, xs], -1, 0) / 255.0
+    x[3, size // 2, size // 2] = 1.0  # inclusion map: the click; channel 4, the exclusion map, stays empty
     with torch.no_grad():
-        prob = torch.sigmoid(model(torch.from_numpy(x)))[0, 0].numpy()
-    out = np.zeros((h, w), bool)
-    out[ys, xs] = prob[ys.start - top : ys.stop - top, xs.start - left : xs.stop - left] > 0.5
-    if not out.any():
+        prob = torch.sigmoid(model(torch.from_numpy(x[None])))[0, 0].numpy()
+    window = np.zeros((h, w), np.float32)
+    window[ys, xs] = prob[inner]
+    component = _component_at(window > threshold, (px, py))
+    if component is None:
         return disk_mask((h, w), (px, py), 10.0)
-    return ndi.binary_fill_holes(out)
+    return ndi.binary_fill_holes(component)
+
+
+def _component_at(mask: np.ndarray, point: tuple[float, float], radius: float = 10.0) -> np.ndarray | None:
+    """The connected component of ``mask`` at ``point`` = ``(x, y)``, else the nearest within ``radius`` px.
+
+    Examples:
+        >>> m = np.zeros((9, 9), bool); m[1:3, 1:3] = True; m[5:8, 5:8] = True
+        >>> int(_component_at(m, (6, 6)).sum()), _component_at(m, (0, 8), radius=1) is None
+        (9, True)
+    """
+    labels, n = ndi.label(mask)
+    if n == 0:
+        return None
+    x, y = min(max(round(point[0]), 0), mask.shape[1] - 1), min(max(round(point[1]), 0), mask.shape[0] - 1)
+    at = labels[y, x]
+    if at == 0:
+        dist, (iy, ix) = ndi.distance_transform_edt(labels == 0, return_indices=True)
+        if dist[y, x] > radius:
+            return None
+        at = labels[iy[y, x], ix[y, x]]
+    return np.asarray(labels == at)
 
 
 def compute_mask(

@@ -21,6 +21,7 @@ sharded and gathered, and rank 0 writes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import json
 import logging
@@ -41,7 +42,7 @@ from mitoscope.data.datasets import PatchDataset
 from mitoscope.data.patch_cache import PatchCache
 from mitoscope.data.samplers import ClassBalancedSampler, EpochTaggedSampler, ShardedSequentialSampler
 from mitoscope.engine import distributed as D
-from mitoscope.engine.config import ClassifierConfig, OptimConfig, config_to_dict, save_config
+from mitoscope.engine.config import ClassifierConfig, DataConfig, OptimConfig, config_to_dict, save_config
 from mitoscope.engine.crossval import (
     FOLD_METRICS,
     FOLD_PREDICTIONS,
@@ -167,12 +168,15 @@ def _transforms(cfg: ClassifierConfig, mean: Sequence[float], std: Sequence[floa
     return train_tf, eval_tf
 
 
-def _mask_fn(targets: set[str]) -> Any:
+def _mask_fn(targets: set[str], data: DataConfig) -> Any:
+    """``rgb -> mask`` of the figure at the patch centre by ``data.mask_method`` (on disk when ``mask_cache``)."""
     if "mask" not in targets:
         return None
-    from mitoscope.data.masks import point_mask
+    from mitoscope.data.masks import CachedMask, compute_mask
 
-    return point_mask
+    if data.mask_cache:
+        return CachedMask(data.mask_cache, data.mask_method)
+    return functools.partial(compute_mask, method=data.mask_method)
 
 
 def _hard_fn(model: nn.Module) -> Any:
@@ -351,7 +355,7 @@ def train_fold(
     common = {
         "size": cfg.data.size,
         "mpp": cfg.data.mpp,
-        "mask_fn": _mask_fn(targets),
+        "mask_fn": _mask_fn(targets, cfg.data),
         "hard_fn": _hard_fn(model),
         "n_experts": n_experts,
         "root": root,

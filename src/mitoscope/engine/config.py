@@ -53,6 +53,9 @@ class DataConfig:
     builder as ``pos_weight`` when it accepts one), ``"none"`` does nothing.
     ``augment`` is passed as keyword arguments to ``build_patch_transform`` (unknown keys raise there).
     ``mean``/``std`` default to the backbone's normalisation when left empty.
+    ``mask_method`` makes the auxiliary masks of multi-task models from the point annotation
+    (:func:`mitoscope.data.masks.compute_mask`: ``hematoxylin``, ``nuclick`` or ``disk``); ``mask_cache`` is a
+    folder that keeps them on disk between epochs, folds and runs (worth it for NuClick).
     """
 
     size: int = 128
@@ -65,6 +68,8 @@ class DataConfig:
     augment: dict[str, Any] = dataclasses.field(default_factory=dict)
     mean: list[float] | None = None
     std: list[float] | None = None
+    mask_method: Literal["hematoxylin", "nuclick", "disk"] = "hematoxylin"
+    mask_cache: str | None = None
 
 
 @dataclasses.dataclass
