@@ -86,6 +86,7 @@ def demo_plan(quick: bool = False) -> DemoPlan:
         classifier_overrides=(
             "train.epochs=3", "train.patience=null", "train.max_steps_per_epoch=15",
             "data.size=96", "data.augment.crop=96", "model.kwargs.frozen_stages=0",
+            "data.augment.hed_jitter=0.05",  # the recipe's strong stain jitter needs more than 45 steps
         ),
         detector_overrides=(
             "train.epochs=8", "data.crops_per_epoch=96", "train.amp=false",
@@ -169,7 +170,8 @@ def train_classifier_step(out: Path, plan: DemoPlan, patches: Path, log: Log) ->
     log(f"[2/5] classifier: training ({', '.join(plan.classifier_overrides) or 'classifier-cpu recipe'})")
     config = load_config("classifier-cpu", ClassifierConfig, list(plan.classifier_overrides))
     catalog = load_catalog(patches)
-    train_classifier(config, catalog, run, device=plan.device, resume=True, progress=False, root=patches)
+    # the catalog's paths already lead to the files (they include ``patches``): no root to resolve them against
+    train_classifier(config, catalog, run, device=plan.device, resume=True, progress=False)
     seconds = time.perf_counter() - t0
     _finish(out, "classifier", {"run": str(run), "seconds": seconds})
     log(f"      done in {seconds:.0f} s")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -24,8 +25,9 @@ def test_quick_plan_is_smaller_and_recipes_are_found() -> None:
 
 
 @pytest.mark.slow
-def test_demo_quick_runs_and_resumes(tmp_path) -> None:
-    out = tmp_path / "demo"
+def test_demo_quick_runs_and_resumes(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = Path("demo")  # relative, as `make demo` gives it
     res = runner.invoke(app, ["demo", "--quick", "--out", str(out)], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert "MIDOG F1" in res.output and "balanced accuracy" in res.output
