@@ -170,7 +170,6 @@ def train_classifier_step(out: Path, plan: DemoPlan, patches: Path, log: Log) ->
     log(f"[2/5] classifier: training ({', '.join(plan.classifier_overrides) or 'classifier-cpu recipe'})")
     config = load_config("classifier-cpu", ClassifierConfig, list(plan.classifier_overrides))
     catalog = load_catalog(patches)
-    # the catalog's paths already lead to the files (they include ``patches``): no root to resolve them against
     train_classifier(config, catalog, run, device=plan.device, resume=True, progress=False)
     seconds = time.perf_counter() - t0
     _finish(out, "classifier", {"run": str(run), "seconds": seconds})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
@@ -28,9 +30,10 @@ def test_masks_on_a_plain_folder(tmp_path) -> None:
     assert list((tmp_path / "c").rglob("*.npy"))
 
 
-def test_masks_on_real_amibr_csv(tmp_path, shared_data) -> None:
+def test_masks_on_real_amibr_csv(tmp_path, shared_data, monkeypatch) -> None:
     out = tmp_path / "sheet.png"
-    src = shared_data / "amibr" / "amibr_train.csv"
+    monkeypatch.chdir(shared_data)
+    src = Path("amibr") / "amibr_train.csv"  # relative, as in the README's example
     res = runner.invoke(app, ["data", "masks", str(src), "--out", str(out), "--n", "4", "--ncols", "2"])
     assert res.exit_code == 0, res.output
     w, h = Image.open(out).size

@@ -43,8 +43,8 @@ def _load_patches(source: Path, n: int, seed: int) -> list[tuple[Any, str, int, 
             raise InputError("the source holds no records", path=source)
         take = np.sort(rng.choice(len(catalog), size=min(n, len(catalog)), replace=False))
         sub = catalog.iloc[take]
-        root = source if source.is_dir() else source.parent
-        ds = PatchDataset(sub, transform=_identity, size=128, root=root, source=source)
+        # the readers already resolve image paths (a catalog CSV's against its folder): no root here
+        ds = PatchDataset(sub, transform=_identity, size=128, source=source)
         out = []
         for i, (_, rec) in enumerate(sub.iterrows()):
             image = str(rec["image"] or "")

@@ -328,7 +328,6 @@ def train_fold(
     device: str | torch.device = "auto",
     resume: bool = True,
     progress: bool | None = None,
-    root: str | os.PathLike[str] | None = None,
     source: object = None,
 ) -> dict[str, Any]:
     """Train one fold: ``fit`` with early stopping, then threshold, ``model.pt``, metrics and predictions.
@@ -358,7 +357,6 @@ def train_fold(
         "mask_fn": _mask_fn(targets, cfg.data),
         "hard_fn": _hard_fn(model),
         "n_experts": n_experts,
-        "root": root,
         "source": source,
     }
     cache_bytes = int(cfg.data.cache_mb * 2**20)
@@ -563,7 +561,6 @@ def train_classifier(
     resume: bool = True,
     folds: Sequence[int] | None = None,
     progress: bool | None = None,
-    root: str | os.PathLike[str] | None = None,
     source: object = None,
 ) -> Path:
     """Cross-validate (or hold-out train) the classifier recipe ``config`` on ``catalog``.
@@ -581,7 +578,6 @@ def train_classifier(
         resume: reuse finished folds and ``last.pt`` checkpoints.
         folds: only these fold indices (default ``config.cv.folds`` or all).
         progress: progress bars (None: when stderr is a terminal).
-        root: directory that relative image/slide paths in ``catalog`` are resolved against.
         source: name of the catalog's source for error messages.
 
     Returns:
@@ -644,7 +640,6 @@ def train_classifier(
             device=device,
             resume=resume,
             progress=progress,
-            root=root,
             source=source,
         )
 
