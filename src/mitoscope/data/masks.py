@@ -114,11 +114,7 @@ def point_mask(
     labels, n = ndi.label(fg)
     if n == 0:
         return fallback
-    # distance from the point to every component
-    yy, xx = np.nonzero(labels)
-    dist = np.hypot(xx - px, yy - py)
-    best = np.full(n + 1, np.inf)
-    np.minimum.at(best, labels[yy, xx], dist)
+    best = _component_distances(labels, n, (px, py))
     seed = int(np.argmin(best))
     if best[seed] > search_radius:
         # nothing at the point: the point may sit between the halves of an anaphase / telophase figure;
@@ -209,8 +205,24 @@ def nuclick_mask(
     return ndi.binary_fill_holes(component)
 
 
+def _component_distances(labels: np.ndarray, n: int, point: tuple[float, float]) -> np.ndarray:
+    """Distance from ``point`` = ``(x, y)`` to the nearest pixel of each of the ``n`` labelled components
+    (index = label; index 0, the background, is infinite).
+
+    Examples:
+        >>> labels = np.zeros((5, 5), int); labels[0, 0] = 1; labels[4, 4] = 2
+        >>> _component_distances(labels, 2, (4.0, 0.0)).round(2).tolist()
+        [inf, 4.0, 4.0]
+    """
+    yy, xx = np.nonzero(labels)
+    best = np.full(n + 1, np.inf)
+    np.minimum.at(best, labels[yy, xx], np.hypot(xx - point[0], yy - point[1]))
+    return best
+
+
 def _component_at(mask: np.ndarray, point: tuple[float, float], radius: float = 10.0) -> np.ndarray | None:
-    """The connected component of ``mask`` at ``point`` = ``(x, y)``, else the nearest within ``radius`` px.
+    """The connected component of ``mask`` nearest ``point`` = ``(x, y)`` (the one under it, if any), or
+    ``None`` when none comes within ``radius`` px.
 
     Examples:
         >>> m = np.zeros((9, 9), bool); m[1:3, 1:3] = True; m[5:8, 5:8] = True
@@ -220,14 +232,9 @@ def _component_at(mask: np.ndarray, point: tuple[float, float], radius: float = 
     labels, n = ndi.label(mask)
     if n == 0:
         return None
-    x, y = min(max(round(point[0]), 0), mask.shape[1] - 1), min(max(round(point[1]), 0), mask.shape[0] - 1)
-    at = labels[y, x]
-    if at == 0:
-        dist, (iy, ix) = ndi.distance_transform_edt(labels == 0, return_indices=True)
-        if dist[y, x] > radius:
-            return None
-        at = labels[iy[y, x], ix[y, x]]
-    return np.asarray(labels == at)
+    best = _component_distances(labels, n, point)
+    seed = int(np.argmin(best))
+    return None if best[seed] > radius else np.asarray(labels == seed)
 
 
 def compute_mask(
