@@ -8,7 +8,8 @@
 # GPU's counterpart of the recipe's CPU bfloat16.
 #
 # Usage (repo root):  DATA=../shared/data RUNS=runs/gpu bash benchmarks/classifier_gpu.sh [variant ...]
-#   variants: single multitask experts (default: all three)
+#   variants: single multitask experts (default: all three); recipe candidates on the single-task model:
+#   soft (trained on the share of expert votes), unfreeze (frozen_stages 3: one more stage trained), soft_unfreeze
 #   DATA holds amibr/amibr_train.csv and atnorm-md/ (benchmarks/jpeg_copy.py writes a JPEG copy small enough
 #   to carry to a lent GPU machine); TRAIN_TIMEOUT caps the training phase (seconds); DEVICE (default cuda);
 #   EXTRA: more options for every training call, e.g. "--set train.epochs=1" for a smoke test; SCORE=0 skips
@@ -29,6 +30,9 @@ declare -A SETS=(
   [single]=""
   [multitask]="--set model.name=atypical_multitask"
   [experts]="--set model.name=atypical_experts --set model.kwargs.hidden=512"
+  [soft]="--set model.kwargs.soft_labels=true"
+  [unfreeze]="--set model.kwargs.frozen_stages=3"
+  [soft_unfreeze]="--set model.kwargs.soft_labels=true --set model.kwargs.frozen_stages=3"
 )
 common=(--config classifier-cpu --data "$DATA/amibr/amibr_train.csv" --device "$DEVICE" --no-progress
   --set cv.scheme=group_kfold --set "cv.n_splits=$FOLDS" --set train.amp=true "${extra[@]}")

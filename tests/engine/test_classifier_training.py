@@ -196,6 +196,18 @@ def test_experts_model_with_four_hardness_classes_and_lodo(tmp_path):
     assert json.loads((out / "ensemble.json").read_text())["rule"] == "majority"
 
 
+def test_single_model_trains_on_the_share_of_expert_votes(tmp_path):
+    cat = write_patches(tmp_path / "p", n=18, n_slides=9)
+    overrides = [*TINY, "model.name=atypical_single", "model.kwargs.soft_labels=true", "train.epochs=1"]
+    cfg = load_config(None, ClassifierConfig, [*overrides, "cv.folds=[0]"])
+    out = train_classifier(cfg, cat, tmp_path / "run", device="cpu", progress=False)
+    model, contract = load_model(out / "fold_0" / "model.pt")
+    assert contract.kwargs["soft_labels"] is True and model.required_targets == {"label", "experts"}
+    no_votes = cat.assign(experts=[()] * len(cat))  # a source without votes trains on the label
+    out = train_classifier(cfg, no_votes, tmp_path / "run_no_votes", device="cpu", progress=False)
+    assert (out / "fold_0" / "model.pt").is_file()
+
+
 def test_bad_inputs(tmp_path):
     cat = make_catalog(
         [{"image": "a.png", "label": "mitotic figure"}, {"image": "b.png", "label": "hard negative"}]

@@ -39,6 +39,7 @@ CASES = [
         dict(backbone="test_efficientnet", context_crop=40, hidden=32),
         {"loss_experts", "loss_hard"},
     ),
+    ("atypical_single", dict(backbone="test_resnet", soft_labels=True), {"loss_cls"}),
 ]
 IDS = [f"{a}-{i}" for i, (a, _, _) in enumerate(CASES)]
 
@@ -166,6 +167,27 @@ def test_multitask_pos_weight_changes_the_classification_loss() -> None:
         with torch.no_grad():
             losses.append(float(m(_images(), {"label": torch.tensor([0.0, 1.0, 1.0])})["loss_cls"]))
     assert losses[1] > losses[0]
+
+
+@torch.no_grad()
+def test_single_soft_labels_train_on_the_share_of_votes() -> None:
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = create_model("atypical_single", backbone="test_resnet", soft_labels=True, dropout=0.0).train()
+    model.backbone.eval()  # fixed BN statistics: identical forward passes
+    assert model.required_targets == {"label", "experts"}
+    x = _images()
+    votes = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, -1.0], [-1.0, -1.0, -1.0]])
+    t = {"label": torch.tensor([0.0, 1.0, 1.0]), "experts": votes}
+    loss = float(model(x, t)["loss_cls"])
+    model.eval()
+    logits = model(x)["logits"]
+    # 1 of 3, 2 of 2 voted atypical; no votes: the label
+    assert loss == pytest.approx(
+        float(F.binary_cross_entropy_with_logits(logits, torch.tensor([1 / 3, 1.0, 1.0])))
+    )
+    assert loss != pytest.approx(float(F.binary_cross_entropy_with_logits(logits, t["label"])))
 
 
 @torch.no_grad()

@@ -172,6 +172,24 @@ def label_target(targets: Mapping[str, Tensor], n: int, *, model: str = "model")
     return label
 
 
+def vote_fraction_target(targets: Mapping[str, Tensor], n: int, *, model: str = "model") -> Tensor:
+    """Soft label ``(N,)``: the share of the experts who voted atypical (the 0/1 ``label`` where none voted).
+
+    ``targets["experts"]`` is ``(N, E)`` with 1 atypical, 0 normal and -1 (or NaN) for a missing vote.
+
+    Examples:
+        >>> t = {"label": torch.tensor([1.0, 0.0]), "experts": torch.tensor([[1.0, 1.0, 0.0], [-1.0, -1.0, -1.0]])}
+        >>> [round(v, 3) for v in vote_fraction_target(t, 2).tolist()]
+        [0.667, 0.0]
+    """
+    label = label_target(targets, n, model=model)
+    votes = torch.nan_to_num(targets["experts"].float(), nan=-1.0).reshape(n, -1)
+    valid = votes >= 0
+    n_valid = valid.sum(dim=1)
+    share = (votes.clamp(min=0) * valid).sum(dim=1) / n_valid.clamp(min=1)
+    return torch.where(n_valid > 0, share, label)
+
+
 def prob_to_logit(prob: Tensor, eps: float = 1e-6) -> Tensor:
     """Inverse sigmoid with clamping, for models whose probability is not a single logit's sigmoid."""
     return torch.logit(prob.clamp(eps, 1 - eps))

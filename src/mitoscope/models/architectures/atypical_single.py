@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from mitoscope.models.backbones import Pretrained, backbone_normalization, create_backbone
 from mitoscope.models.backbones import num_features as _num_features
-from mitoscope.models.heads import MLPHead, check_images, check_targets, label_target
+from mitoscope.models.heads import MLPHead, check_images, check_targets, label_target, vote_fraction_target
 from mitoscope.models.losses import weighted_bce
 from mitoscope.models.registry import register_model
 
@@ -77,6 +77,7 @@ class AtypicalSingle(AtypicalClassifier):
         pos_weight: float = 1.0,
         drop_path_rate: float = 0.0,
         frozen_stages: int = 0,
+        soft_labels: bool = False,
     ) -> None:
         super().__init__()
         extra: dict[str, Any] = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
@@ -85,7 +86,8 @@ class AtypicalSingle(AtypicalClassifier):
         self.head = MLPHead(_num_features(self.backbone), hidden=hidden, out_features=1, dropout=dropout)
         self.pos_weight = float(pos_weight)
         self.mean, self.std = backbone_normalization(backbone, pretrained)
-        self.required_targets = {"label"}
+        self.soft_labels = bool(soft_labels)
+        self.required_targets = {"label", "experts"} if soft_labels else {"label"}
 
     def _logits(self, images: Tensor) -> Tensor:
         return self.head(self.backbone(images)).squeeze(1)
@@ -95,7 +97,11 @@ class AtypicalSingle(AtypicalClassifier):
         return {"logits": logits, "prob": torch.sigmoid(logits)}
 
     def _losses(self, images: Tensor, targets: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        label = label_target(targets, images.shape[0], model=self.architecture)
+        n = images.shape[0]
+        if self.soft_labels:
+            label = vote_fraction_target(targets, n, model=self.architecture)
+        else:
+            label = label_target(targets, n, model=self.architecture)
         return {"loss_cls": weighted_bce(self._logits(images), label, self.pos_weight)}
 
 
@@ -109,6 +115,7 @@ def atypical_single(
     pos_weight: float = 1.0,
     drop_path_rate: float = 0.0,
     frozen_stages: int = 0,
+    soft_labels: bool = False,
 ) -> AtypicalSingle:
     """Single-task baseline: timm backbone → FC 512 → FC 256 → 1 logit, BCE weighted by ``pos_weight``.
 
@@ -121,6 +128,8 @@ def atypical_single(
         drop_path_rate: stochastic depth of the backbone (when it supports it).
         frozen_stages: freeze the backbone's stem and first stages
             (:func:`mitoscope.models.backbones.freeze_stages`).
+        soft_labels: train on the share of experts who voted atypical (needs the ``experts`` votes, as
+            AMi-Br has) instead of the 0/1 majority label: patches the experts disagree on count as uncertain.
 
     Examples:
         >>> from mitoscope.models.registry import create_model
@@ -137,6 +146,7 @@ def atypical_single(
         pos_weight=pos_weight,
         drop_path_rate=drop_path_rate,
         frozen_stages=frozen_stages,
+        soft_labels=soft_labels,
     )
 
 
