@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from mitoscope.utils.atomic import write_text_atomic
+from mitoscope.utils.device import resolve_device
 from mitoscope.utils.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -287,10 +288,21 @@ def evaluate_step(analysis: Path, regions: Path, classifier: Path, plan: DemoPla
 # ------------------------------------------------------------------------------------------------ driver
 
 
+def _without_device(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if k != "device"}
+
+
 def run_demo(
-    out: str | os.PathLike[str] = "mitoscope-demo", *, quick: bool = False, log: Log | None = None
+    out: str | os.PathLike[str] = "mitoscope-demo",
+    *,
+    quick: bool = False,
+    device: str = "cpu",
+    log: Log | None = None,
 ) -> dict:
     """Run (or resume) the whole demo into ``out`` and return the results (also in ``out/demo_results.json``).
+
+    ``device`` trains and runs both models there (``"auto"``, ``"cpu"``, ``"cuda"``, ...); the figures in the
+    README are from the CPU. A demo may be resumed on another device; quick and full never mix.
 
     Examples:
         >>> results = run_demo("mitoscope-demo", quick=True)  # doctest: +SKIP
@@ -300,12 +312,12 @@ def run_demo(
     log = log or logger.info
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    plan = demo_plan(quick)
+    plan = dataclasses.replace(demo_plan(quick), device=str(resolve_device(device)))
     settings = dataclasses.asdict(plan)
     previous = out / "demo_plan.json"
-    if previous.is_file() and json.loads(previous.read_text(encoding="utf-8")) != json.loads(
-        json.dumps(settings)
-    ):
+    if previous.is_file() and _without_device(
+        json.loads(previous.read_text(encoding="utf-8"))
+    ) != _without_device(json.loads(json.dumps(settings))):
         raise InputError(
             "this folder holds a demo made with other settings (quick vs full); use another --out", path=out
         )

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from mitoscope.cli.main import app
@@ -48,6 +49,20 @@ def test_demo_quick_runs_and_resumes(tmp_path, monkeypatch) -> None:
     assert res.exit_code == 0, res.output
     assert res.output.count("reusing") == 3 and "already done" in res.output
 
+    # A demo made on another device resumes too (the device is not a setting of the data or the recipes).
+    plan = json.loads((out / "demo_plan.json").read_text())
+    (out / "demo_plan.json").write_text(json.dumps({**plan, "device": "cuda:0"}))
+    res = runner.invoke(app, ["demo", "--quick", "--out", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0 and res.output.count("reusing") == 3, res.output
+    assert json.loads((out / "demo_plan.json").read_text())["device"] == "cpu"
+
     # A full demo into the quick folder is refused with a clear message.
     res = runner.invoke(app, ["demo", "--out", str(out)])
     assert res.exit_code == 2 and "other settings" in res.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_demo_on_a_missing_gpu_says_so(tmp_path) -> None:
+    res = runner.invoke(app, ["demo", "--quick", "--device", "cuda", "--out", str(tmp_path / "demo")])
+    assert res.exit_code == 2 and "CUDA is not available" in res.output
+    assert not (tmp_path / "demo" / "demo_plan.json").exists()

@@ -74,7 +74,7 @@ def classify(
     ),
     tta: bool = typer.Option(False, "--tta", help="Average the 8 dihedral views (rotations x flips)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Patches per forward pass."),
-    device: str = typer.Option("cpu", "--device", help="Torch device (cpu, cuda, cuda:1, mps)."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda or cuda:N."),
     precision: str = typer.Option(
         "auto",
         "--precision",

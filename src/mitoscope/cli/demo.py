@@ -14,6 +14,11 @@ def demo(
         Path("mitoscope-demo"), "--out", "-o", help="Demo folder (re-running resumes it)."
     ),
     quick: bool = typer.Option(False, "--quick", help="Tiny everything (about a minute; for tests)."),
+    device: str = typer.Option(
+        "cpu",
+        "--device",
+        help="Where to train and run the models: cpu (the README's figures), auto, cuda, cuda:N.",
+    ),
 ) -> None:
     """Run the whole pipeline on synthetic data, no downloads: synthesise multi-domain patches and regions, train a
     small classifier and detector (fast CPU recipes), analyse held-out regions of an UNSEEN domain, print the counts
@@ -32,7 +37,7 @@ def demo(
         console.print(msg, markup=False, highlight=False)
 
     try:
-        results = run_demo(out, quick=quick, log=log)
+        results = run_demo(out, quick=quick, device=device, log=log)
     except (ValueError, OSError, RuntimeError, MissingDependencyError) as exc:
         fail(exc, code=2)
 

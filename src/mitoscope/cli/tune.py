@@ -30,7 +30,7 @@ def tune_classifier(
     epochs: int | None = typer.Option(
         None, "--epochs", help="Epochs per trial (default: hpo.epochs or recipe)."
     ),
-    device: str = typer.Option("cpu", "--device", help="Training device."),
+    device: str = typer.Option("auto", "--device", help="Training device: auto, cpu, cuda or cuda:N."),
     seed: int = typer.Option(0, "--seed", help="Sampler seed."),
     overrides: list[str] = typer.Option([], "--set", help="Recipe override key.path=value (repeatable)."),
 ) -> None:

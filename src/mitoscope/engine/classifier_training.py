@@ -54,10 +54,11 @@ from mitoscope.engine.crossval import (
     run_crossval,
 )
 from mitoscope.engine.ensemble import RULES
-from mitoscope.engine.loop import EpochState, autocast, fit, resolve_device
+from mitoscope.engine.loop import EpochState, autocast, fit
 from mitoscope.engine.seed import seed_everything, seed_worker
 from mitoscope.models.checkpoint import ModelContract, read_checkpoint, save_checkpoint
 from mitoscope.utils.atomic import write_text_atomic
+from mitoscope.utils.device import resolve_device
 from mitoscope.utils.errors import InputError
 
 logger = logging.getLogger(__name__)

@@ -406,10 +406,11 @@ def train_detector(
         points_by_slide,
     )
     from mitoscope.engine.config import config_to_dict, save_config
-    from mitoscope.engine.loop import fit, resolve_device
+    from mitoscope.engine.loop import fit
     from mitoscope.models.checkpoint import ModelContract
     from mitoscope.models.registry import create_model
     from mitoscope.utils.atomic import write_text_atomic
+    from mitoscope.utils.device import resolve_device
 
     cfg = config if isinstance(config, DetectorConfig) else load_detector_config(config)
     if cfg.train.threads:
@@ -614,7 +615,7 @@ def cross_validate_lotd(
     names = sorted({t for t in full.tumors.values() if t}) if domains is None else list(domains)
     if len(names) < 2:
         raise InputError(f"leave-one-domain-out needs at least two tumour types/domains, found {names}")
-    from mitoscope.engine.loop import resolve_device
+    from mitoscope.utils.device import resolve_device
 
     rows = []
     dev = resolve_device(device)

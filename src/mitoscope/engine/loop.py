@@ -103,26 +103,6 @@ def move_to_device(obj: Any, device: torch.device | str, *, non_blocking: bool =
     return obj
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → CUDA when available (the local rank's GPU under torchrun), else CPU.
-
-    Examples:
-        >>> resolve_device("cpu").type
-        'cpu'
-    """
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available")
-    if device == "cuda":
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device(device)
-
-
 def _batch_size(images: Any) -> int:
     if isinstance(images, torch.Tensor):
         return int(images.shape[0]) if images.ndim else 1

@@ -23,6 +23,7 @@ import torch
 from mitoscope.engine.ensemble import Ensemble, EnsembleOutput, load_ensemble
 from mitoscope.io.slide_base import Slide, as_rgb_uint8
 from mitoscope.models.checkpoint import ModelContract
+from mitoscope.utils.device import resolve_device
 
 T = TypeVar("T")
 
@@ -143,7 +144,7 @@ class Classifier:
 
     Args:
         ensemble: the models.
-        device: torch device.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a torch device.
         tta: average the 8 dihedral views (rotations × flips).
         precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`resolve_precision`); the
             models run in channels-last memory format, which the CPU's convolutions prefer.
@@ -172,8 +173,8 @@ class Classifier:
         precision: str = "auto",
         fuse_batchnorm: bool = True,
     ) -> None:
-        self.ensemble = ensemble.to(device)
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
+        self.ensemble = ensemble.to(self.device)
         self.tta = bool(tta)
         self.precision = resolve_precision(precision, self.device)
         self.reader_nice = READER_NICE
@@ -215,7 +216,7 @@ class Classifier:
 
         Args:
             path: where the model(s) are.
-            device: torch device.
+            device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a torch device.
             tta: 8-view test-time augmentation.
             rule: override the ensemble rule (``"majority"`` or ``"mean"``).
             tta_reduce: merge TTA views by mean ``"logits"`` or mean ``"prob"``.
@@ -231,6 +232,7 @@ class Classifier:
             ...
             mitoscope.utils.errors.InputError: no/such/model.pt: model path not found ...
         """
+        device = resolve_device(device)
         ens = load_ensemble(path, device=device, rule=rule, tta_reduce=tta_reduce)
         if threshold is not None:
             ens.override_threshold(threshold)

@@ -363,7 +363,8 @@ def build_pipeline(
     """
     from mitoscope.data.tissue import slide_tissue_mask, tissue_area_mm2
     from mitoscope.inference.classify import Classifier
-    from mitoscope.inference.detect import Detector, resolve_device
+    from mitoscope.inference.detect import Detector
+    from mitoscope.utils.device import resolve_device
 
     log = log or logger.info
     dev = resolve_device(device)

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from mitoscope.inference.tiling import Tile, select_tissue_tiles, tile_grid
+from mitoscope.utils.device import resolve_device
 from mitoscope.utils.errors import InputError
 
 if TYPE_CHECKING:
@@ -44,23 +45,6 @@ CHECKPOINT_NAMES = ("best.pt", "model.pt", "checkpoints/best.pt", "last.pt", "ch
 DETECTION_COLUMNS = ("x", "y", "score", "label")
 
 ProgressArg = bool | Callable[[int, int], None]
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; anything else is passed to ``torch.device``.
-
-    Examples:
-        >>> str(resolve_device("cpu"))
-        'cpu'
-    """
-    import torch
-
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} requested but CUDA is not available")
-    return dev
 
 
 def find_checkpoint(path: str | os.PathLike[str]) -> Path:
