@@ -142,3 +142,36 @@ def test_errors(tmp_path: Path) -> None:
     ok.write_text("file,p_atypical\n0.png,0.3\n")
     res = runner.invoke(app, ["evaluate", "classification", str(ok), "--truth", str(votes), "--by", "colour"])
     assert res.exit_code == 1 and "colour" in res.output
+
+
+def test_choose_threshold_reports_the_local_operating_point(tmp_path: Path) -> None:
+    votes = _atnorm_like(tmp_path / "atnorm")
+    # atypical 0.3-0.45, normal 0.05-0.25: the trained threshold 0.5 misses every atypical figure
+    probs = [0.45, 0.4, 0.35, 0.3, 0.05, 0.1, 0.15, 0.2, 0.25, 0.1]
+    pred = pd.DataFrame(
+        {
+            "file": [f"{'Atypical' if i < 4 else 'Normal'}/{i}.png" for i in range(10)],
+            "p_atypical": probs,
+            "label": ["normal"] * 10,
+        }
+    )
+    pred.to_csv(tmp_path / "pred.csv", index=False)
+    args = ["evaluate", "classification", str(tmp_path / "pred.csv"), "-t", str(votes), "--bootstrap", "0"]
+    res = runner.invoke(app, [*args, "--choose-threshold", "--json", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["balanced_accuracy"] == pytest.approx(0.5)  # the CSV's own labels
+    chosen = report["chosen_threshold"]
+    assert 0.25 < chosen["threshold"] < 0.3 and chosen["balanced_accuracy"] == pytest.approx(1.0)
+    assert "--threshold 0.275" in " ".join(res.output.split())
+
+    # one class only: nothing to choose, said plainly
+    pd.DataFrame({"Filename": ["0.png"], "Majority": ["Atypical"]}).to_csv(tmp_path / "one.csv", index=False)
+    (tmp_path / "Atypical").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "Atypical" / "0.png")
+    res = runner.invoke(
+        app,
+        ["evaluate", "classification", str(tmp_path / "pred.csv"), "-t", str(tmp_path / "one.csv"),
+         "--bootstrap", "0", "--choose-threshold"],
+    )  # fmt: skip
+    assert res.exit_code != 0 and "needs both atypical and normal labels" in res.output

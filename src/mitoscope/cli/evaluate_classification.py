@@ -56,6 +56,23 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
+def _chosen_threshold(targets: Any, probs: Any) -> dict[str, Any]:
+    """The balanced-accuracy-maximising threshold on ``(targets, probs)`` and the metrics at it."""
+    from mitoscope.engine.crossval import choose_threshold
+    from mitoscope.metrics.classification import balanced_accuracy, sensitivity, specificity, threshold_probs
+
+    if len(set(targets.tolist())) < 2:
+        raise ValueError("--choose-threshold needs both atypical and normal labels")
+    t = choose_threshold(targets, probs)
+    decided = threshold_probs(probs, t)
+    return {
+        "threshold": t,
+        "balanced_accuracy": balanced_accuracy(targets, decided),
+        "sensitivity": sensitivity(targets, decided),
+        "specificity": specificity(targets, decided),
+    }
+
+
 def evaluate_classification(
     predictions: Path = typer.Argument(
         ..., help="CSV written by `mitoscope classify` (file, p_atypical, label)."
@@ -75,52 +92,57 @@ def evaluate_classification(
     plots: Path | None = typer.Option(
         None, "--plots", help="Write confusion_matrix.png and roc_curve.png into this folder."
     ),
+    choose: bool = typer.Option(
+        False,
+        "--choose-threshold",
+        help="Also report the threshold that maximises balanced accuracy on these labels (a local operating "
+        "point, e.g. from a few labelled cases of your own lab, for `mitoscope classify --threshold`).",
+    ),
 ) -> None:
     """Score predictions against ground truth: balanced accuracy, AUROC, sensitivity, specificity, F1."""
-    import pandas as pd
     from rich.console import Console
 
-    from mitoscope.metrics.classification import classification_report, join_predictions
+    from mitoscope.metrics.classification import classification_report
+    from mitoscope.metrics.scored import read_scored_predictions
     from mitoscope.utils.atomic import write_text_atomic
 
     console = Console()
     err = Console(stderr=True)
     try:
-        from mitoscope.data.sources import load_catalog
-
-        if not predictions.is_file():
-            raise FileNotFoundError(f"{predictions}: predictions file not found")
-        pred = pd.read_csv(predictions)
-        file_col = "file" if "file" in pred.columns else "image"
-        catalog = load_catalog(truth)
-        if by is not None and by not in catalog.columns:
-            raise ValueError(f"--by {by!r} is not a catalog column; choose from {list(catalog.columns)}")
-        joined, unmatched = join_predictions(pred, catalog, file_column=file_col)
-        if joined.empty:
-            raise ValueError(f"{predictions}: no prediction matches a labelled record of {truth}")
-        preds = None
-        if threshold is None and "pred_label" in joined.columns:
-            names = joined["pred_label"].astype(str).str.lower()
-            if names.isin(["atypical", "normal"]).all():
-                preds = (names == "atypical").astype(int).to_numpy()
+        scored = read_scored_predictions(predictions, truth)
+        joined = scored.joined
+        if by is not None and by not in joined.columns:
+            raise ValueError(f"--by {by!r} is not a catalog column; choose from {list(joined.columns)}")
+        preds = scored.label_decisions() if threshold is None else None
         report = classification_report(
-            joined["target"].to_numpy(),
-            joined["p_atypical"].to_numpy(),
+            scored.targets,
+            scored.probs,
             threshold=0.5 if threshold is None else threshold,
             preds=preds,
             groups=None if by is None else joined[by].astype(str).tolist(),
             n_bootstrap=bootstrap,
             seed=seed,
         )
+        if choose:
+            report["chosen_threshold"] = _chosen_threshold(scored.targets, scored.probs)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         fail(exc)
 
-    n_truth = int((catalog["target"].astype(int) >= 0).sum())
+    unmatched = scored.unmatched
     report["decision"] = "label column" if preds is not None else f"p_atypical >= {report['threshold']:g}"
-    report["n_predictions"] = len(pred)
+    report["n_predictions"] = scored.n_predictions
     report["n_unmatched_predictions"] = len(unmatched)
-    report["n_truth_without_prediction"] = n_truth - len(joined)
+    report["n_truth_without_prediction"] = scored.n_truth - len(joined)
     console.print(_table(report, f"{predictions.name} vs {truth.name} ({report['decision']})"))
+    if choose:
+        c = report["chosen_threshold"]
+        console.print(
+            f"Threshold that maximises balanced accuracy on these labels: {c['threshold']:.4g} "
+            f"(balanced accuracy {_fmt(c['balanced_accuracy'])}, sensitivity {_fmt(c['sensitivity'])}, "
+            f"specificity {_fmt(c['specificity'])}; optimistic here, as it was chosen on them). "
+            f"Use it on new patches with `mitoscope classify MODEL INPUT --threshold {c['threshold']:.4g}`.",
+            highlight=False,
+        )
     if len(unmatched):
         err.print(f"[yellow]warning:[/yellow] {len(unmatched)} prediction(s) match no labelled record")
     if report["n_truth_without_prediction"]:
@@ -132,8 +154,8 @@ def evaluate_classification(
 
         try:
             written = write_classification_plots(
-                joined["target"].to_numpy(),
-                joined["p_atypical"].to_numpy(),
+                scored.targets,
+                scored.probs,
                 plots,
                 preds=preds,
                 threshold=report["threshold"] if preds is None else 0.5,
