@@ -101,6 +101,10 @@ def test_train_classifier_cli_errors_are_one_line(tmp_path):
     result = runner.invoke(app, [*base, "--folds", "zero"])
     assert result.exit_code == 1 and "--folds must be" in result.output
 
+    result = runner.invoke(app, [*base[:-1], "gpu0"])
+    assert result.exit_code == 1 and "unknown device 'gpu0'" in result.output
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
     result = runner.invoke(app, [*base[:3], str(tmp_path / "missing.yaml"), *base[4:]])
     assert result.exit_code == 1 and "missing.yaml" in result.output and "not found" in result.output
 

@@ -74,9 +74,9 @@ def train_classifier(
         from mitoscope.data.sources import load_catalog
         from mitoscope.engine.classifier_training import train_classifier as run
         from mitoscope.engine.config import ClassifierConfig, load_config
+        from mitoscope.utils.device import resolve_device
 
-        if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-            raise ValueError(f"--device must be auto, cpu or cuda (got {device!r})")
+        resolve_device(device)  # an unknown or missing device fails before any data is read
         cfg = load_config(config, ClassifierConfig, overrides)
         fold_list = _parse_folds(folds)
         catalog = load_catalog(data)

@@ -52,7 +52,9 @@ def train_detector(
             load_detector_config,
         )
         from mitoscope.engine.detector_training import train_detector as run_training
+        from mitoscope.utils.device import resolve_device
 
+        resolve_device(device)  # an unknown or missing device fails before any data is read
         cfg_overrides = list(overrides)
         if cv is not None:
             cfg_overrides.append(f"cv={cv}")

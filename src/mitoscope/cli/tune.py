@@ -44,7 +44,9 @@ def tune_classifier(
         from mitoscope.engine.config import parse_overrides
         from mitoscope.engine.hpo import BEST_CONFIG_FILE, BEST_PARAMS_FILE, read_tuning_config, set_dotted
         from mitoscope.engine.hpo import tune_classifier as run_study
+        from mitoscope.utils.device import resolve_device
 
+        resolve_device(device)  # an unknown or missing device fails before any data is read
         recipe, hpo = read_tuning_config(config)
         for key, value in parse_overrides(overrides).items():
             set_dotted(recipe, key, value)
