@@ -208,6 +208,20 @@ def test_single_model_trains_on_the_share_of_expert_votes(tmp_path):
     assert (out / "fold_0" / "model.pt").is_file()
 
 
+def test_weight_average_is_what_the_fold_exports(tmp_path):
+    cat = write_patches(tmp_path / "p", n=18, n_slides=9)
+    # one epoch: the best epoch is the last, so the export must be the final average, not the raw weights
+    cfg = load_config(
+        None, ClassifierConfig, [*TINY, "train.epochs=1", "train.ema_decay=0.9", "cv.folds=[0]"]
+    )
+    out = train_classifier(cfg, cat, tmp_path / "run", device="cpu", progress=False)
+    last = read_checkpoint(out / "fold_0" / "last.pt")
+    average = last["extra"]["weight_average"]["module"]
+    exported = load_model(out / "fold_0" / "model.pt")[0].state_dict()
+    assert all(torch.equal(exported[k], v) for k, v in average.items())
+    assert any(not torch.equal(last["state_dict"][k], v) for k, v in average.items() if v.is_floating_point())
+
+
 def test_bad_inputs(tmp_path):
     cat = make_catalog(
         [{"image": "a.png", "label": "mitotic figure"}, {"image": "b.png", "label": "hard negative"}]

@@ -179,7 +179,17 @@ def test_non_finite_loss_raises_clear_error():
         train_one_epoch(model, [(torch.ones(1), {})], opt, device="cpu", progress=False)
 
 
-def _run_fit(tmp_path, *, epochs=4, callbacks=(), patience=None, resume=True, monitor="accuracy", mode="max"):
+def _run_fit(
+    tmp_path,
+    *,
+    epochs=4,
+    callbacks=(),
+    patience=None,
+    resume=True,
+    monitor="accuracy",
+    mode="max",
+    ema_decay=None,
+):
     seed_everything(123)
     ds = _separable()
     model = TinyClassifier()
@@ -201,6 +211,7 @@ def _run_fit(tmp_path, *, epochs=4, callbacks=(), patience=None, resume=True, mo
         resume=resume,
         callbacks=callbacks,
         progress=False,
+        ema_decay=ema_decay,
     )
 
 
@@ -231,8 +242,9 @@ def test_fit_early_stopping(tmp_path):
     assert res.stopped_early and res.epochs_run == 3 and res.best_epoch == 0
 
 
-def test_fit_resume_after_interruption_gives_identical_weights_and_history(tmp_path):
-    ref_model, ref = _run_fit(tmp_path / "ref", epochs=4)
+@pytest.mark.parametrize("ema_decay", [None, 0.9], ids=["raw", "weight_average"])
+def test_fit_resume_after_interruption_gives_identical_weights_and_history(tmp_path, ema_decay):
+    ref_model, ref = _run_fit(tmp_path / "ref", epochs=4, ema_decay=ema_decay)
 
     class Interrupt(Exception):
         pass
@@ -242,19 +254,46 @@ def test_fit_resume_after_interruption_gives_identical_weights_and_history(tmp_p
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        _run_fit(tmp_path / "run", epochs=4, callbacks=[crash_at_2])
+        _run_fit(tmp_path / "run", epochs=4, callbacks=[crash_at_2], ema_decay=ema_decay)
     assert read_checkpoint(tmp_path / "run" / "last.pt")["extra"]["epoch"] == 1
     # a fresh process would start with another global RNG state: scramble it
     torch.manual_seed(999)
-    model, res = _run_fit(tmp_path / "run", epochs=4)
+    model, res = _run_fit(tmp_path / "run", epochs=4, ema_decay=ema_decay)
     assert res.epochs_run == 4
     for a, b in zip(ref_model.state_dict().values(), model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+    for name in ("best.pt", "last.pt"):  # the averaged weights too
+        ref_ckpt, ckpt = read_checkpoint(tmp_path / "ref" / name), read_checkpoint(tmp_path / "run" / name)
+        for key, value in ref_ckpt["state_dict"].items():
+            assert torch.equal(value, ckpt["state_dict"][key]), (name, key)
     cols = ["epoch", "train_loss", "accuracy", "lr"]
     pd.testing.assert_frame_equal(ref.history[cols], res.history[cols])
     # a finished run resumes to a no-op with the same result
-    _, again = _run_fit(tmp_path / "run", epochs=4)
+    _, again = _run_fit(tmp_path / "run", epochs=4, ema_decay=ema_decay)
     assert again.epochs_run == 4 and again.best_epoch == res.best_epoch
+
+
+def test_fit_with_weight_average_evaluates_and_keeps_the_average(tmp_path):
+    seen = {}
+
+    def record(state):
+        seen[state.epoch] = {k: v.clone() for k, v in state.model.state_dict().items()}
+
+    model, res = _run_fit(tmp_path, epochs=3, callbacks=[record], ema_decay=0.9)
+    last = read_checkpoint(tmp_path / "last.pt")
+    average = last["extra"]["weight_average"]
+    assert average["updates"] == 3 * 8  # one per optimiser step
+    # the callbacks saw the average, best.pt holds it, last.pt keeps the raw model to resume from
+    for key, value in average["module"].items():
+        assert torch.equal(value, seen[2][key])
+    best = read_checkpoint(tmp_path / "best.pt")["state_dict"]
+    for key, value in best.items():
+        assert torch.equal(value, seen[res.best_epoch][key])
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, last["state_dict"][key])
+    assert not torch.equal(model.lin.weight, seen[2]["lin.weight"])
+    with pytest.raises(ValueError, match="decay must be in"):
+        _run_fit(tmp_path / "bad", ema_decay=1.0)
 
 
 def test_fit_without_resume_starts_over(tmp_path):

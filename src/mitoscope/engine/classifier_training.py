@@ -456,6 +456,7 @@ def train_fold(
         max_steps_per_epoch=cfg.train.max_steps_per_epoch,
         progress=progress,
         checkpoint_extra={"fold": fold.index},
+        ema_decay=cfg.train.ema_decay,
     )
     if result.best_path is None:
         raise RuntimeError(f"fold {fold.index}: no best checkpoint was written in {fold_dir}")

@@ -90,7 +90,8 @@ class TrainConfig:
     """Epochs, early stopping, seeds, mixed precision and task weights.
 
     ``amp``: float16 autocast on CUDA. ``cpu_bf16``: bfloat16 autocast on the CPU (worth it on CPUs with native
-    bf16, e.g. AVX512-BF16 or AMX). ``channels_last``: NHWC memory format for the model.
+    bf16, e.g. AVX512-BF16 or AMX). ``channels_last``: NHWC memory format for the model. ``ema_decay``: evaluate
+    and keep an exponential moving average of the weights (e.g. 0.998; :class:`mitoscope.engine.loop.WeightAverage`).
     """
 
     epochs: int = 10
@@ -103,6 +104,7 @@ class TrainConfig:
     grad_clip: float | None = None
     loss_weights: dict[str, float] = dataclasses.field(default_factory=dict)
     max_steps_per_epoch: int | None = None
+    ema_decay: float | None = None
 
 
 @dataclasses.dataclass

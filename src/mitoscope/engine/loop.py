@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -172,6 +173,7 @@ def train_one_epoch(
     log_every: int = 50,
     progress: bool | None = None,
     description: str = "train",
+    after_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """Train ``model`` for one pass over ``loader``.
 
@@ -193,6 +195,7 @@ def train_one_epoch(
         cpu_bf16: bfloat16 autocast on the CPU.
         max_steps: stop after this many batches (quick runs).
         log_every: log the running losses every this many steps.
+        after_step: called after every optimiser step (e.g. :meth:`WeightAverage.update`).
         progress: show a progress bar (None: only when stderr is a terminal); never on ranks other than 0.
         description: label of the progress bar.
 
@@ -260,6 +263,8 @@ def train_one_epoch(
                 optimizer.step()
             if scheduler is not None:
                 scheduler.step()
+            if after_step is not None:
+                after_step()
             steps += 1
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
             for name, value in losses.items():
@@ -273,6 +278,49 @@ def train_one_epoch(
         bar.close()
     means = {k: v / max(steps, 1) for k, v in sums.items()}
     return D.all_reduce_mean(means, weight=float(steps)) if D.is_initialized() else means
+
+
+class WeightAverage:
+    """Exponential moving average of a model's weights (Polyak averaging, as timm's ``ModelEma``).
+
+    ``update(model)`` after every optimiser step moves each floating-point entry of the state dict (weights and
+    batch-norm statistics) towards the model's by ``1 - d``, with ``d = min(decay, (1 + n) / (10 + n))`` after
+    ``n`` updates, so the average follows the model closely at first; integer entries are copied. ``module``
+    is the averaged model, the one to evaluate and export.
+
+    Examples:
+        >>> m = nn.Linear(1, 1, bias=False); _ = m.weight.data.fill_(0.0)
+        >>> avg = WeightAverage(m, decay=0.5)
+        >>> _ = m.weight.data.fill_(1.0); avg.update(m)
+        >>> round(float(avg.module.weight), 3)  # d = min(0.5, 2 / 11)
+        0.818
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"the weight-average decay must be in (0, 1), got {decay}")
+        self.decay = float(decay)
+        self.updates = 0
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for avg, new in zip(self.module.state_dict().values(), model.state_dict().values(), strict=True):
+            if avg.dtype.is_floating_point:
+                avg.lerp_(new.detach().to(avg.dtype), 1.0 - d)
+            else:
+                avg.copy_(new)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"module": self.module.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.module.load_state_dict(state["module"])
+        self.updates = int(state["updates"])
 
 
 def autocast(device: torch.device | str, *, amp: bool = True, cpu_bf16: bool = False) -> torch.autocast:
@@ -372,6 +420,7 @@ def fit(
     checkpoint_extra: Mapping[str, Any] | None = None,
     log_every: int = 50,
     progress: bool | None = None,
+    ema_decay: float | None = None,
 ) -> FitResult:
     """Train, evaluate and checkpoint for ``epochs`` epochs with early stopping and resumption.
 
@@ -409,6 +458,9 @@ def fit(
         checkpoint_extra: more items for the ``extra`` dict of both checkpoints.
         log_every: log every this many steps.
         progress: progress bar (None: when stderr is a terminal); only rank 0 shows one.
+        ema_decay: keep an exponential moving average of the weights (:class:`WeightAverage`) and evaluate,
+            keep as ``best.pt`` and hand to the callbacks the averaged model instead of the raw one (``last.pt``
+            holds both, to resume). None: no averaging.
 
     Returns:
         A :class:`FitResult`.
@@ -439,6 +491,7 @@ def fit(
     if main:
         out.mkdir(parents=True, exist_ok=True)
     inner = D.unwrap_model(model)
+    average = WeightAverage(inner, ema_decay) if ema_decay is not None else None
     if scaler is None and amp and device.type == "cuda":
         scaler = torch.amp.GradScaler("cuda")
 
@@ -461,6 +514,8 @@ def fit(
             scheduler.load_state_dict(extra["scheduler"])
         if scaler is not None and extra.get("scaler") is not None:
             scaler.load_state_dict(extra["scaler"])
+        if average is not None and extra.get("weight_average") is not None:
+            average.load_state_dict(extra["weight_average"])
         history = [dict(r) for r in extra.get("history", [])]
         best_score = extra.get("best_score")
         best_epoch = int(extra.get("best_epoch", -1))
@@ -497,14 +552,16 @@ def fit(
             log_every=log_every,
             progress=progress,
             description=f"epoch {epoch + 1}/{epochs}",
+            after_step=None if average is None else functools.partial(average.update, inner),
         )
         train_time = time.perf_counter() - t0
         model.eval()
+        evaluated = model if average is None else average.module
         with torch.no_grad():
-            metrics = dict(evaluate(model))
+            metrics = dict(evaluate(evaluated))
         metrics = D.broadcast_object(metrics)
         state = EpochState(
-            epoch=epoch, model=model, metrics=metrics, contract=copy.deepcopy(contract), out_dir=out
+            epoch=epoch, model=evaluated, metrics=metrics, contract=copy.deepcopy(contract), out_dir=out
         )
         for cb in callbacks:
             cb(state)
@@ -533,7 +590,7 @@ def fit(
             if state.is_best:
                 save_checkpoint(
                     best_path,
-                    inner,
+                    inner if average is None else average.module,
                     state.contract,
                     extra={
                         **extra_common,
@@ -552,6 +609,7 @@ def fit(
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
                     "scaler": scaler.state_dict() if scaler is not None else None,
+                    "weight_average": average.state_dict() if average is not None else None,
                     "best_score": best_score,
                     "best_epoch": best_epoch,
                     "bad_epochs": bad_epochs,
