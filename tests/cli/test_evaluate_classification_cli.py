@@ -31,19 +31,19 @@ def _atnorm_like(root: Path) -> Path:
     return votes
 
 
+def _predictions(path: Path, probs: list[float], labels: list[str], root: str = "") -> Path:
+    """A ``mitoscope classify`` CSV for the ten patches of :func:`_atnorm_like` (4 atypical, 6 normal)."""
+    files = [f"{root}{'Atypical' if i < 4 else 'Normal'}/{i}.png" for i in range(10)]
+    pd.DataFrame({"file": files, "p_atypical": probs, "label": labels}).to_csv(path, index=False)
+    return path
+
+
 def test_metrics_json_and_threshold(tmp_path: Path) -> None:
     votes = _atnorm_like(tmp_path / "atnorm")
     probs = [0.9, 0.8, 0.4, 0.55, 0.1, 0.2, 0.6, 0.3, 0.45, 0.05]
     # predictions name the files by another root: they are matched by their trailing path
-    pred = pd.DataFrame(
-        {
-            "file": [f"/elsewhere/{'Atypical' if i < 4 else 'Normal'}/{i}.png" for i in range(10)],
-            "p_atypical": probs,
-            "label": ["atypical" if p >= 0.5 else "normal" for p in probs],
-        }
-    )
-    pred_csv = tmp_path / "pred.csv"
-    pred.to_csv(pred_csv, index=False)
+    labels = ["atypical" if p >= 0.5 else "normal" for p in probs]
+    pred_csv = _predictions(tmp_path / "pred.csv", probs, labels, root="/elsewhere/")
     out_json = tmp_path / "rep" / "report.json"
     res = runner.invoke(
         app,
@@ -148,14 +148,7 @@ def test_choose_threshold_reports_the_local_operating_point(tmp_path: Path) -> N
     votes = _atnorm_like(tmp_path / "atnorm")
     # atypical 0.3-0.45, normal 0.05-0.25: the trained threshold 0.5 misses every atypical figure
     probs = [0.45, 0.4, 0.35, 0.3, 0.05, 0.1, 0.15, 0.2, 0.25, 0.1]
-    pred = pd.DataFrame(
-        {
-            "file": [f"{'Atypical' if i < 4 else 'Normal'}/{i}.png" for i in range(10)],
-            "p_atypical": probs,
-            "label": ["normal"] * 10,
-        }
-    )
-    pred.to_csv(tmp_path / "pred.csv", index=False)
+    _predictions(tmp_path / "pred.csv", probs, ["normal"] * 10)
     args = ["evaluate", "classification", str(tmp_path / "pred.csv"), "-t", str(votes), "--bootstrap", "0"]
     res = runner.invoke(app, [*args, "--choose-threshold", "--json", str(tmp_path / "r.json")])
     assert res.exit_code == 0, res.output
