@@ -59,18 +59,12 @@ def _json_safe(obj: Any) -> Any:
 def _chosen_threshold(targets: Any, probs: Any) -> dict[str, Any]:
     """The balanced-accuracy-maximising threshold on ``(targets, probs)`` and the metrics at it."""
     from mitoscope.engine.crossval import choose_threshold
-    from mitoscope.metrics.classification import balanced_accuracy, sensitivity, specificity, threshold_probs
+    from mitoscope.metrics.classification import classification_report
 
     if len(set(targets.tolist())) < 2:
         raise ValueError("--choose-threshold needs both atypical and normal labels")
-    t = choose_threshold(targets, probs)
-    decided = threshold_probs(probs, t)
-    return {
-        "threshold": t,
-        "balanced_accuracy": balanced_accuracy(targets, decided),
-        "sensitivity": sensitivity(targets, decided),
-        "specificity": specificity(targets, decided),
-    }
+    at = classification_report(targets, probs, threshold=choose_threshold(targets, probs))
+    return {k: at[k] for k in ("threshold", "balanced_accuracy", "sensitivity", "specificity")}
 
 
 def evaluate_classification(

@@ -91,7 +91,7 @@ class TrainConfig:
 
     ``amp``: float16 autocast on CUDA. ``cpu_bf16``: bfloat16 autocast on the CPU (worth it on CPUs with native
     bf16, e.g. AVX512-BF16 or AMX). ``channels_last``: NHWC memory format for the model. ``ema_decay``: evaluate
-    and keep an exponential moving average of the weights (e.g. 0.998; :class:`mitoscope.engine.loop.WeightAverage`).
+    and keep an exponential moving average of the weights (e.g. 0.995; :class:`mitoscope.engine.loop.WeightAverage`).
     """
 
     epochs: int = 10
