@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from mitoscope.engine.config import ClassifierConfig, load_config
 from mitoscope.models.fuse import fold_batchnorm
 from mitoscope.models.registry import create_model
 
@@ -21,8 +22,9 @@ def _randomise_bn_stats(model: nn.Module) -> None:
 
 def test_folds_every_batchnorm_of_the_recipe_classifier_with_the_same_outputs() -> None:
     torch.manual_seed(0)
+    backbone = load_config("classifier-cpu", ClassifierConfig).model.kwargs["backbone"]
     model = create_model(
-        "atypical_single", backbone="tf_efficientnet_lite0", pretrained=False, hidden=[16], dropout=0.3
+        "atypical_single", backbone=backbone, pretrained=False, hidden=[16], dropout=0.3
     ).eval()
     with torch.no_grad():
         _randomise_bn_stats(model)

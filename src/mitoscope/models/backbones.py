@@ -72,7 +72,7 @@ def offline_weights_file(name: str) -> Path:
         known = ", ".join(sorted(_OFFLINE_PACKAGES))
         raise ValueError(f"pretrained='offline' is only available for {known}, not {name!r}")
     module_name = _OFFLINE_PACKAGES[name]
-    extra = None if name.endswith("lite0") else "weights"
+    extra = "weights" if name.endswith("lite1") else None  # lite0 and lite2 are core dependencies
     module = optional_import(module_name, extra=extra, purpose=f"offline ImageNet weights of {name}")
     files = sorted(Path(str(module.__file__)).resolve().parent.rglob("*.pth"))
     if not files:
