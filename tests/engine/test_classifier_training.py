@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from PIL import Image
 from mitoscope.data.catalog import make_catalog
 from mitoscope.engine.classifier_training import build_scheduler, train_classifier
 from mitoscope.engine.config import ClassifierConfig, OptimConfig, load_config
+from mitoscope.io.catalog_csv import read_catalog_csv
 from mitoscope.models.checkpoint import load_model, read_checkpoint
 from mitoscope.utils.errors import InputError
 
@@ -83,6 +85,17 @@ def test_oof_predictions_cover_each_labelled_row_once(single_run):
     summary = json.loads((out / "cv_summary.json").read_text())
     assert summary["folds_finished"] == [0, 1, 2] and summary["oof"]["n"] == len(cat)
     assert 0.0 <= summary["oof"]["balanced_accuracy"] <= 1.0
+
+
+def test_oof_predictions_read_back_as_a_catalog_from_another_directory(tmp_path, monkeypatch):
+    cat = write_patches(tmp_path / "data" / "patches", n=18)
+    monkeypatch.chdir(tmp_path / "data")
+    cat["image"] = [str(Path(p).relative_to(tmp_path / "data")) for p in cat["image"]]  # as a user types them
+    overrides = [*TINY, "model.name=atypical_single", "train.epochs=1", "cv.scheme=holdout"]
+    cfg = load_config(None, ClassifierConfig, overrides)
+    out = train_classifier(cfg, cat, tmp_path / "run", device="cpu", progress=False)
+    oof = read_catalog_csv(out / "oof_predictions.csv")  # checks that every image is found
+    assert len(oof) > 0 and all(Path(p).is_file() for p in oof["image"])
 
 
 def test_threshold_chosen_on_validation_is_stored_in_the_contract(single_run):

@@ -523,7 +523,7 @@ def train_fold(
                         "catalog_index": rows["catalog_index"].to_numpy(),
                         "fold": fold.index,
                         "part": part,
-                        **{c: rows[c].to_numpy() for c in RECORD_COLUMNS if c in rows},
+                        **_record_columns(rows),
                         "target": part_cat["target"].to_numpy(),
                         "p_atypical": part_probs,
                         "threshold": thr,
@@ -668,6 +668,25 @@ def train_classifier(
         )
     D.barrier()
     return out
+
+
+def _record_columns(rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The catalog columns a predictions CSV keeps, image paths made absolute.
+
+    A catalog CSV's relative image paths resolve against the CSV's own folder, so the paths as given (relative to
+    the working directory) would not find the images when ``oof_predictions.csv`` is read back as a catalog.
+
+    Examples:
+        >>> cols = _record_columns(pd.DataFrame({"image": ["a.png", ""], "label": ["normal", "atypical"]}))
+        >>> os.path.isabs(cols["image"][0]), cols["image"][1], list(cols)
+        (True, '', ['image', 'label'])
+    """
+    columns = {c: rows[c].to_numpy() for c in RECORD_COLUMNS if c in rows}
+    if "image" in columns:
+        columns["image"] = np.array(
+            [os.path.abspath(p) if isinstance(p, str) and p else p for p in columns["image"]], dtype=object
+        )
+    return columns
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
