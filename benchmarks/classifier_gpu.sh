@@ -10,7 +10,7 @@
 # Usage (repo root):  DATA=../shared/data RUNS=runs/gpu bash benchmarks/classifier_gpu.sh [variant ...]
 #   variants: single multitask experts (default: all three); recipe candidates on the single-task model:
 #   soft (trained on the share of expert votes), unfreeze (frozen_stages 3: one more stage trained), soft_unfreeze,
-#   lite0 (the recipe before 2026-11-23: EfficientNet-Lite0, 16 epochs)
+#   lite2 (the recipe on 2026-11-23 only: EfficientNet-Lite2, 10 epochs)
 #   DATA holds amibr/amibr_train.csv and atnorm-md/ (benchmarks/jpeg_copy.py writes a JPEG copy small enough
 #   to carry to a lent GPU machine); TRAIN_TIMEOUT caps the training phase (seconds); DEVICE (default cuda);
 #   EXTRA: more options for every training call, e.g. "--set train.epochs=1" for a smoke test; SCORE=0 skips
@@ -34,7 +34,7 @@ declare -A SETS=(
   [soft]="--set model.kwargs.soft_labels=true"
   [unfreeze]="--set model.kwargs.frozen_stages=3"
   [soft_unfreeze]="--set model.kwargs.soft_labels=true --set model.kwargs.frozen_stages=3"
-  [lite0]="--set model.kwargs.backbone=tf_efficientnet_lite0 --set train.epochs=16"
+  [lite2]="--set model.kwargs.backbone=tf_efficientnet_lite2 --set train.epochs=10"
 )
 common=(--config classifier-cpu --data "$DATA/amibr/amibr_train.csv" --device "$DEVICE" --no-progress
   --set cv.scheme=group_kfold --set "cv.n_splits=$FOLDS" --set train.amp=true "${extra[@]}")

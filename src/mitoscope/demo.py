@@ -5,7 +5,7 @@ Steps (each a small function; every step is resumable, so re-running the demo re
 1. :func:`make_data` — synthesise labelled patches and annotated regions in a few training domains, and
    held-out regions of an **unseen** domain;
 2. :func:`train_classifier_step` — train the atypical/normal classifier with reduced settings of
-   ``configs/classifier-cpu.yaml`` (on EfficientNet-Lite0, the recipe's smaller sibling);
+   ``configs/classifier-cpu.yaml`` (always on EfficientNet-Lite0);
 3. :func:`train_detector_step` — train the mitosis detector with reduced settings of ``configs/detector-cpu.yaml``;
 4. :func:`analyze_step` — ``mitoscope analyze`` on the unseen-domain regions (counts, density, hotspot, atypical
    fraction, HTML report);
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 Log = Callable[[str], None]
 
-# The demo's few dozen steps on synthetic patches train the lighter Lite0, not the recipe's Lite2.
+# The demo's few dozen steps on synthetic patches train Lite0 whichever backbone the recipe names.
 DEMO_BACKBONE = ("model.kwargs.backbone=tf_efficientnet_lite0",)
 
 
