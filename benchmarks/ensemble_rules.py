@@ -39,8 +39,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "ensemble_rules.json"
 
 
-def member_probabilities(runs: dict[str, Path], source: str, device: str, num_workers: int) -> dict[str, Any]:
-    """Per run: member x view probabilities ``(N, M, 8)``, member thresholds, ensemble threshold; targets."""
+def member_probabilities(
+    runs: dict[str, Path], source: str, device: str, num_workers: int, adapt_bn: bool = False
+) -> dict[str, Any]:
+    """Per run: member x view probabilities ``(N, M, 8)``, member thresholds, ensemble threshold; targets.
+    ``adapt_bn``: first re-estimate each member's batch-norm statistics on ``source`` (no labels; AdaBN)."""
     from mitoscope.data.sources import load_catalog
     from mitoscope.inference.classify import Classifier
 
@@ -48,7 +51,10 @@ def member_probabilities(runs: dict[str, Path], source: str, device: str, num_wo
     saved: dict[str, Any] = {"targets": catalog["target"].to_numpy()}
     for name, run in runs.items():
         t0 = time.perf_counter()
-        clf = Classifier.from_path(run, device=device, rule="mean")
+        clf = Classifier.from_path(run, device=device, rule="mean", fuse_batchnorm=not adapt_bn)
+        if adapt_bn:
+            clf.adapt_batchnorm(catalog, num_workers=num_workers)
+            clf.fold_batchnorm()
         saved[f"{name}/probs"] = clf.member_view_probs(catalog, num_workers=num_workers)
         saved[f"{name}/member_thresholds"] = clf.ensemble.member_thresholds
         saved[f"{name}/threshold"] = np.array(clf.threshold)
@@ -116,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probs", type=Path, help="save the member x view probabilities here (.npz)")
     parser.add_argument("--from-probs", type=Path, help="recompute the table from a saved .npz")
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument(
+        "--adapt-bn",
+        action="store_true",
+        help="re-estimate each member's batch-norm statistics on --source first (AdaBN; labels unused)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -126,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.runs or not args.source:
             parser.error("give NAME=RUN_DIR runs and --source, or --from-probs")
         runs = {r.split("=", 1)[0]: Path(r.split("=", 1)[1]) for r in args.runs}
-        saved = member_probabilities(runs, args.source, args.device, args.num_workers)
+        saved = member_probabilities(runs, args.source, args.device, args.num_workers, args.adapt_bn)
         if args.probs:
             args.probs.parent.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(args.probs, **saved)

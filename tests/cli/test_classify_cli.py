@@ -13,6 +13,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from mitoscope.cli.main import app
+from mitoscope.data.catalog import make_catalog
 from mitoscope.inference.classify import Classifier
 from mitoscope.io.midog_outputs import read_track2_json
 from mitoscope.models.checkpoint import ModelContract, save_checkpoint
@@ -184,3 +185,59 @@ def test_source_csv_then_evaluate(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     rep = json.loads(report.read_text())
     assert rep["n"] == 6 and rep["n_atypical"] == 2 and rep["n_unmatched_predictions"] == 0
+
+
+class _TinyBN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3, stride=2)
+        self.bn = nn.BatchNorm2d(2)
+        self.fc = nn.Linear(2, 1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = 4.0 * self.fc(torch.relu(self.bn(self.conv(x))).mean(dim=(2, 3)))[:, 0]
+        return {"logits": logits, "prob": torch.sigmoid(logits)}
+
+
+try:
+
+    @register_model(ARCH + "_bn")
+    def _build_bn() -> nn.Module:
+        return _TinyBN()
+
+except ValueError:
+    pass
+
+
+def test_adapt_bn_reestimates_statistics_on_the_input(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    contract = ModelContract(architecture=ARCH + "_bn", kwargs={}, task="classification", input_size=32)
+    ckpt = save_checkpoint(tmp_path / "bn.pt", _TinyBN().eval(), contract)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, p in enumerate(_patches(40)):
+        Image.fromarray(p).save(folder / f"{i:02d}.png")
+    outs = {}
+    for flag in ([], ["--adapt-bn"]):
+        out = tmp_path / f"pred{len(flag)}.csv"
+        res = runner.invoke(
+            app, ["classify", str(ckpt), str(folder), "--out", str(out), "--precision", "fp32", *flag]
+        )
+        assert res.exit_code == 0, res.output
+        assert ("re-estimated on 40 patches" in res.output) == bool(flag)
+        outs[len(flag)] = pd.read_csv(out)["p_atypical"].to_numpy()
+    clf = Classifier.from_path(ckpt, precision="fp32", fuse_batchnorm=False)
+    catalog = make_catalog({"image": str(p)} for p in sorted(folder.iterdir()))
+    clf.adapt_batchnorm(catalog)
+    np.testing.assert_allclose(outs[1], clf.predict_catalog(catalog)["p_atypical"], atol=1e-5)
+    assert np.abs(outs[1] - outs[0]).max() > 1e-3
+
+    few = tmp_path / "few"
+    few.mkdir()
+    for i, p in enumerate(_patches(5)):
+        Image.fromarray(p).save(few / f"{i}.png")
+    res = runner.invoke(
+        app, ["classify", str(ckpt), str(few), "--out", str(tmp_path / "f.csv"), "--adapt-bn"]
+    )
+    assert res.exit_code != 0 and "at least 32 patches" in res.output
+    assert not (tmp_path / "f.csv").exists()

@@ -98,6 +98,13 @@ def classify(
     json_out: Path | None = typer.Option(
         None, "--json", help="Track 2 JSON path for a TIFF stack (default: OUT with .json)."
     ),
+    adapt_bn: bool = typer.Option(
+        False,
+        "--adapt-bn",
+        help="First re-estimate the batch-norm statistics on the input patches (AdaBN; labels unused): for a "
+        "set from another lab or scanner, at least 32 patches of that one domain (up to 2,048 random ones "
+        "are used). Each patch's result then depends on the whole set.",
+    ),
 ) -> None:
     """Classify mitotic-figure patches as normal or atypical (P(atypical) and label per patch)."""
     from rich.console import Console
@@ -114,8 +121,18 @@ def classify(
         if catalog.empty:
             raise ValueError(f"{input}: no records to classify")
         clf = Classifier.from_path(
-            model, device=device, tta=tta, rule=rule, precision=precision, threshold=threshold
+            model,
+            device=device,
+            tta=tta,
+            rule=rule,
+            precision=precision,
+            threshold=threshold,
+            fuse_batchnorm=not adapt_bn,
         )
+        if adapt_bn:
+            n_adapt = clf.adapt_batchnorm(catalog, num_workers=num_workers, source=input)
+            err.print(f"batch-norm statistics re-estimated on {n_adapt} patches", highlight=False)
+            clf.fold_batchnorm()
         result = clf.predict_catalog(catalog, batch_size=batch_size, num_workers=num_workers, source=input)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError, OSError) as exc:
         fail(exc)
@@ -131,7 +148,8 @@ def classify(
     n_atyp = int((frame["label"] == clf.class_names[1]).sum())
     msg = (
         f"{len(frame)} patches → {out} ({n_atyp} atypical; {len(clf.ensemble)} model(s), "
-        f"{clf.ensemble.rule}, threshold {clf.threshold:.3f}{', TTA' if tta else ''}, {clf.precision})"
+        f"{clf.ensemble.rule}, threshold {clf.threshold:.3f}{', TTA' if tta else ''}"
+        f"{', AdaBN' if adapt_bn else ''}, {clf.precision})"
     )
     if is_stack:
         track2 = json_out or out.with_suffix(".json")

@@ -31,6 +31,7 @@ _END = object()
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 READER_NICE = 10  # the patch reader yields to the model's threads (see prefetch)
+ADAPT_MAX_PATCHES = 2048  # patches that re-estimate batch-norm statistics (Classifier.adapt_batchnorm)
 
 
 def resolve_reader_workers(num_workers: int | None, device: torch.device | str) -> int:
@@ -179,11 +180,9 @@ class Classifier:
         self.precision = resolve_precision(precision, self.device)
         self.reader_nice = READER_NICE
         c = ensemble.contract
+        self.batchnorm_folded = False
         if fuse_batchnorm:
-            from mitoscope.models.fuse import fold_batchnorm
-
-            example = torch.zeros(1, 3, int(c.input_size), int(c.input_size), device=self.device)
-            self.ensemble.models = [fold_batchnorm(m, example)[0] for m in self.ensemble.models]
+            self.fold_batchnorm()
         for member in self.ensemble.models:
             member.to(memory_format=torch.channels_last)
         from mitoscope.data.transforms import build_patch_transform
@@ -237,6 +236,56 @@ class Classifier:
         if threshold is not None:
             ens.override_threshold(threshold)
         return cls(ens, device=device, tta=tta, precision=precision, fuse_batchnorm=fuse_batchnorm)
+
+    def fold_batchnorm(self) -> None:
+        """Fold the members' batch norms into their convolutions (:func:`mitoscope.models.fuse.fold_batchnorm`)."""
+        from mitoscope.models.fuse import fold_batchnorm
+
+        size = self.input_size
+        example = torch.zeros(1, 3, size, size, device=self.device)
+        self.ensemble.models = [fold_batchnorm(m, example)[0] for m in self.ensemble.models]
+        self.batchnorm_folded = True
+
+    def adapt_batchnorm(
+        self,
+        catalog: pd.DataFrame,
+        *,
+        max_patches: int | None = ADAPT_MAX_PATCHES,
+        batch_size: int = 64,
+        num_workers: int | None = None,
+        source: object = None,
+        seed: int = 0,
+    ) -> int:
+        """Re-estimate every member's batch-norm statistics on the patches of ``catalog`` (AdaBN).
+
+        For a set from another lab or scanner (:mod:`mitoscope.models.adapt`): the patches are read like
+        :meth:`predict_catalog` reads them, in random order, at most ``max_patches`` of them (a random subset;
+        ``None``: all), in float32. Call it before batch norms are folded (``fuse_batchnorm=False``, then
+        :meth:`fold_batchnorm`). Afterwards a patch's probability depends on the set it was adapted to.
+
+        Returns:
+            The number of patches the statistics came from.
+
+        Raises:
+            RuntimeError: the batch norms are already folded.
+            ValueError: too few patches (:data:`mitoscope.models.adapt.MIN_PATCHES`).
+        """
+        from mitoscope.models.adapt import adapt_batchnorm
+
+        if self.batchnorm_folded:
+            raise RuntimeError(
+                "batch norms are already folded; adapt them before folding (fuse_batchnorm=False)"
+            )
+        order = np.random.default_rng(seed).permutation(len(catalog))
+        if max_patches is not None:
+            order = order[:max_patches]
+        subset = catalog.iloc[order]
+        loader = self._catalog_loader(subset, batch_size=batch_size, num_workers=num_workers, source=source)
+        pixels = list(loader)  # uint8, read once for all members
+        seen = 0
+        for member in self.ensemble.models:
+            seen = adapt_batchnorm(member, (self._model_input(batch) for batch in pixels))
+        return seen
 
     # ------------------------------------------------------------------ properties
     @property

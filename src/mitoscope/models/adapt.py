@@ -1,0 +1,98 @@
+"""Test-time adaptation of batch-norm statistics to a new domain (AdaBN, Li et al. 2018).
+
+A model trained on one lab's slides normalises every feature map with the running means and variances of that
+lab's images. Patches from another scanner or stain shift those statistics, and with them the model's scores
+and the threshold that was chosen in domain. AdaBN re-estimates the statistics of every batch norm on unlabelled
+images of the new domain (no labels, no gradient, weights unchanged), as ``torch.optim.swa_utils.update_bn``
+does for weight averages. Batch norms that are kept in eval mode during training (frozen stages) are adapted
+too. Run it before :func:`mitoscope.models.fuse.fold_batchnorm`, which bakes the statistics into the
+convolutions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+MIN_PATCHES = 32
+
+
+def _batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [
+        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+
+
+def _use_batch_statistics(module: nn.Module, _args: Any) -> None:
+    module.training = True
+
+
+@torch.no_grad()
+def adapt_batchnorm(
+    model: nn.Module, batches: Iterable[torch.Tensor], *, min_patches: int = MIN_PATCHES
+) -> int:
+    """Replace the running statistics of every batch norm in ``model`` by those of ``batches``.
+
+    The model runs in eval mode (dropout off) except its batch norms, which normalise with each batch's own
+    statistics and accumulate an equal-weight average of them (``momentum=None``), so later layers see inputs
+    normalised the way they will be at inference. Batches of one patch are skipped (no variance). The model is
+    left in eval mode.
+
+    Args:
+        model: the model (its outputs are ignored; anything ``model(batch)`` accepts).
+        batches: float input tensors ``(N, C, H, W)`` on the model's device, preferably in random order (a
+            batch of one class only shifts the statistics of the deeper layers).
+        min_patches: fewer patches than this raise ``ValueError`` (too few to estimate the statistics).
+
+    Returns:
+        The number of patches the statistics were estimated from.
+
+    Raises:
+        ValueError: the model has no batch norms, or the batches hold fewer than ``min_patches`` patches (the
+            model is then left as it was).
+
+    Examples:
+        >>> m = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)).eval()
+        >>> adapt_batchnorm(m, [torch.full((8, 3, 4, 4), 2.0) + torch.randn(8, 3, 4, 4)] * 4)
+        32
+        >>> m.training, bool(m[1].running_mean.abs().sum() > 0)
+        (False, True)
+    """
+    norms = _batch_norms(model)
+    if not norms:
+        raise ValueError("the model has no batch norms with running statistics to adapt")
+    saved = [
+        (bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone()) for bn in norms
+    ]  # type: ignore[union-attr]
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None
+    # registered after any hook that keeps a frozen stage in eval mode, so this one has the last word
+    hooks = [bn.register_forward_pre_hook(_use_batch_statistics) for bn in norms]
+    model.eval()
+    seen = 0
+    try:
+        for batch in batches:
+            if batch.shape[0] < 2:
+                continue
+            model(batch)
+            seen += int(batch.shape[0])
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for bn, momentum in zip(norms, momenta, strict=True):
+            bn.momentum = momentum
+        model.eval()
+    if seen < min_patches:
+        for bn, (mean, var, count) in zip(norms, saved, strict=True):
+            bn.running_mean.copy_(mean)  # type: ignore[union-attr]
+            bn.running_var.copy_(var)  # type: ignore[union-attr]
+            bn.num_batches_tracked.copy_(count)  # type: ignore[union-attr]
+        raise ValueError(
+            f"adapting batch norms needs at least {min_patches} patches of the new domain, got {seen}"
+        )
+    return seen
