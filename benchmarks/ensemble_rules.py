@@ -40,10 +40,11 @@ RESULTS = ROOT / "benchmarks" / "results" / "ensemble_rules.json"
 
 
 def member_probabilities(
-    runs: dict[str, Path], source: str, device: str, num_workers: int, adapt_bn: bool = False
+    runs: dict[str, Path], source: str, device: str, num_workers: int, adapt_bn: str | None = None
 ) -> dict[str, Any]:
     """Per run: member x view probabilities ``(N, M, 8)``, member thresholds, ensemble threshold; targets.
-    ``adapt_bn``: first re-estimate each member's batch-norm statistics on ``source`` (no labels; AdaBN)."""
+    ``adapt_bn`` ``"trained"`` / ``"all"``: first re-estimate the batch-norm statistics of each member's trained
+    layers / of all its layers on ``source`` (no labels; AdaBN)."""
     from mitoscope.data.sources import load_catalog
     from mitoscope.inference.classify import Classifier
 
@@ -51,9 +52,9 @@ def member_probabilities(
     saved: dict[str, Any] = {"targets": catalog["target"].to_numpy()}
     for name, run in runs.items():
         t0 = time.perf_counter()
-        clf = Classifier.from_path(run, device=device, rule="mean", fuse_batchnorm=not adapt_bn)
-        if adapt_bn:
-            clf.adapt_batchnorm(catalog, num_workers=num_workers)
+        clf = Classifier.from_path(run, device=device, rule="mean", fuse_batchnorm=adapt_bn is None)
+        if adapt_bn is not None:
+            clf.adapt_batchnorm(catalog, num_workers=num_workers, include_frozen=adapt_bn == "all")
             clf.fold_batchnorm()
         saved[f"{name}/probs"] = clf.member_view_probs(catalog, num_workers=num_workers)
         saved[f"{name}/member_thresholds"] = clf.ensemble.member_thresholds
@@ -124,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument(
         "--adapt-bn",
-        action="store_true",
-        help="re-estimate each member's batch-norm statistics on --source first (AdaBN; labels unused)",
+        choices=("trained", "all"),
+        help="re-estimate each member's batch-norm statistics on --source first (AdaBN; labels unused): those "
+        "of the trained layers, or all (frozen stages too)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)

@@ -50,19 +50,22 @@ def test_adapted_outputs_are_normalised_on_the_new_domain() -> None:
     assert pre_act.mean(dim=(0, 2, 3)).abs().max() < 0.05  # centred, up to the bias (zero here)
 
 
-def test_batch_norms_of_frozen_stages_are_adapted_too() -> None:
+def test_frozen_stages_keep_their_pretrained_statistics_unless_asked() -> None:
+    torch.manual_seed(0)
     model = create_model(
         "atypical_single", backbone="test_resnet", pretrained=False, hidden=[8], frozen_stages=2
     ).eval()
-    frozen = [
-        m
-        for m in model.modules()
-        if isinstance(m, nn.BatchNorm2d) and not any(p.requires_grad for p in m.parameters())
-    ]
-    assert frozen, "the test model should have frozen batch norms"
-    before = [m.running_mean.clone() for m in frozen]
-    adapt_batchnorm(model, [torch.randn(8, 3, 64, 64) + 2.0 for _ in range(4)])
-    assert all(not torch.equal(b, m.running_mean) for b, m in zip(before, frozen, strict=True))
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    frozen = [m for m in norms if not any(p.requires_grad for p in m.parameters())]
+    trained = [m for m in norms if m not in frozen]
+    assert frozen and trained
+    before = {id(m): m.running_mean.clone() for m in norms}
+    batches = [torch.randn(8, 3, 64, 64) + 2.0 for _ in range(4)]
+    adapt_batchnorm(model, batches)
+    assert all(torch.equal(before[id(m)], m.running_mean) for m in frozen)
+    assert all(not torch.equal(before[id(m)], m.running_mean) for m in trained)
+    adapt_batchnorm(model, batches, include_frozen=True)
+    assert all(not torch.equal(before[id(m)], m.running_mean) for m in frozen)
     # training afterwards still keeps the frozen stages in eval mode (their hook is untouched)
     model.train()
     frozen_mean = frozen[0].running_mean.clone()

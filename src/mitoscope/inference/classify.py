@@ -255,12 +255,13 @@ class Classifier:
         num_workers: int | None = None,
         source: object = None,
         seed: int = 0,
+        include_frozen: bool = False,
     ) -> int:
         """Re-estimate every member's batch-norm statistics on the patches of ``catalog`` (AdaBN).
 
         For a set from another lab or scanner (:mod:`mitoscope.models.adapt`): the patches are read like
         :meth:`predict_catalog` reads them, in random order, at most ``max_patches`` of them (a random subset;
-        ``None``: all), in float32. Call it before batch norms are folded (``fuse_batchnorm=False``, then
+        ``None``: all), in float32; ``include_frozen`` as in :func:`~mitoscope.models.adapt.adapt_batchnorm`. Call it before batch norms are folded (``fuse_batchnorm=False``, then
         :meth:`fold_batchnorm`). Afterwards a patch's probability depends on the set it was adapted to.
 
         Returns:
@@ -284,7 +285,8 @@ class Classifier:
         pixels = list(loader)  # uint8, read once for all members
         seen = 0
         for member in self.ensemble.models:
-            seen = adapt_batchnorm(member, (self._model_input(batch) for batch in pixels))
+            batches = (self._model_input(batch) for batch in pixels)
+            seen = adapt_batchnorm(member, batches, include_frozen=include_frozen)
         return seen
 
     # ------------------------------------------------------------------ properties

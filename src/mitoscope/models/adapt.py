@@ -1,12 +1,14 @@
 """Test-time adaptation of batch-norm statistics to a new domain (AdaBN, Li et al. 2018).
 
-A model trained on one lab's slides normalises every feature map with the running means and variances of that
+A model trained on one lab's slides normalises its feature maps with the running means and variances of that
 lab's images. Patches from another scanner or stain shift those statistics, and with them the model's scores
-and the threshold that was chosen in domain. AdaBN re-estimates the statistics of every batch norm on unlabelled
-images of the new domain (no labels, no gradient, weights unchanged), as ``torch.optim.swa_utils.update_bn``
-does for weight averages. Batch norms that are kept in eval mode during training (frozen stages) are adapted
-too. Run it before :func:`mitoscope.models.fuse.fold_batchnorm`, which bakes the statistics into the
-convolutions.
+and the threshold that was chosen in domain. AdaBN re-estimates the statistics on unlabelled images of the new
+domain (no labels, no gradient, weights unchanged), as ``torch.optim.swa_utils.update_bn`` does for weight
+averages. Only statistics that came from the training data are replaced by default: the batch norms of frozen
+stages (:func:`mitoscope.models.backbones.freeze_stages`) normalise with their pretrained ImageNet statistics
+in training as well, and the layers after them learned on features normalised that way
+(``include_frozen=True`` re-estimates those too). Run it before :func:`mitoscope.models.fuse.fold_batchnorm`,
+which bakes the statistics into the convolutions.
 """
 
 from __future__ import annotations
@@ -17,12 +19,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from mitoscope.models.backbones import in_frozen_stage
+
 MIN_PATCHES = 32
 
 
-def _batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+def _batch_norms(model: nn.Module, include_frozen: bool) -> list[nn.modules.batchnorm._BatchNorm]:
     return [
-        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and m.track_running_stats
+        and (include_frozen or not in_frozen_stage(m))
     ]
 
 
@@ -32,9 +40,13 @@ def _use_batch_statistics(module: nn.Module, _args: Any) -> None:
 
 @torch.no_grad()
 def adapt_batchnorm(
-    model: nn.Module, batches: Iterable[torch.Tensor], *, min_patches: int = MIN_PATCHES
+    model: nn.Module,
+    batches: Iterable[torch.Tensor],
+    *,
+    include_frozen: bool = False,
+    min_patches: int = MIN_PATCHES,
 ) -> int:
-    """Replace the running statistics of every batch norm in ``model`` by those of ``batches``.
+    """Replace the running statistics of the batch norms in ``model`` by those of ``batches``.
 
     The model runs in eval mode (dropout off) except its batch norms, which normalise with each batch's own
     statistics and accumulate an equal-weight average of them (``momentum=None``), so later layers see inputs
@@ -45,13 +57,15 @@ def adapt_batchnorm(
         model: the model (its outputs are ignored; anything ``model(batch)`` accepts).
         batches: float input tensors ``(N, C, H, W)`` on the model's device, preferably in random order (a
             batch of one class only shifts the statistics of the deeper layers).
+        include_frozen: also re-estimate the batch norms of frozen stages (by default they keep their
+            pretrained statistics, as in training).
         min_patches: fewer patches than this raise ``ValueError`` (too few to estimate the statistics).
 
     Returns:
         The number of patches the statistics were estimated from.
 
     Raises:
-        ValueError: the model has no batch norms, or the batches hold fewer than ``min_patches`` patches (the
+        ValueError: the model has no batch norms to adapt, or the batches hold fewer than ``min_patches`` patches (the
             model is then left as it was).
 
     Examples:
@@ -61,7 +75,7 @@ def adapt_batchnorm(
         >>> m.training, bool(m[1].running_mean.abs().sum() > 0)
         (False, True)
     """
-    norms = _batch_norms(model)
+    norms = _batch_norms(model, include_frozen)
     if not norms:
         raise ValueError("the model has no batch norms with running statistics to adapt")
     saved = [

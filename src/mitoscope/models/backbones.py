@@ -313,6 +313,18 @@ def _keep_in_eval_mode(module: nn.Module, args: Any) -> None:
     module.training = False
 
 
+def in_frozen_stage(module: nn.Module) -> bool:
+    """Whether ``module`` is a batch norm of a stage frozen by :func:`freeze_stages` (its running statistics
+    are the pretrained ones and never change in training).
+
+    Examples:
+        >>> m = create_backbone("test_resnet", frozen_stages=1)
+        >>> in_frozen_stage(m.bn1), in_frozen_stage(m.layer1[0].bn1)
+        (True, False)
+    """
+    return any(hook is _keep_in_eval_mode for hook in module._forward_pre_hooks.values())
+
+
 def _classifier_outputs(state: Mapping[str, torch.Tensor], model: nn.Module) -> int | None:
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     key = cfg.get("classifier")
