@@ -261,8 +261,9 @@ class Classifier:
 
         For a set from another lab or scanner (:mod:`mitoscope.models.adapt`): the patches are read like
         :meth:`predict_catalog` reads them, in random order, at most ``max_patches`` of them (a random subset;
-        ``None``: all), in float32; ``include_frozen`` as in :func:`~mitoscope.models.adapt.adapt_batchnorm`. Call it before batch norms are folded (``fuse_batchnorm=False``, then
-        :meth:`fold_batchnorm`). Afterwards a patch's probability depends on the set it was adapted to.
+        ``None``: all), in float32; ``include_frozen`` as in :func:`~mitoscope.models.adapt.adapt_batchnorm`.
+        Call it before batch norms are folded (``fuse_batchnorm=False``, then :meth:`fold_batchnorm`).
+        Afterwards a patch's probability depends on the set it was adapted to.
 
         Returns:
             The number of patches the statistics came from.

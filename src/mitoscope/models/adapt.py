@@ -65,8 +65,8 @@ def adapt_batchnorm(
         The number of patches the statistics were estimated from.
 
     Raises:
-        ValueError: the model has no batch norms to adapt, or the batches hold fewer than ``min_patches`` patches (the
-            model is then left as it was).
+        ValueError: the model has no batch norms to adapt, or the batches hold fewer than ``min_patches``
+            patches. On any error the statistics are left as they were.
 
     Examples:
         >>> m = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)).eval()
@@ -78,12 +78,12 @@ def adapt_batchnorm(
     norms = _batch_norms(model, include_frozen)
     if not norms:
         raise ValueError("the model has no batch norms with running statistics to adapt")
-    saved = [
-        (bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone()) for bn in norms
-    ]  # type: ignore[union-attr]
+    saved = [(bn.running_mean, bn.running_var, bn.num_batches_tracked) for bn in norms]
     momenta = [bn.momentum for bn in norms]
-    for bn in norms:
-        bn.reset_running_stats()
+    for bn in norms:  # fresh buffers: the saved ones stay intact until the new ones are complete
+        bn.running_mean = torch.zeros_like(bn.running_mean)  # type: ignore[arg-type]
+        bn.running_var = torch.ones_like(bn.running_var)  # type: ignore[arg-type]
+        bn.num_batches_tracked = torch.zeros_like(bn.num_batches_tracked)  # type: ignore[arg-type]
         bn.momentum = None
     # registered after any hook that keeps a frozen stage in eval mode, so this one has the last word
     hooks = [bn.register_forward_pre_hook(_use_batch_statistics) for bn in norms]
@@ -95,18 +95,18 @@ def adapt_batchnorm(
                 continue
             model(batch)
             seen += int(batch.shape[0])
+        if seen < min_patches:
+            raise ValueError(
+                f"adapting batch norms needs at least {min_patches} patches of the new domain, got {seen}"
+            )
+    except BaseException:
+        for bn, (mean, var, count) in zip(norms, saved, strict=True):
+            bn.running_mean, bn.running_var, bn.num_batches_tracked = mean, var, count
+        raise
     finally:
         for hook in hooks:
             hook.remove()
         for bn, momentum in zip(norms, momenta, strict=True):
             bn.momentum = momentum
         model.eval()
-    if seen < min_patches:
-        for bn, (mean, var, count) in zip(norms, saved, strict=True):
-            bn.running_mean.copy_(mean)  # type: ignore[union-attr]
-            bn.running_var.copy_(var)  # type: ignore[union-attr]
-            bn.num_batches_tracked.copy_(count)  # type: ignore[union-attr]
-        raise ValueError(
-            f"adapting batch norms needs at least {min_patches} patches of the new domain, got {seen}"
-        )
     return seen
