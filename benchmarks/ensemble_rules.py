@@ -69,10 +69,10 @@ def member_probabilities(
 
 def rows_for(
     y: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, run_threshold: float | None, n_bootstrap: int
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, Any]]:
     """The rows of one ensemble (``probs`` is ``(N, M, V)``); ``run_threshold`` ``None``: a mix of runs, whose
     members have no pooled threshold and whose first member is already a row of its own run."""
-    rows: dict[str, dict[str, float]] = {}
+    rows: dict[str, dict[str, Any]] = {}
     for tta, views in (("", probs[:, :, :1]), ("+tta", probs)):
         member = merge_views(views)  # (N, M)
         rules = {
@@ -93,7 +93,7 @@ def rows_for(
     return rows
 
 
-def evaluate(saved: dict[str, Any], n_bootstrap: int) -> dict[str, dict[str, dict[str, float]]]:
+def evaluate(saved: dict[str, Any], n_bootstrap: int) -> dict[str, dict[str, dict[str, Any]]]:
     """All rows for every run and for all runs' members together."""
     y = np.asarray(saved["targets"])
     names = sorted({k.split("/")[0] for k in saved if "/" in k})
