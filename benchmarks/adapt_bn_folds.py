@@ -15,7 +15,6 @@ Run (CPU): ``python benchmarks/adapt_bn_folds.py runs/cpu_lite0_cv5 --source ../
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ensemble_rules import rows_for  # benchmarks/ensemble_rules.py (scripts run from this folder)
+from ensemble_rules import (  # benchmarks/ensemble_rules.py (scripts run from this folder)
+    rows_for,
+    write_report,
+)
 
 ROWS = ("fold0", "fold0+tta")
 
@@ -107,9 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "folds": table,
         "mean": means,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=float) + "\n")
-    print(f"written {args.out}")
+    write_report(args.out, report)
     return 0
 
 

@@ -114,6 +114,13 @@ def evaluate(saved: dict[str, Any], n_bootstrap: int) -> dict[str, dict[str, dic
     return table
 
 
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """Write a benchmark's JSON report (parents created) and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    print(f"written {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", help="NAME=RUN_DIR of cross-validation runs")
@@ -161,9 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(sys.argv),
         "table": table,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=float) + "\n")
-    print(f"written {args.out}")
+    write_report(args.out, report)
     return 0
 
 
