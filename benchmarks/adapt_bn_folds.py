@@ -36,6 +36,7 @@ def fold_scores(run: Path, source: str, variants: list[str], n_bootstrap: int) -
     from mitoscope.inference.classify import Classifier
 
     catalog = load_catalog(source)
+    resolved = pd.Series([str(Path(f).resolve()) for f in catalog["image"]], index=catalog.index)
     oof = pd.read_csv(run / "oof_predictions.csv")
     table: dict[str, dict[str, dict]] = {}
     for model_path in sorted(run.glob("fold_*/model.pt")):
@@ -43,7 +44,7 @@ def fold_scores(run: Path, source: str, variants: list[str], n_bootstrap: int) -
         test_images = {
             str(Path(f).resolve()) for f in oof.loc[(oof["fold"] == fold) & (oof["part"] == "test"), "image"]
         }
-        test = catalog[[str(Path(f).resolve()) in test_images for f in catalog["image"]]]
+        test = catalog[resolved.isin(test_images)]
         if len(test) != len(test_images):
             raise ValueError(
                 f"{run}: fold {fold} tests {len(test_images)} patches, {len(test)} found in {source}"
@@ -55,7 +56,6 @@ def fold_scores(run: Path, source: str, variants: list[str], n_bootstrap: int) -
             clf = Classifier.from_path(model_path, fuse_batchnorm=variant == "none")
             if variant != "none":
                 clf.adapt_batchnorm(test, include_frozen=variant == "all")
-                clf.fold_batchnorm()
             probs = clf.member_view_probs(test)
             rows = rows_for(y, probs, clf.ensemble.member_thresholds, clf.threshold, n_bootstrap)
             table[f"fold_{fold}"][variant] = {r: rows[r] for r in ROWS}

@@ -55,7 +55,6 @@ def member_probabilities(
         clf = Classifier.from_path(run, device=device, rule="mean", fuse_batchnorm=adapt_bn is None)
         if adapt_bn is not None:
             clf.adapt_batchnorm(catalog, num_workers=num_workers, include_frozen=adapt_bn == "all")
-            clf.fold_batchnorm()
         saved[f"{name}/probs"] = clf.member_view_probs(catalog, num_workers=num_workers)
         saved[f"{name}/member_thresholds"] = clf.ensemble.member_thresholds
         saved[f"{name}/threshold"] = np.array(clf.threshold)

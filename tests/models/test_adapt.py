@@ -83,13 +83,17 @@ def test_too_few_patches_raise_and_leave_the_statistics() -> None:
         adapt_batchnorm(nn.Conv2d(3, 1, 1), [torch.zeros(64, 3, 2, 2)])
 
 
-def _lite0_classifier(fuse: bool) -> Classifier:
-    torch.manual_seed(0)
-    model = create_model(
-        "atypical_single", backbone="tf_efficientnet_lite0", pretrained=False, hidden=[8]
-    ).eval()
-    contract = ModelContract("atypical_single", {}, "classification", input_size=64)
-    return Classifier(Ensemble([model], [contract]), precision="fp32", fuse_batchnorm=fuse)
+def _lite0_classifier(fuse: bool, members: int = 1) -> Classifier:
+    models, contracts = [], []
+    for _ in range(members):
+        torch.manual_seed(0)
+        models.append(
+            create_model(
+                "atypical_single", backbone="tf_efficientnet_lite0", pretrained=False, hidden=[8]
+            ).eval()
+        )
+        contracts.append(ModelContract("atypical_single", {}, "classification", input_size=64))
+    return Classifier(Ensemble(models, contracts), precision="fp32", fuse_batchnorm=fuse)
 
 
 def test_classifier_adapts_on_a_catalog_then_folds(tmp_path: Path) -> None:
@@ -106,7 +110,8 @@ def test_classifier_adapts_on_a_catalog_then_folds(tmp_path: Path) -> None:
 
     plain = _lite0_classifier(fuse=False).predict_arrays(patches)
     clf = _lite0_classifier(fuse=False)
-    assert clf.adapt_batchnorm(catalog, batch_size=16, max_patches=36) == 36
+    assert clf.adapt_batchnorm(catalog, batch_size=16, max_patches=36, fold=False) == 36
+    assert any(isinstance(m, nn.BatchNorm2d) for m in clf.ensemble.models[0].modules())
     adapted = clf.predict_arrays(patches)
     clf.fold_batchnorm()
     assert not any(isinstance(m, nn.BatchNorm2d) for m in clf.ensemble.models[0].modules())
@@ -114,3 +119,8 @@ def test_classifier_adapts_on_a_catalog_then_folds(tmp_path: Path) -> None:
     assert np.abs(adapted - plain).max() > 1e-3
     with pytest.raises(ValueError, match="at least 32 patches"):
         _lite0_classifier(fuse=False).adapt_batchnorm(catalog, max_patches=20)
+    pair = _lite0_classifier(fuse=False, members=2)  # both members adapt on the same patches
+    pair.adapt_batchnorm(catalog, batch_size=16, max_patches=36)
+    member_probs = pair.predict_arrays_full(patches).member_probs
+    np.testing.assert_allclose(member_probs[:, 0], adapted, atol=1e-5)
+    np.testing.assert_allclose(member_probs[:, 1], adapted, atol=1e-5)

@@ -132,7 +132,6 @@ def classify(
         if adapt_bn:
             n_adapt = clf.adapt_batchnorm(catalog, num_workers=num_workers, source=input)
             err.print(f"batch-norm statistics re-estimated on {n_adapt} patches", highlight=False)
-            clf.fold_batchnorm()
         result = clf.predict_catalog(catalog, batch_size=batch_size, num_workers=num_workers, source=input)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError, OSError) as exc:
         fail(exc)

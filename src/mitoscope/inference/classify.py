@@ -256,14 +256,15 @@ class Classifier:
         source: object = None,
         seed: int = 0,
         include_frozen: bool = False,
+        fold: bool = True,
     ) -> int:
         """Re-estimate every member's batch-norm statistics on the patches of ``catalog`` (AdaBN).
 
         For a set from another lab or scanner (:mod:`mitoscope.models.adapt`): the patches are read like
         :meth:`predict_catalog` reads them, in random order, at most ``max_patches`` of them (a random subset;
         ``None``: all), in float32; ``include_frozen`` as in :func:`~mitoscope.models.adapt.adapt_batchnorm`.
-        Call it before batch norms are folded (``fuse_batchnorm=False``, then :meth:`fold_batchnorm`).
-        Afterwards a patch's probability depends on the set it was adapted to.
+        Call it on a classifier built with ``fuse_batchnorm=False``; afterwards the batch norms are folded as
+        usual (``fold=False`` keeps them). A patch's probability then depends on the set it was adapted to.
 
         Returns:
             The number of patches the statistics came from.
@@ -283,11 +284,14 @@ class Classifier:
             order = order[:max_patches]
         subset = catalog.iloc[order]
         loader = self._catalog_loader(subset, batch_size=batch_size, num_workers=num_workers, source=source)
-        pixels = list(loader)  # uint8, read once for all members
+        # uint8 batches; kept in memory only when several members need them
+        pixels: Iterable[torch.Tensor] = list(loader) if len(self.ensemble) > 1 else loader
         seen = 0
         for member in self.ensemble.models:
             batches = (self._model_input(batch) for batch in pixels)
             seen = adapt_batchnorm(member, batches, include_frozen=include_frozen)
+        if fold:
+            self.fold_batchnorm()
         return seen
 
     # ------------------------------------------------------------------ properties
