@@ -241,3 +241,56 @@ def test_adapt_bn_reestimates_statistics_on_the_input(tmp_path: Path) -> None:
     )
     assert res.exit_code != 0 and "at least 32 patches" in res.output
     assert not (tmp_path / "f.csv").exists()
+
+
+def test_stain_normalisation_fits_saves_and_reuses_a_reference(tmp_path: Path) -> None:
+    from mitoscope.data.stain_normalization import StainNormalizer
+
+    ckpt = _save(tmp_path / "m.pt")
+    rng = np.random.default_rng(3)
+    reference, folder = tmp_path / "ref", tmp_path / "imgs"
+    reference.mkdir()
+    folder.mkdir()
+    for i in range(6):
+        tint = rng.integers(60, 200, 3)
+        Image.fromarray(np.clip(tint + rng.integers(-40, 40, (40, 40, 3)), 0, 255).astype(np.uint8)).save(
+            reference / f"{i}.png"
+        )
+    images = _patches(5)
+    for i, p in enumerate(images):
+        Image.fromarray(p).save(folder / f"{i}.png")
+    saved = tmp_path / "stain.json"
+    base = ["classify", str(ckpt), str(folder), "--precision", "fp32", "--stain-normalize", "reinhard"]
+    res = runner.invoke(
+        app,
+        [
+            *base,
+            "--stain-reference",
+            str(reference),
+            "--save-stain-reference",
+            str(saved),
+            "--out",
+            str(tmp_path / "a.csv"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "reinhard stain" in res.output
+    res = runner.invoke(app, [*base, "--stain-reference", str(saved), "--out", str(tmp_path / "b.csv")])
+    assert res.exit_code == 0, res.output
+    first, second = (pd.read_csv(tmp_path / n)["p_atypical"].to_numpy() for n in ("a.csv", "b.csv"))
+    np.testing.assert_array_equal(first, second)
+
+    # the same as classifying patches normalised beforehand
+    norm = StainNormalizer.load(saved)
+    plain = Classifier.from_path(ckpt, precision="fp32")
+    expected = plain.predict_arrays([norm(np.asarray(Image.open(folder / f"{i}.png"))) for i in range(5)])
+    np.testing.assert_allclose(first, expected, atol=1e-5)
+    assert np.abs(first - plain.predict_arrays(images)).max() > 1e-3
+
+    for extra, message in (
+        ([], "needs --stain-reference"),
+        (["--stain-reference", str(saved), "--stain-normalize", "macenko"], "a reinhard reference"),
+    ):
+        res = runner.invoke(app, [*base, *extra, "--out", str(tmp_path / "c.csv")])
+        assert res.exit_code != 0 and message in res.output, res.output
+    assert not (tmp_path / "c.csv").exists()

@@ -45,6 +45,32 @@ def _input_catalog(path: Path) -> tuple[Any, bool]:
     return load_catalog(path), False
 
 
+def _stain_normalizer(method: str | None, reference: Path | None, save: Path | None) -> Any:
+    """The fitted normaliser ``--stain-normalize``/``--stain-reference`` ask for (``None`` without them)."""
+    from mitoscope.data.stain_normalization import METHODS, StainNormalizer, fit_on_catalog
+
+    if method is None:
+        if reference is not None or save is not None:
+            raise ValueError("--stain-reference and --save-stain-reference need --stain-normalize")
+        return None
+    if method not in METHODS:
+        raise ValueError(f"--stain-normalize must be one of {', '.join(METHODS)}, got {method!r}")
+    if reference is None:
+        raise ValueError(
+            "--stain-normalize needs --stain-reference (e.g. the training data, or a saved JSON)"
+        )
+    if reference.suffix.lower() == ".json":
+        normalizer = StainNormalizer.load(reference)
+        if normalizer.method != method:
+            raise ValueError(f"{reference}: a {normalizer.method} reference, but --stain-normalize {method}")
+    else:
+        catalog, _ = _input_catalog(reference)
+        normalizer = fit_on_catalog(catalog, method, source=reference)
+    if save is not None:
+        normalizer.save(save)
+    return normalizer
+
+
 def _track2_records(labels: list[str], probs: Any) -> list[dict[str, Any]]:
     return [{"class": str(lab), "confidence": float(p)} for lab, p in zip(labels, probs, strict=True)]
 
@@ -105,6 +131,20 @@ def classify(
         "set from another lab or scanner, at least 32 patches of that one domain (up to 2,048 random ones "
         "are used). Each patch's result then depends on the whole set.",
     ),
+    stain_normalize: str | None = typer.Option(
+        None,
+        "--stain-normalize",
+        help="Map every patch onto a reference stain first: macenko or reinhard (needs --stain-reference).",
+    ),
+    stain_reference: Path | None = typer.Option(
+        None,
+        "--stain-reference",
+        help="The reference stain: a JSON written by --save-stain-reference, or patches to fit it on "
+        "(folder, source CSV or image; up to 512 random ones), e.g. the model's training data.",
+    ),
+    save_stain_reference: Path | None = typer.Option(
+        None, "--save-stain-reference", help="Write the fitted reference stain to this JSON for reuse."
+    ),
 ) -> None:
     """Classify mitotic-figure patches as normal or atypical (P(atypical) and label per patch)."""
     from rich.console import Console
@@ -120,6 +160,7 @@ def classify(
         catalog, is_stack = _input_catalog(input)
         if catalog.empty:
             raise ValueError(f"{input}: no records to classify")
+        normalizer = _stain_normalizer(stain_normalize, stain_reference, save_stain_reference)
         clf = Classifier.from_path(
             model,
             device=device,
@@ -128,6 +169,7 @@ def classify(
             precision=precision,
             threshold=threshold,
             fuse_batchnorm=not adapt_bn,
+            stain_normalizer=normalizer,
         )
         if adapt_bn:
             n_adapt = clf.adapt_batchnorm(catalog, num_workers=num_workers, source=input)
@@ -148,7 +190,7 @@ def classify(
     msg = (
         f"{len(frame)} patches → {out} ({n_atyp} atypical; {len(clf.ensemble)} model(s), "
         f"{clf.ensemble.rule}, threshold {clf.threshold:.3f}{', TTA' if tta else ''}"
-        f"{', AdaBN' if adapt_bn else ''}, {clf.precision})"
+        f"{', AdaBN' if adapt_bn else ''}{f', {stain_normalize} stain' if normalizer else ''}, {clf.precision})"
     )
     if is_stack:
         track2 = json_out or out.with_suffix(".json")

@@ -14,7 +14,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,9 @@ from mitoscope.engine.ensemble import Ensemble, EnsembleOutput, load_ensemble
 from mitoscope.io.slide_base import Slide, as_rgb_uint8
 from mitoscope.models.checkpoint import ModelContract
 from mitoscope.utils.device import resolve_device
+
+if TYPE_CHECKING:
+    from mitoscope.data.stain_normalization import StainNormalizer
 
 T = TypeVar("T")
 
@@ -151,6 +154,8 @@ class Classifier:
             models run in channels-last memory format, which the CPU's convolutions prefer.
         fuse_batchnorm: fold batch norms into the convolutions before them
             (:func:`mitoscope.models.fuse.fold_batchnorm`: the same outputs, about 1.5× faster on a CPU).
+        stain_normalizer: map every patch onto a reference stain first
+            (:class:`mitoscope.data.stain_normalization.StainNormalizer`, fitted).
 
     Examples:
         >>> from torch import nn
@@ -173,6 +178,7 @@ class Classifier:
         tta: bool = False,
         precision: str = "auto",
         fuse_batchnorm: bool = True,
+        stain_normalizer: StainNormalizer | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.ensemble = ensemble.to(self.device)
@@ -197,6 +203,12 @@ class Classifier:
             train=False, size=size, mean=mean, std=std, crop=crop, normalize=False
         )
         self._rng = np.random.default_rng(0)  # the evaluation transform draws nothing
+        self.stain_normalizer = stain_normalizer
+        if stain_normalizer is not None:
+            from mitoscope.data.stain_normalization import StainNormalizedTransform
+
+            self._transform = StainNormalizedTransform(stain_normalizer, self._transform)
+            self._pixels = StainNormalizedTransform(stain_normalizer, self._pixels)
 
     @classmethod
     def from_path(
@@ -210,6 +222,7 @@ class Classifier:
         precision: str = "auto",
         fuse_batchnorm: bool = True,
         threshold: float | None = None,
+        stain_normalizer: StainNormalizer | None = None,
     ) -> Classifier:
         """Load from a checkpoint, an ``ensemble.json``, an ensemble directory or a training RUN directory.
 
@@ -224,6 +237,7 @@ class Classifier:
                 (:func:`mitoscope.models.fuse.fold_batchnorm`; same outputs, faster).
             threshold: decide at this P(atypical) instead of the trained threshold(s)
                 (:meth:`~mitoscope.engine.ensemble.Ensemble.override_threshold`).
+            stain_normalizer: see the class.
 
         Examples:
             >>> Classifier.from_path("no/such/model.pt")  # doctest: +ELLIPSIS
@@ -235,7 +249,14 @@ class Classifier:
         ens = load_ensemble(path, device=device, rule=rule, tta_reduce=tta_reduce)
         if threshold is not None:
             ens.override_threshold(threshold)
-        return cls(ens, device=device, tta=tta, precision=precision, fuse_batchnorm=fuse_batchnorm)
+        return cls(
+            ens,
+            device=device,
+            tta=tta,
+            precision=precision,
+            fuse_batchnorm=fuse_batchnorm,
+            stain_normalizer=stain_normalizer,
+        )
 
     def fold_batchnorm(self) -> None:
         """Fold the members' batch norms into their convolutions (:func:`mitoscope.models.fuse.fold_batchnorm`)."""
