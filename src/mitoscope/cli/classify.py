@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from mitoscope.cli.errors import fail
+
+if TYPE_CHECKING:
+    from mitoscope.data.stain_normalization import StainNormalizer
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -45,7 +48,9 @@ def _input_catalog(path: Path) -> tuple[Any, bool]:
     return load_catalog(path), False
 
 
-def _stain_normalizer(method: str | None, reference: Path | None, save: Path | None) -> Any:
+def _stain_normalizer(
+    method: str | None, reference: Path | None, save: Path | None
+) -> StainNormalizer | None:
     """The fitted normaliser ``--stain-normalize``/``--stain-reference`` ask for (``None`` without them)."""
     from mitoscope.data.stain_normalization import METHODS, StainNormalizer, fit_on_catalog
 

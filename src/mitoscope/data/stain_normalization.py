@@ -18,13 +18,12 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from skimage.color import lab2rgb, rgb2lab
 
-Method = Literal["macenko", "reinhard"]
 METHODS: tuple[str, ...] = ("macenko", "reinhard")
 
 #: optical density below which a pixel counts as unstained (Macenko's β)
