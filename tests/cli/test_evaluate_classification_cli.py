@@ -168,3 +168,25 @@ def test_choose_threshold_reports_the_local_operating_point(tmp_path: Path) -> N
          "--bootstrap", "0", "--choose-threshold"],
     )  # fmt: skip
     assert res.exit_code != 0 and "needs both atypical and normal labels" in res.output
+
+
+def test_out_of_fold_file_is_decided_by_its_threshold_column_not_its_truth_labels(tmp_path: Path) -> None:
+    """``oof_predictions.csv`` carries the truth in ``label`` and each fold's threshold: scoring it must
+    threshold ``p_atypical`` per row, not read the truth back as decisions (balanced accuracy 1.0)."""
+    votes = _atnorm_like(tmp_path / "atnorm")
+    probs = [0.9, 0.8, 0.4, 0.55, 0.1, 0.2, 0.6, 0.3, 0.45, 0.05]
+    truth = ["atypical"] * 4 + ["normal"] * 6
+    pred_csv = _predictions(tmp_path / "oof.csv", probs, truth)
+    frame = pd.read_csv(pred_csv)
+    frame["threshold"] = [0.5] * 5 + [0.35] * 5  # two folds
+    frame.to_csv(pred_csv, index=False)
+    out_json = tmp_path / "report.json"
+    res = runner.invoke(
+        app, ["evaluate", "classification", str(pred_csv), "--truth", str(votes), "--json", str(out_json)]
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads(out_json.read_text())
+    assert report["decision"] == "threshold column"
+    # decisions: 1 1 0 1 0 | 0 1 0 1 0 → sensitivity 3/4, specificity 4/6
+    assert report["sensitivity"] == pytest.approx(0.75)
+    assert report["specificity"] == pytest.approx(4 / 6)

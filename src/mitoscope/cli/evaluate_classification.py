@@ -79,7 +79,10 @@ def evaluate_classification(
     ),
     json_out: Path | None = typer.Option(None, "--json", help="Write the full report as JSON here."),
     threshold: float | None = typer.Option(
-        None, "--threshold", help="Threshold on p_atypical (default: use the CSV's label column, else 0.5)."
+        None,
+        "--threshold",
+        help="Threshold on p_atypical (default: the CSV's per-row threshold column, else its label column, "
+        "else 0.5).",
     ),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the 95% CIs (0: none)."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
@@ -123,7 +126,9 @@ def evaluate_classification(
         fail(exc)
 
     unmatched = scored.unmatched
-    report["decision"] = "label column" if preds is not None else f"p_atypical >= {report['threshold']:g}"
+    report["decision"] = (
+        scored.decision_source if preds is not None else f"p_atypical >= {report['threshold']:g}"
+    )
     report["n_predictions"] = scored.n_predictions
     report["n_unmatched_predictions"] = len(unmatched)
     report["n_truth_without_prediction"] = scored.n_truth - len(joined)

@@ -317,8 +317,9 @@ def join_predictions(predictions: Any, truth: Any, *, file_column: str = "file")
         file_column: the file column of ``predictions``.
 
     Returns:
-        ``(joined, unmatched)``: the truth rows that have a prediction with columns ``p_atypical`` and
-        ``pred_label`` (if ``label`` was given) added, and the prediction rows that matched nothing.
+        ``(joined, unmatched)``: the truth rows that have a prediction with columns ``p_atypical``,
+        ``pred_label`` (if ``label`` was given) and ``pred_threshold`` (if ``threshold`` was) added, and the
+        prediction rows that matched nothing.
 
     Examples:
         >>> import pandas as pd
@@ -374,6 +375,8 @@ def join_predictions(predictions: Any, truth: Any, *, file_column: str = "file")
     joined["p_atypical"] = predictions["p_atypical"].to_numpy(dtype=float)[matched_pred]
     if "label" in predictions.columns:
         joined["pred_label"] = predictions["label"].to_numpy()[matched_pred]
+    if "threshold" in predictions.columns:  # per-row thresholds, e.g. each fold's in oof_predictions.csv
+        joined["pred_threshold"] = predictions["threshold"].to_numpy(dtype=float)[matched_pred]
     joined = joined.reset_index(drop=True)
     if joined.duplicated(subset=["image", "page"] if "page" in joined else ["image"]).any():
         raise ValueError("several predictions match the same truth record")

@@ -36,8 +36,22 @@ class ScoredPredictions:
         """P(atypical) of each matched record."""
         return self.joined["p_atypical"].to_numpy().astype(np.float64)
 
+    @property
+    def decision_source(self) -> str | None:
+        """Where :meth:`label_decisions` comes from: ``"threshold column"``, ``"label column"`` or None."""
+        if "pred_threshold" in self.joined.columns:
+            return "threshold column"
+        return "label column" if self.label_decisions() is not None else None
+
     def label_decisions(self) -> np.ndarray | None:
-        """The CSV's own ``label`` column as 1/0 (the model's threshold), or None when it has none."""
+        """The model's own decisions as 1/0, or None when the CSV has none.
+
+        A per-row ``threshold`` column decides (``p_atypical >= threshold``): a training run's
+        ``oof_predictions.csv`` has one, and its ``label`` column is the ground truth, not a decision.
+        Otherwise the CSV's ``label`` column (``mitoscope classify`` writes the model's decision there).
+        """
+        if "pred_threshold" in self.joined.columns:
+            return (self.probs >= self.joined["pred_threshold"].to_numpy(dtype=np.float64)).astype(np.int64)
         if "pred_label" not in self.joined.columns:
             return None
         names = self.joined["pred_label"].astype(str).str.lower()
