@@ -190,3 +190,25 @@ def test_out_of_fold_file_is_decided_by_its_threshold_column_not_its_truth_label
     # decisions: 1 1 0 1 0 | 0 1 0 1 0 → sensitivity 3/4, specificity 4/6
     assert report["sensitivity"] == pytest.approx(0.75)
     assert report["specificity"] == pytest.approx(4 / 6)
+
+
+def test_experts_option_scores_each_expert_and_the_model_against_the_others(tmp_path: Path) -> None:
+    root = tmp_path / "atnorm"
+    votes = _atnorm_like(root)
+    frame = pd.read_csv(votes)
+    frame.loc[[0, 5], "Expert_3"] = ["Normal", "Atypical"]  # expert 3 disagrees twice
+    frame.to_csv(votes, index=False)
+    probs = [0.9, 0.8, 0.7, 0.6, 0.1, 0.2, 0.3, 0.3, 0.2, 0.05]
+    pred_csv = _predictions(tmp_path / "pred.csv", probs, ["atypical"] * 4 + ["normal"] * 6)
+    out_json = tmp_path / "report.json"
+    args = ["evaluate", "classification", str(pred_csv), "--truth", str(votes), "--json", str(out_json)]
+    res = runner.invoke(app, [*args, "--experts", "--bootstrap", "0"])
+    assert res.exit_code == 0, res.output
+    agreement = json.loads(out_json.read_text())["expert_agreement"]
+    # experts 1 and 2 agree everywhere: expert 3 is scored on all ten records and misses one of each class
+    assert agreement["experts"]["expert_3"]["balanced_accuracy"] == pytest.approx((3 / 4 + 5 / 6) / 2)
+    # for experts 1 and 2 the others tie on the two disputed records, which are left out
+    assert agreement["experts"]["expert_1"]["n"] == 8
+    assert agreement["models"]["model"]["balanced_accuracy"] == 1.0
+    assert agreement["by_agreement"]["disputed"]["n"] == 2
+    assert "experts' mean" in res.output

@@ -67,6 +67,43 @@ def _chosen_threshold(targets: Any, probs: Any) -> dict[str, Any]:
     return {k: at[k] for k in ("threshold", "balanced_accuracy", "sensitivity", "specificity")}
 
 
+def _expert_agreement(scored: Any, decisions: Any) -> dict[str, Any]:
+    """The model and each expert against the other experts' majority, and the model on unanimous/disputed
+    records (:mod:`mitoscope.metrics.agreement`)."""
+    from mitoscope.data.datasets import expert_matrix
+    from mitoscope.metrics.agreement import agreement_table, by_agreement
+
+    votes = expert_matrix(scored.joined["experts"])
+    if votes.shape[1] < 3:
+        raise ValueError(f"--experts needs the votes of at least 3 experts; the truth has {votes.shape[1]}")
+    table = agreement_table(votes, {"model": (decisions, scored.probs)})
+    table["by_agreement"] = by_agreement(scored.targets, votes, decisions, scored.probs)
+    return table
+
+
+def _print_expert_agreement(console: Any, agreement: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title="against the majority of the other experts (ties left out)")
+    for col in ("who", "n", "atypical", "bal. acc."):
+        table.add_column(col, justify="left" if col == "who" else "right")
+    for name, row in agreement["experts"].items():
+        table.add_row(name, str(row["n"]), str(row["n_atypical"]), _fmt(row["balanced_accuracy"]))
+    table.add_row("experts' mean", "", "", _fmt(agreement["experts_mean_balanced_accuracy"]))
+    model = agreement["models"]["model"]
+    table.add_row("model (mean over the references)", "", "", _fmt(model["balanced_accuracy"]))
+    console.print(table)
+    parts = agreement["by_agreement"]
+    console.print(
+        "the model against the label: "
+        + "; ".join(
+            f"{name} records {_fmt(r['balanced_accuracy'])} (n = {r['n']}, {r['n_atypical']} atypical)"
+            for name, r in parts.items()
+        ),
+        highlight=False,
+    )
+
+
 def evaluate_classification(
     predictions: Path = typer.Argument(
         ..., help="CSV written by `mitoscope classify` (file, p_atypical, label)."
@@ -95,6 +132,13 @@ def evaluate_classification(
         help="Also report the threshold that maximises balanced accuracy on these labels (a local operating "
         "point, e.g. from a few labelled cases of your own lab, for `mitoscope classify --threshold`).",
     ),
+    experts: bool = typer.Option(
+        False,
+        "--experts",
+        help="Also score each expert and the model against the majority of the other experts, and the model "
+        "on the records the experts agree on and those they dispute (needs 3+ experts' votes, e.g. AMi-Br, "
+        "AtNorM-MD).",
+    ),
 ) -> None:
     """Score predictions against ground truth: balanced accuracy, AUROC, sensitivity, specificity, F1."""
     from rich.console import Console
@@ -122,6 +166,9 @@ def evaluate_classification(
         )
         if choose:
             report["chosen_threshold"] = _chosen_threshold(scored.targets, scored.probs)
+        if experts:
+            decisions = preds if preds is not None else (scored.probs >= report["threshold"]).astype(int)
+            report["expert_agreement"] = _expert_agreement(scored, decisions)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         fail(exc)
 
@@ -142,6 +189,8 @@ def evaluate_classification(
             f"Use it on new patches with `mitoscope classify MODEL INPUT --threshold {c['threshold']:.4g}`.",
             highlight=False,
         )
+    if experts:
+        _print_expert_agreement(console, report["expert_agreement"])
     if len(unmatched):
         err.print(f"[yellow]warning:[/yellow] {len(unmatched)} prediction(s) match no labelled record")
     if report["n_truth_without_prediction"]:
