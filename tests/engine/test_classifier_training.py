@@ -221,6 +221,27 @@ def test_single_model_trains_on_the_share_of_expert_votes(tmp_path):
     assert (out / "fold_0" / "model.pt").is_file()
 
 
+def test_training_on_unanimous_records_keeps_every_record_for_validation_and_test(tmp_path, caplog):
+    cat = write_patches(tmp_path / "p", n=18, n_slides=9)
+    disputed = cat["experts"].map(lambda v: len(set(v)) > 1).to_numpy()
+    assert disputed.any()
+    cfg = load_config(
+        None, ClassifierConfig, [*TINY, "train.epochs=1", "cv.folds=[0]", "data.train_records=unanimous"]
+    )
+    with caplog.at_level("INFO", logger="mitoscope.engine.classifier_training"):
+        out = train_classifier(cfg, cat, tmp_path / "run", device="cpu", progress=False)
+    fold = json.loads((out / "fold_0" / "metrics.json").read_text())
+    message = next(r.getMessage() for r in caplog.records if "the experts agree on" in r.getMessage())
+    kept, total = (int(w) for w in message.split("the ")[1].split(" records")[0].split(" of "))
+    assert (kept, total - kept) == (fold["n_train"], fold["n_train_left_out"])
+    assert 0 < kept < total
+    oof = pd.read_csv(out / "oof_predictions.csv")
+    assert disputed[oof["catalog_index"].to_numpy()].any()  # disputed records are still scored
+    no_votes = cat.assign(experts=[()] * len(cat))
+    with pytest.raises(ValueError, match="votes of several experts"):
+        train_classifier(cfg, no_votes, tmp_path / "run_no_votes", device="cpu", progress=False)
+
+
 def test_weight_average_is_what_the_fold_exports(tmp_path):
     cat = write_patches(tmp_path / "p", n=18, n_slides=9)
     # one epoch: the best epoch is the last, so the export must be the final average, not the raw weights

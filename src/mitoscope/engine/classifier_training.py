@@ -320,6 +320,23 @@ def _val_metrics(cfg: ClassifierConfig, y: np.ndarray, p: np.ndarray) -> tuple[d
 # --------------------------------------------------------------------------------------------------------------
 
 
+def _training_records(train_cat: pd.DataFrame, which: str, fold_name: str) -> pd.DataFrame:
+    """The fold's training records: all, or (``"unanimous"``) those every expert who voted agrees on."""
+    if which == "all":
+        return train_cat
+    from mitoscope.data.datasets import expert_matrix
+    from mitoscope.metrics.agreement import unanimous
+
+    votes = expert_matrix(train_cat["experts"])
+    if votes.shape[1] < 2:
+        raise ValueError("data.train_records=unanimous needs the votes of several experts per record")
+    keep = unanimous(votes)
+    logger.info(
+        "fold %s: training on the %d of %d records the experts agree on", fold_name, keep.sum(), len(keep)
+    )
+    return train_cat[keep]
+
+
 def train_fold(
     cfg: ClassifierConfig,
     catalog: pd.DataFrame,
@@ -344,7 +361,7 @@ def train_fold(
     seed = cfg.train.seed + 1000 * fold.index
     seed_everything(seed)
 
-    train_cat = catalog.iloc[fold.train]
+    train_cat = _training_records(catalog.iloc[fold.train], cfg.data.train_records, fold.dirname)
     val_cat = catalog.iloc[fold.val]
     y_train = train_cat["target"].to_numpy()
     model, kwargs = _build_model(cfg, y_train)
@@ -494,7 +511,8 @@ def train_fold(
             "val_balanced_accuracy_at_0.5": metrics["balanced_accuracy"]
             if cfg.threshold.fixed is None
             else None,
-            "n_train": len(fold.train),
+            "n_train": len(train_cat),
+            "n_train_left_out": len(fold.train) - len(train_cat),
             "n_val": len(fold.val),
             "n_test": len(fold.test),
         }

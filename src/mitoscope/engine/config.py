@@ -56,6 +56,8 @@ class DataConfig:
     ``mask_method`` makes the auxiliary masks of multi-task models from the point annotation
     (:func:`mitoscope.data.masks.compute_mask`: ``hematoxylin``, ``nuclick`` or ``disk``); ``mask_cache`` is a
     folder that keeps them on disk between epochs, folds and runs (worth it for NuClick).
+    ``train_records``: ``"unanimous"`` trains only on the records every expert who voted agrees on (label-noise
+    filtering by consensus); validation and test parts keep every record.
     """
 
     size: int = 128
@@ -70,6 +72,7 @@ class DataConfig:
     std: list[float] | None = None
     mask_method: Literal["hematoxylin", "nuclick", "disk"] = "hematoxylin"
     mask_cache: str | None = None
+    train_records: Literal["all", "unanimous"] = "all"
 
 
 @dataclasses.dataclass
