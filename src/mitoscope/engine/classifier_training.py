@@ -331,9 +331,7 @@ def _training_records(train_cat: pd.DataFrame, which: str, fold_name: str) -> pd
     if votes.shape[1] < 2:
         raise ValueError("data.train_records=unanimous needs the votes of several experts per record")
     keep = unanimous(votes)
-    logger.info(
-        "fold %s: training on the %d of %d records the experts agree on", fold_name, keep.sum(), len(keep)
-    )
+    logger.info("%s: training on the %d of %d records the experts agree on", fold_name, keep.sum(), len(keep))
     return train_cat[keep]
 
 
