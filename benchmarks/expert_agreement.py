@@ -30,25 +30,23 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from ensemble_rules import write_report  # noqa: E402
 
 
-def _model_decisions(path: Path, source: str, catalog: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(row positions in the catalog, decisions, probs)`` of a predictions CSV joined to ``source``."""
-    from mitoscope.metrics.scored import read_scored_predictions
+def _model_decisions(path: Path, catalog: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(row positions in the catalog, decisions, probs)`` of a predictions CSV joined to ``catalog``."""
+    import pandas as pd
 
-    scored = read_scored_predictions(path, source)
-    decisions = scored.label_decisions()
+    from mitoscope.metrics.classification import join_predictions
+    from mitoscope.metrics.scored import ScoredPredictions
+
+    pred = pd.read_csv(path)
+    joined, unmatched = join_predictions(
+        pred,
+        catalog.assign(position=np.arange(len(catalog))),
+        file_column="file" if "file" in pred else "image",
+    )
+    decisions = ScoredPredictions(joined, unmatched, len(pred), len(catalog)).label_decisions()
     if decisions is None:
         raise SystemExit(f"{path}: no decisions (neither a label nor a threshold column)")
-    keys = {
-        (str(Path(img).resolve()), int(p)): i
-        for i, (img, p) in enumerate(zip(catalog["image"], catalog["page"], strict=True))
-    }
-    rows = np.array(
-        [
-            keys[(str(Path(img).resolve()), int(p))]
-            for img, p in zip(scored.joined["image"], scored.joined["page"], strict=True)
-        ]
-    )
-    return rows, decisions, scored.probs
+    return joined["position"].to_numpy(), decisions, joined["p_atypical"].to_numpy(dtype=float)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     models: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for spec in args.models:
         name, _, path = spec.partition("=")
-        rows, decisions, probs = _model_decisions(Path(path), args.source, catalog)
+        rows, decisions, probs = _model_decisions(Path(path), catalog)
         full_d, full_p = np.full(len(catalog), -1), np.full(len(catalog), np.nan)
         full_d[rows], full_p[rows] = decisions, probs
         keep &= full_d >= 0

@@ -37,14 +37,14 @@ def _load_patches(source: Path, n: int, seed: int) -> list[tuple[Any, str, int, 
         if not source.is_dir():
             raise
     if catalog is not None:
-        from mitoscope.data.datasets import PatchDataset
+        from mitoscope.data.datasets import PatchDataset, identity_transform
 
         if len(catalog) == 0:
             raise InputError("the source holds no records", path=source)
         take = np.sort(rng.choice(len(catalog), size=min(n, len(catalog)), replace=False))
         sub = catalog.iloc[take]
         # the readers already resolve image paths (a catalog CSV's against its folder): no root here
-        ds = PatchDataset(sub, transform=_identity, size=128, source=source)
+        ds = PatchDataset(sub, transform=identity_transform, size=128, source=source)
         out = []
         for i, (_, rec) in enumerate(sub.iterrows()):
             image = str(rec["image"] or "")
@@ -59,10 +59,6 @@ def _load_patches(source: Path, n: int, seed: int) -> list[tuple[Any, str, int, 
     from mitoscope.io.image_slide import read_image
 
     return [(read_image(files[i][0]), str(files[i][0]), -1, files[i][1][:1].upper()) for i in take]
-
-
-def _identity(rgb: Any, mask: Any, rng: Any) -> tuple[Any, None]:
-    return rgb, None
 
 
 def masks(

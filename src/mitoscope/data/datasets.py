@@ -31,6 +31,11 @@ HardFn = Callable[[Sequence[Any], float], int]
 KNOWN_TARGETS = frozenset({"label", "mask", "experts", "hard"})
 
 
+def identity_transform(rgb: Any, mask: Any = None, rng: Any = None) -> tuple[Any, Any]:
+    """The no-op transform, for a :class:`PatchDataset` that is only read with :meth:`PatchDataset.load_rgb`."""
+    return rgb, mask
+
+
 def read_stack_page(path: str | os.PathLike[str], page: int) -> np.ndarray:
     """Page ``page`` of a multi-page TIFF as RGB uint8.
 

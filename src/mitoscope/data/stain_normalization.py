@@ -18,11 +18,13 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from skimage.color import lab2rgb, rgb2lab
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 METHODS: tuple[str, ...] = ("macenko", "reinhard")
 
@@ -236,7 +238,7 @@ class StainNormalizedTransform:
 
 
 def fit_on_catalog(
-    catalog: Any,
+    catalog: pd.DataFrame,
     method: str,
     *,
     max_images: int = REFERENCE_MAX_IMAGES,
@@ -246,20 +248,14 @@ def fit_on_catalog(
 ) -> StainNormalizer:
     """Fit a :class:`StainNormalizer` on up to ``max_images`` random records of a catalog (images, stack pages
     or slide points read ``size`` pixels wide); read errors name the record (``source``: the catalog's file)."""
-    from mitoscope.data.datasets import PatchDataset
+    from mitoscope.data.datasets import PatchDataset, identity_transform
 
-    dataset = PatchDataset(catalog, transform=_no_transform, size=size, targets=(), source=source)
+    dataset = PatchDataset(catalog, transform=identity_transform, size=size, targets=(), source=source)
     n = len(dataset)
     if n == 0:
         raise ValueError(f"{source or 'catalog'}: no reference images to fit the stain normaliser on")
     chosen = np.random.default_rng(seed).choice(n, size=min(n, max_images), replace=False)
     return StainNormalizer(method).fit(dataset.load_rgb(int(i)) for i in np.sort(chosen))
-
-
-def _no_transform(
-    rgb: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator
-) -> tuple[torch.Tensor, Any]:
-    return torch.from_numpy(rgb), mask
 
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:
