@@ -256,6 +256,23 @@ def test_weight_average_is_what_the_fold_exports(tmp_path):
     assert any(not torch.equal(last["state_dict"][k], v) for k, v in average.items() if v.is_floating_point())
 
 
+def test_keep_last_exports_the_end_of_the_schedule(tmp_path):
+    cat = write_patches(tmp_path / "p", n=18, n_slides=9)
+    overrides = [*TINY, "train.epochs=3", "train.patience=1", "train.keep=last", "cv.folds=[0]"]
+    out = train_classifier(
+        load_config(None, ClassifierConfig, overrides), cat, tmp_path / "run", device="cpu"
+    )
+    fold = json.loads((out / "fold_0" / "metrics.json").read_text())
+    assert (fold["epochs_run"], fold["kept_epoch"], fold["stopped_early"]) == (
+        3,
+        2,
+        False,
+    )  # patience ignored
+    last = read_checkpoint(out / "fold_0" / "last.pt")["state_dict"]
+    exported = load_model(out / "fold_0" / "model.pt")[0].state_dict()
+    assert all(torch.equal(exported[k], v) for k, v in last.items())
+
+
 def test_bad_inputs(tmp_path):
     cat = make_catalog(
         [{"image": "a.png", "label": "mitotic figure"}, {"image": "b.png", "label": "hard negative"}]

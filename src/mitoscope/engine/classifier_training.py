@@ -54,7 +54,7 @@ from mitoscope.engine.crossval import (
     run_crossval,
 )
 from mitoscope.engine.ensemble import RULES
-from mitoscope.engine.loop import EpochState, autocast, fit
+from mitoscope.engine.loop import LAST_CHECKPOINT, EpochState, autocast, fit
 from mitoscope.engine.seed import seed_everything, seed_worker
 from mitoscope.models.checkpoint import ModelContract, read_checkpoint, save_checkpoint
 from mitoscope.utils.atomic import write_text_atomic
@@ -457,7 +457,7 @@ def train_fold(
         evaluate=evaluate,
         monitor=cfg.train.monitor,
         mode="max",
-        patience=cfg.train.patience,
+        patience=cfg.train.patience if cfg.train.keep == "best" else None,
         out_dir=fold_dir,
         contract=contract,
         device=dev,
@@ -476,9 +476,11 @@ def train_fold(
     if result.best_path is None:
         raise RuntimeError(f"fold {fold.index}: no best checkpoint was written in {fold_dir}")
 
-    # the best epoch: reload, predict the validation set, threshold, export
-    best = read_checkpoint(result.best_path)
-    model.load_state_dict(best["state_dict"])
+    # the kept epoch (the best, or the last of the schedule): reload, predict the validation set, threshold, export
+    kept = read_checkpoint(result.best_path if cfg.train.keep == "best" else fold_dir / LAST_CHECKPOINT)
+    kept_epoch = int(kept["extra"]["epoch"])
+    average = kept["extra"].get("weight_average") if cfg.train.keep == "last" else None
+    model.load_state_dict(average["module"] if average else kept["state_dict"])
     probs = predict_probs(model, val_ds, batch_size=eval_bs, device=dev, loader=val_loader, **precision)
     metrics, thr = _val_metrics(cfg, y_val, probs)
     val_report = classification_report(y_val, probs, threshold=thr)
@@ -502,6 +504,7 @@ def train_fold(
             "fold_name": fold.name,
             "part": parts[-1][0],
             "best_epoch": result.best_epoch,
+            "kept_epoch": kept_epoch,
             "epochs_run": result.epochs_run,
             "stopped_early": result.stopped_early,
             "monitor": cfg.train.monitor,
@@ -519,14 +522,14 @@ def train_fold(
         from mitoscope.models.architectures.atypical_multitask import export_inference_model
 
         export = export_inference_model(model.cpu())
-        export_contract = ModelContract.from_dict(best["contract"])
+        export_contract = ModelContract.from_dict(kept["contract"])
         export_contract.kwargs = _plain(dict(getattr(export, "build_kwargs", export_contract.kwargs)))
         export_contract.thresholds = {"default": float(thr)}
         save_checkpoint(
             fold_dir / MODEL_FILE,
             export,
             export_contract,
-            extra={"fold": fold.index, "best_epoch": result.best_epoch, "metrics": _json_safe(report)},
+            extra={"fold": fold.index, "kept_epoch": kept_epoch, "metrics": _json_safe(report)},
         )
         frames = []
         positions = {"val": fold.val, "test": fold.test}

@@ -95,6 +95,8 @@ class TrainConfig:
     ``amp``: float16 autocast on CUDA. ``cpu_bf16``: bfloat16 autocast on the CPU (worth it on CPUs with native
     bf16, e.g. AVX512-BF16 or AMX). ``channels_last``: NHWC memory format for the model. ``ema_decay``: evaluate
     and keep an exponential moving average of the weights (e.g. 0.995; :class:`mitoscope.engine.loop.WeightAverage`).
+    ``keep``: export the epoch with the best ``monitor`` (``"best"``) or the last epoch of the full schedule
+    (``"last"``: no early stopping; validation then only sets the threshold).
     """
 
     epochs: int = 10
@@ -108,6 +110,7 @@ class TrainConfig:
     loss_weights: dict[str, float] = dataclasses.field(default_factory=dict)
     max_steps_per_epoch: int | None = None
     ema_decay: float | None = None
+    keep: Literal["best", "last"] = "best"
 
 
 @dataclasses.dataclass
@@ -135,7 +138,7 @@ class CVConfig:
 class ThresholdConfig:
     """How the decision threshold is chosen on validation data (``fixed`` skips the search)."""
 
-    metric: Literal["balanced_accuracy", "f1", "youden"] = "balanced_accuracy"
+    metric: Literal["balanced_accuracy", "f1", "youden", "equal_error"] = "balanced_accuracy"
     fixed: float | None = None
 
 
