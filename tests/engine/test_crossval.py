@@ -49,6 +49,21 @@ def test_choose_threshold_prefers_half_on_ties_and_validates():
     assert 0.6 < t_f1 <= 0.7
 
 
+def test_equal_error_threshold_balances_sensitivity_and_specificity():
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(400, int), np.ones(100, int)]
+    probs = np.r_[rng.beta(2, 5, 400), rng.beta(5, 2, 100)]
+    t = choose_threshold(labels, probs, metric="equal_error")
+    sens = (probs[labels == 1] >= t).mean()
+    spec = (probs[labels == 0] < t).mean()
+    assert abs(sens - spec) <= 0.01  # one positive is 0.01 of sensitivity
+    # a crossing of two monotone curves: small changes of the scores move it little
+    noisy = np.clip(probs + rng.normal(0, 0.02, probs.shape), 0, 1)
+    assert abs(choose_threshold(labels, noisy, metric="equal_error") - t) <= 0.05
+    with pytest.raises(ValueError, match="equal_error"):
+        choose_threshold(labels, probs, metric="nope")
+
+
 def _catalog(n=60, n_slides=12):
     rows = []
     for i in range(n):

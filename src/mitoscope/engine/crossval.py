@@ -62,7 +62,9 @@ def _score(metric: str, y: np.ndarray, pred: np.ndarray) -> float:
         return f1(y, pred)
     if metric == "youden":
         return sensitivity(y, pred) + specificity(y, pred) - 1.0
-    raise ValueError(f"unknown threshold metric {metric!r}; use balanced_accuracy, f1 or youden")
+    if metric == "equal_error":
+        return -abs(sensitivity(y, pred) - specificity(y, pred))
+    raise ValueError(f"unknown threshold metric {metric!r}; use balanced_accuracy, f1, youden or equal_error")
 
 
 def choose_threshold(
@@ -79,11 +81,15 @@ def choose_threshold(
     Args:
         labels: 0/1 ground truth.
         probs: P(atypical).
-        metric: ``"balanced_accuracy"``, ``"f1"`` or ``"youden"``.
+        metric: ``"balanced_accuracy"``, ``"f1"``, ``"youden"`` or ``"equal_error"`` (sensitivity closest to
+            specificity: the crossing of two monotone curves, steadier than the arg-max of a flat one).
 
     Examples:
         >>> round(choose_threshold([0, 0, 1, 1], [0.1, 0.3, 0.35, 0.9]), 6)
         0.325
+        >>> y, p = [0, 0, 0, 0, 1, 1, 1, 1], [0.1, 0.2, 0.3, 0.45, 0.4, 0.7, 0.8, 0.9]
+        >>> [round(choose_threshold(y, p, m), 6) for m in ("balanced_accuracy", "equal_error")]
+        [0.5, 0.425]
         >>> choose_threshold([1, 1], [0.2, 0.9])  # one class only: nothing to choose
         0.5
     """
