@@ -1,0 +1,183 @@
+"""Which validation threshold transfers: the stored one, one chosen with TTA, or another rule?
+
+``mitoscope classify --tta`` thresholds the mean logit of the 8 dihedral views at the threshold that training
+chose on the *plain* (one-view) validation predictions (the arg-max of balanced accuracy). For every
+``fold_k/model.pt`` of a run, this script predicts the fold's validation part (rebuilt from the run's
+``config.yaml`` with :func:`mitoscope.engine.crossval.make_folds`, checked against ``oof_predictions.csv``) and
+its test part on the 8 views, and scores the test predictions (``plain``: one view; ``tta``: mean logit of 8)
+at thresholds chosen on the same model's validation predictions of the same kind:
+
+* ``VIEW@stored``: the threshold in the model file (what ``classify`` / ``classify --tta`` do now);
+* ``VIEW@RULE`` for each ``--rules`` (:func:`mitoscope.engine.crossval.choose_threshold` metrics, default
+  ``balanced_accuracy`` and ``equal_error``), chosen on this script's validation predictions.
+
+Per fold, pooled out of fold (each fold at its own threshold), and the mean over folds. ``--external SOURCE``
+also scores every fold model on another labelled set (e.g. AtNorM-MD). Hold-out runs (no test part) give
+external rows only.
+
+Run (CPU): ``python benchmarks/threshold_rules.py runs/cpu_lite0_cv5 --source ../shared/data/amibr
+            --out benchmarks/results/classifier_threshold_rules/cv5.json``
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ensemble_rules import write_report  # benchmarks/ensemble_rules.py (scripts run from this folder)
+from mitoscope.engine.crossval import choose_threshold
+from mitoscope.inference.classify import merge_views
+
+VIEWS = ("plain", "tta")
+
+
+def _resolved(images: pd.Series) -> np.ndarray:
+    return np.array([str(Path(f).resolve()) for f in images])
+
+
+def fold_parts(run: Path, catalog: pd.DataFrame) -> dict[int, dict[str, pd.DataFrame]]:
+    """``{fold: {"val": rows, "test": rows}}`` of the run's folds, rebuilt as training made them."""
+    from mitoscope.engine.config import ClassifierConfig, load_config
+    from mitoscope.engine.crossval import make_folds
+
+    cfg = load_config(run / "config.yaml", ClassifierConfig)
+    folds = make_folds(
+        catalog,
+        scheme=cfg.cv.scheme,
+        n_splits=cfg.cv.n_splits,
+        domain_column=cfg.cv.domain_column,
+        val_fraction=cfg.cv.val_fraction,
+        seed=cfg.train.seed,
+    )
+    oof = pd.read_csv(run / "oof_predictions.csv")
+    images = _resolved(catalog["image"])
+    parts: dict[int, dict[str, pd.DataFrame]] = {}
+    for fold in folds:
+        if not (run / f"fold_{fold.index}" / "model.pt").is_file():
+            continue
+        parts[fold.index] = {"val": catalog.iloc[fold.val], "test": catalog.iloc[fold.test]}
+        for part in ("val", "test"):
+            saved = oof.loc[(oof["fold"] == fold.index) & (oof["part"] == part), "image"]
+            if len(saved) and set(_resolved(saved)) != set(images[getattr(fold, part)]):
+                raise ValueError(f"{run}: fold {fold.index} {part} part differs from the one training used")
+    return parts
+
+
+def _views(probs: np.ndarray) -> dict[str, np.ndarray]:
+    """``(N, 1, 8)`` member x view probabilities -> the plain (first view) and TTA predictions."""
+    return {"plain": probs[:, 0, 0], "tta": merge_views(probs)[:, 0]}
+
+
+def _report(y: np.ndarray, p: np.ndarray, thresholds: np.ndarray) -> dict[str, float]:
+    """Balanced accuracy, sensitivity, specificity of ``p >= thresholds`` (per row: folds pooled), and AUROC."""
+    from mitoscope.metrics.classification import auroc
+
+    decided = p >= thresholds
+    sens, spec = float(decided[y == 1].mean()), float((~decided[y == 0]).mean())
+    return {
+        "balanced_accuracy": (sens + spec) / 2,
+        "sensitivity": sens,
+        "specificity": spec,
+        "auroc": auroc(y, p),
+    }
+
+
+def evaluate_run(run: Path, source: str, external: str | None, rules: list[str]) -> dict[str, Any]:
+    """Per fold: the thresholds, test and external rows; pooled out-of-fold rows and fold means."""
+    from mitoscope.data.sources import load_catalog
+    from mitoscope.inference.classify import Classifier
+
+    catalog = load_catalog(source).reset_index(drop=True)
+    ext = load_catalog(external) if external else None
+    rows = [f"{v}@{r}" for v in VIEWS for r in ("stored", *rules)]
+    folds: dict[str, Any] = {}
+    pooled: dict[str, list[np.ndarray]] = {"y": [], **{v: [] for v in VIEWS}, **{r: [] for r in rows}}
+    for index, parts in fold_parts(run, catalog).items():
+        t0 = time.perf_counter()
+        clf = Classifier.from_path(run / f"fold_{index}" / "model.pt")
+        y_val = parts["val"]["target"].to_numpy()
+        val = _views(clf.member_view_probs(parts["val"]))
+        thresholds = {f"{v}@stored": float(clf.threshold) for v in VIEWS}
+        thresholds.update({f"{v}@{r}": choose_threshold(y_val, val[v], r) for v in VIEWS for r in rules})
+        entry: dict[str, Any] = {"thresholds": thresholds}
+        for name, part in (("test", parts["test"]), ("external", ext)):
+            if part is None or not len(part):
+                continue
+            y, preds = part["target"].to_numpy(), _views(clf.member_view_probs(part))
+            entry[name] = {
+                row: _report(y, preds[row.split("@")[0]], np.full(len(y), t)) for row, t in thresholds.items()
+            }
+            entry[name]["n"] = len(part)
+            if name == "test":
+                pooled["y"].append(y)
+                for v in VIEWS:
+                    pooled[v].append(preds[v])
+                for row, t in thresholds.items():
+                    pooled[row].append(np.full(len(y), t))
+        folds[str(index)] = entry
+        print(
+            f"fold {index} ({time.perf_counter() - t0:.0f} s): thresholds "
+            + ", ".join(f"{row} {t:.3f}" for row, t in thresholds.items()),
+            flush=True,
+        )
+    report: dict[str, Any] = {"rows": rows, "folds": folds}
+    for name in ("test", "external"):
+        with_part = [f[name] for f in folds.values() if name in f]
+        if with_part:
+            report[f"{name}_mean"] = {
+                r: {k: float(np.mean([f[r][k] for f in with_part])) for k in ("balanced_accuracy", "auroc")}
+                for r in rows
+            }
+    if pooled["y"]:
+        y = np.concatenate(pooled["y"])
+        report["out_of_fold"] = {
+            r: _report(y, np.concatenate(pooled[r.split("@")[0]]), np.concatenate(pooled[r])) for r in rows
+        }
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a RUN directory of `mitoscope train classifier`")
+    parser.add_argument("--source", required=True, help="the labelled patches the run was trained on")
+    parser.add_argument("--external", help="another labelled set to score every fold model on")
+    parser.add_argument(
+        "--rules",
+        nargs="+",
+        default=["balanced_accuracy", "equal_error"],
+        help="threshold metrics to compare",
+    )
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+
+    report = evaluate_run(args.run, args.source, args.external, args.rules)
+    print(f"{'balanced accuracy':<18}" + "".join(f"{r:>24}" for r in report["rows"]))
+    for name in ("out_of_fold", "test_mean", "external_mean"):
+        if name in report:
+            print(
+                f"{name:<18}"
+                + "".join(f"{report[name][r]['balanced_accuracy']:>24.3f}" for r in report["rows"])
+            )
+    write_report(
+        args.out,
+        {
+            "benchmark": "threshold_rules",
+            "run": str(args.run),
+            "source": args.source,
+            "external": args.external,
+            "rules": args.rules,
+            "command": " ".join(sys.argv),
+            **report,
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
