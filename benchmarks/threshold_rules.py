@@ -43,18 +43,10 @@ def _resolved(images: pd.Series) -> np.ndarray:
 
 def fold_parts(run: Path, catalog: pd.DataFrame) -> dict[int, dict[str, pd.DataFrame]]:
     """``{fold: {"val": rows, "test": rows}}`` of the run's folds, rebuilt as training made them."""
+    from mitoscope.engine.classifier_training import recipe_folds
     from mitoscope.engine.config import ClassifierConfig, load_config
-    from mitoscope.engine.crossval import make_folds
 
-    cfg = load_config(run / "config.yaml", ClassifierConfig)
-    folds = make_folds(
-        catalog,
-        scheme=cfg.cv.scheme,
-        n_splits=cfg.cv.n_splits,
-        domain_column=cfg.cv.domain_column,
-        val_fraction=cfg.cv.val_fraction,
-        seed=cfg.train.seed,
-    )
+    folds = recipe_folds(load_config(run / "config.yaml", ClassifierConfig), catalog)
     oof = pd.read_csv(run / "oof_predictions.csv")
     images = _resolved(catalog["image"])
     parts: dict[int, dict[str, pd.DataFrame]] = {}

@@ -573,6 +573,18 @@ def _json_safe(obj: Any) -> Any:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def recipe_folds(config: ClassifierConfig, catalog: pd.DataFrame) -> list[Fold]:
+    """The folds ``config`` makes of ``catalog`` (the same split every time: seeded by ``train.seed``)."""
+    return make_folds(
+        catalog,
+        scheme=config.cv.scheme,
+        n_splits=config.cv.n_splits,
+        domain_column=config.cv.domain_column,
+        val_fraction=config.cv.val_fraction,
+        seed=config.train.seed,
+    )
+
+
 def train_classifier(
     config: ClassifierConfig,
     catalog: pd.DataFrame,
@@ -633,14 +645,7 @@ def train_classifier(
         if resume:
             _warn_if_recipe_changed(out / "config.yaml", config)
         save_config(config, out / "config.yaml")
-    all_folds = make_folds(
-        catalog,
-        scheme=config.cv.scheme,
-        n_splits=config.cv.n_splits,
-        domain_column=config.cv.domain_column,
-        val_fraction=config.cv.val_fraction,
-        seed=config.train.seed,
-    )
+    all_folds = recipe_folds(config, catalog)
     wanted = list(folds) if folds is not None else config.cv.folds
     if wanted is not None:
         known = {f.index for f in all_folds}
