@@ -68,16 +68,10 @@ def _views(probs: np.ndarray) -> dict[str, np.ndarray]:
 
 def _report(y: np.ndarray, p: np.ndarray, thresholds: np.ndarray) -> dict[str, float]:
     """Balanced accuracy, sensitivity, specificity of ``p >= thresholds`` (per row: folds pooled), and AUROC."""
-    from mitoscope.metrics.classification import auroc
+    from mitoscope.metrics.classification import classification_report
 
-    decided = p >= thresholds
-    sens, spec = float(decided[y == 1].mean()), float((~decided[y == 0]).mean())
-    return {
-        "balanced_accuracy": (sens + spec) / 2,
-        "sensitivity": sens,
-        "specificity": spec,
-        "auroc": auroc(y, p),
-    }
+    report = classification_report(y, p, preds=(p >= thresholds).astype(np.int64))
+    return {k: float(report[k]) for k in ("balanced_accuracy", "sensitivity", "specificity", "auroc")}
 
 
 def evaluate_run(run: Path, source: str, external: str | None, rules: list[str]) -> dict[str, Any]:
