@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import json
 import logging
 import math
@@ -119,25 +118,14 @@ def build_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _builder_accepts(name: str, kwarg: str) -> bool:
-    from mitoscope.models import registry
-
-    registry.list_models()  # registers the built-ins
-    builder = getattr(registry, "_MODELS", {}).get(name)
-    if builder is None:
-        return False
-    params = inspect.signature(builder).parameters
-    return kwarg in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
-
-
 def _build_model(cfg: ClassifierConfig, train_targets: np.ndarray) -> tuple[nn.Module, dict[str, Any]]:
-    from mitoscope.models.registry import create_model
+    from mitoscope.models.registry import create_model, model_accepts
 
     kwargs = dict(cfg.model.kwargs)
     if (
         cfg.data.balance == "pos_weight"
         and "pos_weight" not in kwargs
-        and _builder_accepts(cfg.model.name, "pos_weight")
+        and model_accepts(cfg.model.name, "pos_weight")
     ):
         n_pos = int((train_targets == 1).sum())
         n_neg = int((train_targets == 0).sum())

@@ -86,20 +86,16 @@ def default_space(model_name: str) -> dict[str, dict[str, Any]]:
         >>> sorted(default_space("atypical_single"))
         ['model.kwargs.dropout', 'optim.lr']
     """
-    import inspect
-
-    from mitoscope.models.registry import _MODELS, list_models
+    from mitoscope.models.registry import list_models, model_accepts
 
     if model_name not in list_models():
         return {k: v for k, v in DEFAULT_SPACE.items() if not k.startswith("model.")}
-    params = inspect.signature(_MODELS[model_name]).parameters
-    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     out = {}
     for key, spec in DEFAULT_SPACE.items():
-        if key.startswith("model.kwargs."):
-            name = key.removeprefix("model.kwargs.")
-            if not accepts_any and name not in params:
-                continue
+        if key.startswith("model.kwargs.") and not model_accepts(
+            model_name, key.removeprefix("model.kwargs.")
+        ):
+            continue
         out[key] = spec
     return out
 

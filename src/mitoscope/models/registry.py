@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -10,12 +11,17 @@ from torch import nn
 ModelBuilder = TypeVar("ModelBuilder", bound=Callable[..., nn.Module])
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+_SIGNATURES: dict[str, inspect.Signature] = {}
 
 
-def register_model(name: str | None = None) -> Callable[[ModelBuilder], ModelBuilder]:
+def register_model(
+    name: str | None = None, *, arguments_of: Callable[..., Any] | None = None
+) -> Callable[[ModelBuilder], ModelBuilder]:
     """Register a model builder under ``name`` (default: the function's name).
 
-    Builders take keyword-only arguments. Registering a name twice raises ``ValueError``.
+    Builders take keyword-only arguments. A builder that forwards ``**kwargs`` to a class names it in
+    ``arguments_of``, so :func:`model_accepts` reports that class's arguments. Registering a name twice raises
+    ``ValueError``.
 
     Examples:
         >>> @register_model("doc_example_linear")
@@ -23,6 +29,8 @@ def register_model(name: str | None = None) -> Callable[[ModelBuilder], ModelBui
         ...     return nn.Linear(features, 1)
         >>> create_model("doc_example_linear", features=3).in_features
         3
+        >>> model_accepts("doc_example_linear", "features"), model_accepts("doc_example_linear", "bias")
+        (True, False)
     """
 
     def wrap(fn: ModelBuilder) -> ModelBuilder:
@@ -30,9 +38,20 @@ def register_model(name: str | None = None) -> Callable[[ModelBuilder], ModelBui
         if key in _MODELS:
             raise ValueError(f"model {key!r} is already registered")
         _MODELS[key] = fn
+        _SIGNATURES[key] = inspect.signature(arguments_of or fn)
         return fn
 
     return wrap
+
+
+def model_accepts(name: str, argument: str) -> bool:
+    """Whether the registered model ``name`` takes the keyword ``argument`` (``False`` for an unknown model)."""
+    _ensure_builtin_models()
+    signature = _SIGNATURES.get(name)
+    if signature is None:
+        return False
+    params = signature.parameters
+    return argument in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _ensure_builtin_models() -> None:

@@ -48,6 +48,24 @@ INPUT_MODES = ("rgb", "rgb_hed")
 class AtypicalExperts(AtypicalClassifier):
     """Per-expert heads + hardness head on a shared FC layer (see the module docstring).
 
+    Args:
+        backbone: timm name (pooled features).
+        pretrained: see :func:`mitoscope.models.backbones.create_backbone`.
+        dropout: dropout after the shared FC layer.
+        n_experts: number of expert heads (3 AMi-Br / MIDOG25, 5 AtNorM-MD).
+        hardness_classes: 2 (easy / hard) or 4 (agreement pattern, see ``hardness_class``).
+        alpha: focal-loss α (weight of the positive class of the binary heads).
+        gamma: focal-loss γ.
+        theta: weight of the expert loss; ``1 - theta`` weighs the hardness loss.
+        input_mode: ``"rgb"`` or ``"rgb_hed"`` (adds HED channels computed inside the model).
+        in_chans: optional check: 3 for ``"rgb"``, 6 for ``"rgb_hed"`` (the model input is always RGB).
+        context_crop: side of the central crop of the context branch (e.g. 80), or ``None``.
+        hidden: width of the shared FC layer.
+        mean, std: input normalisation (defaults: :func:`backbone_normalization`); the HED branch undoes it.
+        drop_path_rate: stochastic depth of the backbone (when supported).
+        frozen_stages: freeze the backbone's stem and first stages
+            (:func:`mitoscope.models.backbones.freeze_stages`).
+
     Examples:
         >>> m = AtypicalExperts(backbone="test_resnet", n_experts=5).eval()
         >>> out = m(torch.zeros(2, 3, 64, 64))
@@ -183,45 +201,12 @@ class AtypicalExperts(AtypicalClassifier):
         return {"loss_experts": self.theta * loss_experts, "loss_hard": (1.0 - self.theta) * loss_hard}
 
 
-@register_model("atypical_experts")
-def atypical_experts(
-    *,
-    backbone: str = "resnet50",
-    pretrained: Pretrained = False,
-    dropout: float = 0.5,
-    n_experts: int = 3,
-    hardness_classes: int = 2,
-    alpha: float = 0.25,
-    gamma: float = 2.0,
-    theta: float = 0.5,
-    input_mode: str = "rgb",
-    in_chans: int | None = None,
-    context_crop: int | None = None,
-    hidden: int = 512,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    drop_path_rate: float = 0.0,
-    frozen_stages: int = 0,
-) -> AtypicalExperts:
+@register_model("atypical_experts", arguments_of=AtypicalExperts)
+def atypical_experts(**kwargs: Any) -> AtypicalExperts:
     """Expert-aware classifier (Kotte et al.): per-expert focal heads + hardness head, ``θ``-weighted.
 
-    Args:
-        backbone: timm name (pooled features).
-        pretrained: see :func:`mitoscope.models.backbones.create_backbone`.
-        dropout: dropout after the shared FC layer.
-        n_experts: number of expert heads (3 AMi-Br / MIDOG25, 5 AtNorM-MD).
-        hardness_classes: 2 (easy / hard) or 4 (agreement pattern, see ``hardness_class``).
-        alpha: focal-loss α (weight of the positive class of the binary heads).
-        gamma: focal-loss γ.
-        theta: weight of the expert loss; ``1 - theta`` weighs the hardness loss.
-        input_mode: ``"rgb"`` or ``"rgb_hed"`` (adds HED channels computed inside the model).
-        in_chans: optional check: 3 for ``"rgb"``, 6 for ``"rgb_hed"`` (the model input is always RGB).
-        context_crop: side of the central crop of the context branch (e.g. 80), or ``None``.
-        hidden: width of the shared FC layer.
-        mean, std: input normalisation (defaults: :func:`backbone_normalization`); the HED branch undoes it.
-        drop_path_rate: stochastic depth of the backbone (when supported).
-        frozen_stages: freeze the backbone's stem and first stages
-            (:func:`mitoscope.models.backbones.freeze_stages`).
+    Keyword arguments: those of :class:`AtypicalExperts`; every one (defaults included) is recorded in
+    ``build_kwargs`` so a checkpoint rebuilds the same model.
 
     Examples:
         >>> from mitoscope.models.registry import create_model
@@ -231,24 +216,6 @@ def atypical_experts(
         >>> sorted(m(torch.zeros(2, 3, 64, 64), t))
         ['loss_experts', 'loss_hard']
     """
-    model = build_recorded(
-        AtypicalExperts,
-        pretrained=pretrained,
-        backbone=backbone,
-        dropout=dropout,
-        n_experts=n_experts,
-        hardness_classes=hardness_classes,
-        alpha=alpha,
-        gamma=gamma,
-        theta=theta,
-        input_mode=input_mode,
-        in_chans=in_chans,
-        context_crop=context_crop,
-        hidden=hidden,
-        mean=mean,
-        std=std,
-        drop_path_rate=drop_path_rate,
-        frozen_stages=frozen_stages,
-    )
+    model = build_recorded(AtypicalExperts, **kwargs)
     model.build_kwargs.update(mean=list(model.mean), std=list(model.std))  # the resolved normalisation
     return model

@@ -37,6 +37,18 @@ PIXEL_CLASSES = ("background", "normal", "atypical")
 class AtypicalMultitask(AtypicalClassifier):
     """Backbone + 3-FC classification head + two U-Net-like auxiliary decoders (see the module docstring).
 
+    Args:
+        backbone: timm name supporting ``features_only`` (≥ 4 feature levels).
+        pretrained: see :func:`mitoscope.models.backbones.create_backbone`.
+        dropout: dropout of the FC head.
+        hidden: hidden widths of the FC head.
+        pos_weight: BCE weight of the atypical class (``n_normal / n_atypical``).
+        aux_heads: build the two decoders (training); ``False`` for a lean inference model.
+        decoder_channels: widths of the three up-sampling blocks.
+        drop_path_rate: stochastic depth of the backbone (when supported).
+        frozen_stages: freeze the backbone's stem and first stages
+            (:func:`mitoscope.models.backbones.freeze_stages`).
+
     Examples:
         >>> m = AtypicalMultitask(backbone="test_resnet", decoder_channels=(16, 16, 16)).eval()
         >>> out = m(torch.zeros(1, 3, 64, 64), return_maps=True)
@@ -150,32 +162,12 @@ def export_inference_model(model: nn.Module) -> nn.Module:
     return strip() if callable(strip) else model
 
 
-@register_model("atypical_multitask")
-def atypical_multitask(
-    *,
-    backbone: str = "resnetv2_50",
-    pretrained: Pretrained = False,
-    dropout: float = 0.3,
-    hidden: Sequence[int] = (512, 256),
-    pos_weight: float = 1.0,
-    aux_heads: bool = True,
-    decoder_channels: Sequence[int] = (256, 128, 64),
-    drop_path_rate: float = 0.0,
-    frozen_stages: int = 0,
-) -> AtypicalMultitask:
+@register_model("atypical_multitask", arguments_of=AtypicalMultitask)
+def atypical_multitask(**kwargs: Any) -> AtypicalMultitask:
     """Multi-task classifier (Percannella et al.): 3-FC head + segmentation and pixel-class U-Net decoders.
 
-    Args:
-        backbone: timm name supporting ``features_only`` (≥ 4 feature levels).
-        pretrained: see :func:`mitoscope.models.backbones.create_backbone`.
-        dropout: dropout of the FC head.
-        hidden: hidden widths of the FC head.
-        pos_weight: BCE weight of the atypical class (``n_normal / n_atypical``).
-        aux_heads: build the two decoders (training); ``False`` for a lean inference model.
-        decoder_channels: widths of the three up-sampling blocks.
-        drop_path_rate: stochastic depth of the backbone (when supported).
-        frozen_stages: freeze the backbone's stem and first stages
-            (:func:`mitoscope.models.backbones.freeze_stages`).
+    Keyword arguments: those of :class:`AtypicalMultitask`; every one (defaults included) is recorded in
+    ``build_kwargs`` so a checkpoint rebuilds the same model.
 
     Examples:
         >>> from mitoscope.models.registry import create_model
@@ -184,15 +176,4 @@ def atypical_multitask(
         >>> sorted(m(torch.zeros(2, 3, 64, 64), t))
         ['loss_cls', 'loss_pix', 'loss_seg']
     """
-    return build_recorded(
-        AtypicalMultitask,
-        pretrained=pretrained,
-        backbone=backbone,
-        dropout=dropout,
-        hidden=list(hidden),
-        pos_weight=pos_weight,
-        aux_heads=aux_heads,
-        decoder_channels=list(decoder_channels),
-        drop_path_rate=drop_path_rate,
-        frozen_stages=frozen_stages,
-    )
+    return build_recorded(AtypicalMultitask, **kwargs)

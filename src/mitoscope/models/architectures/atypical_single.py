@@ -6,6 +6,7 @@ contract, ``required_targets`` and ``build_kwargs`` (what to write into a checkp
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -59,6 +60,18 @@ class AtypicalClassifier(nn.Module):
 class AtypicalSingle(AtypicalClassifier):
     """Backbone (pooled features) → fully connected head (512-256-1 by default) → P(atypical).
 
+    Args:
+        backbone: timm name (pooled features).
+        pretrained: see :func:`mitoscope.models.backbones.create_backbone`.
+        dropout: dropout after each hidden FC layer.
+        hidden: hidden widths of the head.
+        pos_weight: weight of the atypical class in the BCE (``n_normal / n_atypical`` from the training data).
+        drop_path_rate: stochastic depth of the backbone (when it supports it).
+        frozen_stages: freeze the backbone's stem and first stages
+            (:func:`mitoscope.models.backbones.freeze_stages`).
+        soft_labels: train on the share of experts who voted atypical (needs the ``experts`` votes, as
+            AMi-Br has) instead of the 0/1 majority label: patches the experts disagree on count as uncertain.
+
     Examples:
         >>> m = AtypicalSingle(backbone="test_resnet").eval()
         >>> sorted(m(torch.zeros(2, 3, 64, 64)))
@@ -105,31 +118,12 @@ class AtypicalSingle(AtypicalClassifier):
         return {"loss_cls": weighted_bce(self._logits(images), label, self.pos_weight)}
 
 
-@register_model("atypical_single")
-def atypical_single(
-    *,
-    backbone: str = "resnetv2_50",
-    pretrained: Pretrained = False,
-    dropout: float = 0.3,
-    hidden: Sequence[int] = (512, 256),
-    pos_weight: float = 1.0,
-    drop_path_rate: float = 0.0,
-    frozen_stages: int = 0,
-    soft_labels: bool = False,
-) -> AtypicalSingle:
+@register_model("atypical_single", arguments_of=AtypicalSingle)
+def atypical_single(**kwargs: Any) -> AtypicalSingle:
     """Single-task baseline: timm backbone → FC 512 → FC 256 → 1 logit, BCE weighted by ``pos_weight``.
 
-    Args:
-        backbone: timm name (pooled features).
-        pretrained: see :func:`mitoscope.models.backbones.create_backbone`.
-        dropout: dropout after each hidden FC layer.
-        hidden: hidden widths of the head.
-        pos_weight: weight of the atypical class in the BCE (``n_normal / n_atypical`` from the training data).
-        drop_path_rate: stochastic depth of the backbone (when it supports it).
-        frozen_stages: freeze the backbone's stem and first stages
-            (:func:`mitoscope.models.backbones.freeze_stages`).
-        soft_labels: train on the share of experts who voted atypical (needs the ``experts`` votes, as
-            AMi-Br has) instead of the 0/1 majority label: patches the experts disagree on count as uncertain.
+    Keyword arguments: those of :class:`AtypicalSingle`; every one (defaults included) is recorded in
+    ``build_kwargs`` so a checkpoint rebuilds the same model.
 
     Examples:
         >>> from mitoscope.models.registry import create_model
@@ -137,28 +131,29 @@ def atypical_single(
         >>> sorted(m(torch.zeros(2, 3, 64, 64), {"label": torch.tensor([0.0, 1.0])}))
         ['loss_cls']
     """
-    return build_recorded(
-        AtypicalSingle,
-        pretrained=pretrained,
-        backbone=backbone,
-        dropout=dropout,
-        hidden=list(hidden),
-        pos_weight=pos_weight,
-        drop_path_rate=drop_path_rate,
-        frozen_stages=frozen_stages,
-        soft_labels=soft_labels,
-    )
+    return build_recorded(AtypicalSingle, **kwargs)
 
 
 ClassifierT = TypeVar("ClassifierT", bound=AtypicalClassifier)
 
 
-def build_recorded(cls: type[ClassifierT], *, pretrained: Pretrained, **kwargs: Any) -> ClassifierT:
-    """Build ``cls`` and record in ``build_kwargs`` the arguments that rebuild it from a checkpoint.
+def build_recorded(cls: type[ClassifierT], /, **kwargs: Any) -> ClassifierT:
+    """Build ``cls(**kwargs)`` and record in ``build_kwargs`` every argument that rebuilds it from a checkpoint.
 
-    ``pretrained`` is recorded as ``False``: a model rebuilt from a checkpoint gets its weights from the checkpoint
-    and must not fetch them again.
+    Defaults are recorded too (a checkpoint must not change meaning when a default changes); sequences are stored
+    as lists. ``pretrained`` is recorded as ``False``: a model rebuilt from a checkpoint gets its weights from the
+    checkpoint and must not fetch them again. An unknown argument raises ``TypeError``.
+
+    Examples:
+        >>> m = build_recorded(AtypicalSingle, backbone="test_resnet", hidden=(8,), pretrained=False)
+        >>> m.build_kwargs["hidden"], m.build_kwargs["dropout"], m.build_kwargs["pretrained"]
+        ([8], 0.3, False)
     """
-    model = cls(pretrained=pretrained, **kwargs)
-    model.build_kwargs = {**kwargs, "pretrained": False}
+    arguments = inspect.signature(cls).bind(**kwargs)
+    arguments.apply_defaults()
+    model = cls(**kwargs)
+    model.build_kwargs = {
+        key: list(value) if isinstance(value, tuple) else value for key, value in arguments.arguments.items()
+    }
+    model.build_kwargs["pretrained"] = False
     return model
