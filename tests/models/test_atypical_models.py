@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mitoscope.models.checkpoint import ModelContract, load_model, save_checkpoint
-from mitoscope.models.registry import create_model, list_models
+from mitoscope.models.registry import create_model, list_models, model_accepts
 
 N, SIZE = 3, 64
 
@@ -64,6 +64,23 @@ def _images(n: int = N, size: int = SIZE, seed: int = 0) -> torch.Tensor:
 
 def test_all_three_are_registered() -> None:
     assert {"atypical_single", "atypical_multitask", "atypical_experts"} <= set(list_models())
+
+
+def test_builders_record_every_argument_and_reject_unknown_ones() -> None:
+    model = create_model("atypical_multitask", backbone="test_resnet", decoder_channels=(8, 8, 8))
+    recorded = model.build_kwargs
+    assert (
+        recorded["decoder_channels"] == [8, 8, 8] and recorded["pos_weight"] == 1.0
+    )  # defaults recorded too
+    assert recorded["pretrained"] is False
+    rebuilt = create_model("atypical_multitask", **recorded)
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
+    with pytest.raises(TypeError, match="dropuot"):
+        create_model("atypical_single", backbone="test_resnet", dropuot=0.1)
+    assert model_accepts("atypical_experts", "gamma") and not model_accepts("atypical_single", "gamma")
+    assert model_accepts("atypical_single", "pos_weight") and not model_accepts("no_such_model", "pos_weight")
 
 
 @pytest.mark.parametrize("arch,kwargs,losses", CASES, ids=IDS)
