@@ -3,7 +3,7 @@
 ``mitoscope classify --tta`` thresholds the mean logit of the 8 dihedral views at the threshold that training
 chose on the *plain* (one-view) validation predictions (the arg-max of balanced accuracy). For every
 ``fold_k/model.pt`` of a run, this script predicts the fold's validation part (rebuilt from the run's
-``config.yaml`` with :func:`mitoscope.engine.crossval.make_folds`, checked against ``oof_predictions.csv``) and
+``config.yaml`` with :func:`mitoscope.engine.classifier_training.recipe_folds`, checked against ``oof_predictions.csv``) and
 its test part on the 8 views, and scores the test predictions (``plain``: one view; ``tta``: mean logit of 8)
 at thresholds chosen on the same model's validation predictions of the same kind:
 
