@@ -13,7 +13,9 @@ at thresholds chosen on the same model's validation predictions of the same kind
 
 Per fold, pooled out of fold (each fold at its own threshold), and the mean over folds. ``--external SOURCE``
 also scores every fold model on another labelled set (e.g. AtNorM-MD). Hold-out runs (no test part) give
-external rows only.
+external rows only. ``--merge EARLIER.json`` adds the test folds of an earlier report of the same split whose
+models are gone (run directories do not travel between machines); the pooled out-of-fold balanced accuracy then
+comes from each fold's confusion counts (sensitivity x positives, specificity x negatives), without AUROC.
 
 Run (CPU): ``python benchmarks/threshold_rules.py runs/cpu_lite0_cv5 --source ../shared/data/amibr
             --out benchmarks/results/classifier_threshold_rules/cv5.json``
@@ -22,6 +24,7 @@ Run (CPU): ``python benchmarks/threshold_rules.py runs/cpu_lite0_cv5 --source ..
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -59,6 +62,76 @@ def fold_parts(run: Path, catalog: pd.DataFrame) -> dict[int, dict[str, pd.DataF
             if len(saved) and set(_resolved(saved)) != set(images[getattr(fold, part)]):
                 raise ValueError(f"{run}: fold {fold.index} {part} part differs from the one training used")
     return parts
+
+
+def test_class_counts(run: Path, catalog: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """``{fold: {"positives": P, "negatives": N}}`` of every test fold of the run's split."""
+    from mitoscope.engine.classifier_training import recipe_folds
+    from mitoscope.engine.config import ClassifierConfig, load_config
+
+    counts = {}
+    for fold in recipe_folds(load_config(run / "config.yaml", ClassifierConfig), catalog):
+        y = catalog["target"].to_numpy()[fold.test]
+        counts[str(fold.index)] = {"positives": int((y == 1).sum()), "negatives": int((y == 0).sum())}
+    return counts
+
+
+def pooled_from_counts(
+    folds: dict[str, Any], counts: dict[str, dict[str, int]], rows: list[str]
+) -> dict[str, dict[str, float]]:
+    """Out-of-fold balanced accuracy, sensitivity and specificity of ``folds`` pooled by confusion counts."""
+    pooled = {}
+    for row in rows:
+        tp = fn = tn = fp = 0
+        for index, entry in folds.items():
+            test, n = entry["test"], counts[index]
+            if test["n"] != n["positives"] + n["negatives"]:
+                raise ValueError(f"fold {index}: {test['n']} test records, the split has {sum(n.values())}")
+            tp += round(test[row]["sensitivity"] * n["positives"])
+            tn += round(test[row]["specificity"] * n["negatives"])
+            fn, fp = fn + n["positives"], fp + n["negatives"]
+        sensitivity, specificity = tp / fn, tn / fp
+        pooled[row] = {
+            "balanced_accuracy": (sensitivity + specificity) / 2,
+            "sensitivity": sensitivity,
+            "specificity": specificity,
+        }
+    return pooled
+
+
+def fold_means(folds: dict[str, Any], rows: list[str]) -> dict[str, Any]:
+    """``{"test_mean": …, "external_mean": …}``: each row's metrics averaged over the folds with that part."""
+    means = {}
+    for name in ("test", "external"):
+        with_part = [f[name] for f in folds.values() if name in f]
+        if with_part:
+            means[f"{name}_mean"] = {
+                r: {k: float(np.mean([f[r][k] for f in with_part])) for k in ("balanced_accuracy", "auroc")}
+                for r in rows
+            }
+    return means
+
+
+def merge_reports(
+    report: dict[str, Any], earlier: list[dict[str, Any]], counts: dict[str, dict[str, int]]
+) -> dict[str, Any]:
+    """``report`` with the test folds of ``earlier`` reports added; fold means and pooled rows recomputed."""
+    folds = dict(report["folds"])
+    for other in earlier:
+        if other["rows"] != report["rows"]:
+            raise ValueError(f"merged report compares {other['rows']}, this one {report['rows']}")
+        for index, entry in other["folds"].items():
+            if index in folds:
+                raise ValueError(f"fold {index} is in more than one report")
+            folds[index] = {**entry, "merged_from": other["run"]}
+    folds = dict(sorted(folds.items(), key=lambda item: int(item[0])))
+    with_test = {index: f for index, f in folds.items() if "test" in f}
+    return {
+        **report,
+        "folds": folds,
+        **fold_means(folds, report["rows"]),
+        "out_of_fold": pooled_from_counts(with_test, counts, report["rows"]),
+    }
 
 
 def _views(probs: np.ndarray) -> dict[str, np.ndarray]:
@@ -112,14 +185,7 @@ def evaluate_run(run: Path, source: str, external: str | None, rules: list[str])
             + ", ".join(f"{row} {t:.3f}" for row, t in thresholds.items()),
             flush=True,
         )
-    report: dict[str, Any] = {"rows": rows, "folds": folds}
-    for name in ("test", "external"):
-        with_part = [f[name] for f in folds.values() if name in f]
-        if with_part:
-            report[f"{name}_mean"] = {
-                r: {k: float(np.mean([f[r][k] for f in with_part])) for k in ("balanced_accuracy", "auroc")}
-                for r in rows
-            }
+    report: dict[str, Any] = {"rows": rows, "folds": folds, **fold_means(folds, rows)}
     if pooled["y"]:
         y = np.concatenate(pooled["y"])
         report["out_of_fold"] = {
@@ -139,10 +205,23 @@ def main(argv: list[str] | None = None) -> int:
         default=["balanced_accuracy", "equal_error"],
         help="threshold metrics to compare",
     )
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="earlier reports of other folds of the same split (their models gone) to pool with this run's",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
     report = evaluate_run(args.run, args.source, args.external, args.rules)
+    if args.merge:
+        from mitoscope.data.sources import load_catalog
+
+        catalog = load_catalog(args.source).reset_index(drop=True)
+        earlier = [json.loads(path.read_text()) for path in args.merge]
+        report = merge_reports(report, earlier, test_class_counts(args.run, catalog))
     print(f"{'balanced accuracy':<18}" + "".join(f"{r:>24}" for r in report["rows"]))
     for name in ("out_of_fold", "test_mean", "external_mean"):
         if name in report:
@@ -158,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             "source": args.source,
             "external": args.external,
             "rules": args.rules,
+            "merged": [str(path) for path in args.merge],
             "command": " ".join(sys.argv),
             **report,
         },
