@@ -57,6 +57,31 @@ def test_mask_follows_the_geometry(seed) -> None:
     assert abs(int(inside.sum()) - int(mask.sum())) < 0.1 * mask.sum()
 
 
+def test_scale_jitter_zooms_image_and_mask_together() -> None:
+    """Random zoom about the centre: the figure's area scales by z² within the bounds, both ways, mask on it."""
+    img, mask = _patch()
+    tf = build_patch_transform(
+        train=True,
+        size=128,
+        mean=MEAN,
+        std=STD,
+        rotate=False,
+        scale_jitter=0.5,
+        color_jitter=None,
+        hed_jitter=None,
+    )
+    ratios = []
+    for seed in range(12):
+        x, m = tf(img, mask, np.random.default_rng(seed))
+        inside = m[0].numpy() > 0.5
+        dark = denormalize(x, MEAN, STD).astype(int).sum(-1) < 200
+        assert dark[inside].mean() > 0.9
+        ratios.append(inside.sum() / mask.sum())
+    assert 1 / 1.5**2 - 0.05 < min(ratios) < 0.95 and 1.05 < max(ratios) < 1.5**2 + 0.1
+    with pytest.raises(ValueError, match="scale_jitter"):
+        build_patch_transform(train=True, size=64, mean=MEAN, std=STD, scale_jitter=1.0)
+
+
 def test_crop_and_colour_options() -> None:
     img, mask = _patch()
     tf = build_patch_transform(train=False, size=32, mean=MEAN, std=STD, crop=64)

@@ -101,20 +101,22 @@ def _check_inputs(image: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarra
     return image, mask
 
 
-def center_crop(array: np.ndarray, size: int) -> np.ndarray:
-    """The central ``size × size`` region (zero-padded when the array is smaller).
+def center_crop(array: np.ndarray, size: int, *, pad_mode: str = "constant") -> np.ndarray:
+    """The central ``size × size`` region, padded (``np.pad`` ``pad_mode``: zeros by default) when the array is smaller.
 
     Examples:
         >>> center_crop(np.arange(16).reshape(4, 4), 2).tolist()
         [[5, 6], [9, 10]]
         >>> int(center_crop(np.ones((2, 2)), 4).sum())
         4
+        >>> int(center_crop(np.ones((2, 2)), 4, pad_mode="reflect").sum())
+        16
     """
     h, w = array.shape[:2]
     if h < size or w < size:
         ph, pw = max(0, size - h), max(0, size - w)
         pad = [(ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)] + [(0, 0)] * (array.ndim - 2)
-        array = np.pad(array, pad)
+        array = np.pad(array, pad, mode=pad_mode)
         h, w = array.shape[:2]
     top, left = (h - size) // 2, (w - size) // 2
     return array[top : top + size, left : left + size]
@@ -153,10 +155,13 @@ class PatchTransform:
         color_jitter: ColorJitter | None = None,
         hed_jitter: HEDJitter | None = None,
         crop: int | None = None,
+        scale_jitter: float = 0.0,
         normalize: bool = True,
     ) -> None:
         if size < 1:
             raise ValueError(f"size must be positive, got {size}")
+        if not 0 <= scale_jitter < 1:
+            raise ValueError(f"scale_jitter must be in [0, 1), got {scale_jitter}")
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ValueError(f"mean and std need 3 values (std > 0), got {mean}, {std}")
         self.train = train
@@ -168,12 +173,14 @@ class PatchTransform:
         self.color_jitter = color_jitter
         self.hed_jitter = hed_jitter
         self.crop = crop
+        self.scale_jitter = float(scale_jitter)
         self.normalize = normalize
 
     def __repr__(self) -> str:
         return (
             f"PatchTransform(train={self.train}, size={self.size}, crop={self.crop}, rotate={self.rotate}, "
-            f"max_angle={self.max_angle}, color_jitter={self.color_jitter}, hed_jitter={self.hed_jitter})"
+            f"max_angle={self.max_angle}, scale_jitter={self.scale_jitter}, color_jitter={self.color_jitter}, "
+            f"hed_jitter={self.hed_jitter})"
         )
 
     def __call__(
@@ -226,6 +233,13 @@ class PatchTransform:
                     mask = turned[..., 3] > 127.5
         elif rng.random() < 0.5:
             image, mask = image[::-1], None if mask is None else mask[::-1]
+        if (
+            self.scale_jitter > 0
+        ):  # zoom by z, log-uniform in [1/(1+s), 1+s]: view a side of H/z, resized later
+            bound = np.log1p(self.scale_jitter)
+            side = max(1, round(image.shape[0] / float(np.exp(rng.uniform(-bound, bound)))))
+            image = center_crop(image, side, pad_mode="reflect")
+            mask = None if mask is None else center_crop(mask, side, pad_mode="reflect")
         return np.ascontiguousarray(image), None if mask is None else np.ascontiguousarray(mask)
 
 
@@ -240,12 +254,14 @@ def build_patch_transform(
     color_jitter: float | Mapping[str, float] | ColorJitter | None = 0.1,
     hed_jitter: float | HEDJitter | None = 0.05,
     crop: int | None = None,
+    scale_jitter: float = 0.0,
     normalize: bool = True,
 ) -> PatchTransform:
     """Build the joint image/mask transform of classifier patches.
 
     Training: random horizontal flip, random 90° rotation and a small random rotation (``±max_angle`` degrees,
-    reflect padding) — or, with ``rotate=False``, random flips only — then HED stain jitter and colour jitter.
+    reflect padding) — or, with ``rotate=False``, random flips only — then an optional random zoom about the
+    centre (``scale_jitter``), HED stain jitter and colour jitter.
     Both modes: optional centre ``crop`` first, resize to ``size × size`` (bilinear image, nearest mask), and
     normalisation with ``mean``/``std``. Eval does only the crop/resize and normalisation.
 
@@ -259,6 +275,9 @@ def build_patch_transform(
             values, a :class:`ColorJitter`, or ``None``.
         hed_jitter: ``sigma = bias`` of :class:`~mitoscope.data.stain.HEDJitter`, an instance, or ``None``.
         crop: centre crop side applied before resizing (``None``: the whole patch is resized).
+        scale_jitter: ``s`` of a random zoom by ``z`` drawn log-uniformly from ``[1/(1+s), 1+s]`` (the centre
+            ``H/z`` pixels, reflect-padded when ``z < 1``, fill the output), so the model sees nuclei at the sizes
+            other scanners and tissues give them; 0 disables it.
         normalize: return the normalised float ``(3, size, size)`` tensor; ``False`` returns the uint8
             ``(size, size, 3)`` pixels instead, for :func:`normalize_batch` (4x less to copy and collate).
 
@@ -286,6 +305,7 @@ def build_patch_transform(
         color_jitter=_color_jitter(color_jitter),
         hed_jitter=hed,
         crop=crop,
+        scale_jitter=scale_jitter,
         normalize=normalize,
     )
 
