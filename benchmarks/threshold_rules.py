@@ -82,15 +82,15 @@ def pooled_from_counts(
     """Out-of-fold balanced accuracy, sensitivity and specificity of ``folds`` pooled by confusion counts."""
     pooled = {}
     for row in rows:
-        tp = fn = tn = fp = 0
+        tp = tn = positives = negatives = 0
         for index, entry in folds.items():
             test, n = entry["test"], counts[index]
             if test["n"] != n["positives"] + n["negatives"]:
                 raise ValueError(f"fold {index}: {test['n']} test records, the split has {sum(n.values())}")
             tp += round(test[row]["sensitivity"] * n["positives"])
             tn += round(test[row]["specificity"] * n["negatives"])
-            fn, fp = fn + n["positives"], fp + n["negatives"]
-        sensitivity, specificity = tp / fn, tn / fp
+            positives, negatives = positives + n["positives"], negatives + n["negatives"]
+        sensitivity, specificity = tp / positives, tn / negatives
         pooled[row] = {
             "balanced_accuracy": (sensitivity + specificity) / 2,
             "sensitivity": sensitivity,

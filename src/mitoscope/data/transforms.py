@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -101,7 +102,12 @@ def _check_inputs(image: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarra
     return image, mask
 
 
-def center_crop(array: np.ndarray, size: int, *, pad_mode: str = "constant") -> np.ndarray:
+def center_crop(
+    array: np.ndarray,
+    size: int,
+    *,
+    pad_mode: Literal["constant", "edge", "reflect", "symmetric"] = "constant",
+) -> np.ndarray:
     """The central ``size × size`` region, padded (``np.pad`` ``pad_mode``: zeros by default) when the array is smaller.
 
     Examples:
@@ -233,9 +239,8 @@ class PatchTransform:
                     mask = turned[..., 3] > 127.5
         elif rng.random() < 0.5:
             image, mask = image[::-1], None if mask is None else mask[::-1]
-        if (
-            self.scale_jitter > 0
-        ):  # zoom by z, log-uniform in [1/(1+s), 1+s]: view a side of H/z, resized later
+        if self.scale_jitter > 0:
+            # zoom by z, log-uniform in [1/(1+s), 1+s]: keep the centre H/z pixels (resized to size later)
             bound = np.log1p(self.scale_jitter)
             side = max(1, round(image.shape[0] / float(np.exp(rng.uniform(-bound, bound)))))
             image = center_crop(image, side, pad_mode="reflect")
