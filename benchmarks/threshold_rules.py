@@ -44,12 +44,17 @@ def _resolved(images: pd.Series) -> np.ndarray:
     return np.array([str(Path(f).resolve()) for f in images])
 
 
-def fold_parts(run: Path, catalog: pd.DataFrame) -> dict[int, dict[str, pd.DataFrame]]:
-    """``{fold: {"val": rows, "test": rows}}`` of the run's folds, rebuilt as training made them."""
+def _run_folds(run: Path, catalog: pd.DataFrame) -> list[Any]:
+    """The folds the run's ``config.yaml`` makes of ``catalog`` (the split training used)."""
     from mitoscope.engine.classifier_training import recipe_folds
     from mitoscope.engine.config import ClassifierConfig, load_config
 
-    folds = recipe_folds(load_config(run / "config.yaml", ClassifierConfig), catalog)
+    return recipe_folds(load_config(run / "config.yaml", ClassifierConfig), catalog)
+
+
+def fold_parts(run: Path, catalog: pd.DataFrame) -> dict[int, dict[str, pd.DataFrame]]:
+    """``{fold: {"val": rows, "test": rows}}`` of the run's folds, rebuilt as training made them."""
+    folds = _run_folds(run, catalog)
     oof = pd.read_csv(run / "oof_predictions.csv")
     images = _resolved(catalog["image"])
     parts: dict[int, dict[str, pd.DataFrame]] = {}
@@ -66,11 +71,8 @@ def fold_parts(run: Path, catalog: pd.DataFrame) -> dict[int, dict[str, pd.DataF
 
 def test_class_counts(run: Path, catalog: pd.DataFrame) -> dict[str, dict[str, int]]:
     """``{fold: {"positives": P, "negatives": N}}`` of every test fold of the run's split."""
-    from mitoscope.engine.classifier_training import recipe_folds
-    from mitoscope.engine.config import ClassifierConfig, load_config
-
     counts = {}
-    for fold in recipe_folds(load_config(run / "config.yaml", ClassifierConfig), catalog):
+    for fold in _run_folds(run, catalog):
         y = catalog["target"].to_numpy()[fold.test]
         counts[str(fold.index)] = {"positives": int((y == 1).sum()), "negatives": int((y == 0).sum())}
     return counts
@@ -147,13 +149,12 @@ def _report(y: np.ndarray, p: np.ndarray, thresholds: np.ndarray) -> dict[str, f
     return {k: float(report[k]) for k in ("balanced_accuracy", "sensitivity", "specificity", "auroc")}
 
 
-def evaluate_run(run: Path, source: str, external: str | None, rules: list[str]) -> dict[str, Any]:
-    """Per fold: the thresholds, test and external rows; pooled out-of-fold rows and fold means."""
-    from mitoscope.data.sources import load_catalog
+def evaluate_run(
+    run: Path, catalog: pd.DataFrame, ext: pd.DataFrame | None, rules: list[str]
+) -> dict[str, Any]:
+    """Per fold: the thresholds, test and ``ext`` rows; pooled out-of-fold rows and fold means."""
     from mitoscope.inference.classify import Classifier
 
-    catalog = load_catalog(source).reset_index(drop=True)
-    ext = load_catalog(external) if external else None
     rows = [f"{v}@{r}" for v in VIEWS for r in ("stored", *rules)]
     folds: dict[str, Any] = {}
     pooled: dict[str, list[np.ndarray]] = {"y": [], **{v: [] for v in VIEWS}, **{r: [] for r in rows}}
@@ -215,11 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
-    report = evaluate_run(args.run, args.source, args.external, args.rules)
-    if args.merge:
-        from mitoscope.data.sources import load_catalog
+    from mitoscope.data.sources import load_catalog
 
-        catalog = load_catalog(args.source).reset_index(drop=True)
+    catalog = load_catalog(args.source).reset_index(drop=True)
+    external = load_catalog(args.external) if args.external else None
+    report = evaluate_run(args.run, catalog, external, args.rules)
+    if args.merge:
         earlier = [json.loads(path.read_text()) for path in args.merge]
         report = merge_reports(report, earlier, test_class_counts(args.run, catalog))
     print(f"{'balanced accuracy':<18}" + "".join(f"{r:>24}" for r in report["rows"]))
