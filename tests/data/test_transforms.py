@@ -7,8 +7,15 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from scipy.ndimage import gaussian_filter, laplace
 
-from mitoscope.data.transforms import build_patch_transform, center_crop, denormalize, tta_views
+from mitoscope.data.transforms import (
+    build_patch_transform,
+    center_crop,
+    denormalize,
+    jitter_sharpness,
+    tta_views,
+)
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
@@ -80,6 +87,34 @@ def test_scale_jitter_zooms_image_and_mask_together() -> None:
     assert 1 / 1.5**2 - 0.05 < min(ratios) < 0.95 and 1.05 < max(ratios) < 1.5**2 + 0.1
     with pytest.raises(ValueError, match="scale_jitter"):
         build_patch_transform(train=True, size=64, mean=MEAN, std=STD, scale_jitter=1.0)
+
+
+def test_sharpness_blurs_and_sharpens_within_its_bounds() -> None:
+    """Random gain on the detail above a 1 px Gaussian: blurs and sharpens, within the gain bounds."""
+    noise = np.random.default_rng(0).normal(128, 60, (128, 128, 3))
+    img = np.clip(gaussian_filter(noise, (1.5, 1.5, 0)), 0, 255).astype(np.uint8)  # smooth, never clipped
+
+    def focus(x: np.ndarray) -> float:
+        return float(laplace(x.astype(np.float32).mean(-1)).var())
+
+    ratios = [
+        focus(jitter_sharpness(img, 1.5, np.random.default_rng(seed))) / focus(img) for seed in range(16)
+    ]
+    assert min(ratios) < 0.8 and max(ratios) > 1.5
+    assert min(ratios) > 0.1 and max(ratios) < 2.5**2 + 0.5
+    tf = build_patch_transform(
+        train=True,
+        size=128,
+        mean=MEAN,
+        std=STD,
+        rotate=False,
+        sharpness=1.5,
+        color_jitter=None,
+        hed_jitter=None,
+    )
+    assert tf(img, None, np.random.default_rng(3))[0].shape == (3, 128, 128)
+    with pytest.raises(ValueError, match="sharpness"):
+        build_patch_transform(train=True, size=64, mean=MEAN, std=STD, sharpness=-0.5)
 
 
 def test_crop_and_colour_options() -> None:

@@ -102,6 +102,28 @@ def _check_inputs(image: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarra
     return image, mask
 
 
+def jitter_sharpness(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Blur or sharpen a uint8 RGB image at random: ``image + (g - 1) * (image - G(image))``.
+
+    ``G`` is a Gaussian blur of sigma 1 px and the gain ``g`` is drawn log-uniformly from
+    ``[1/(1+strength), 1+strength]``: ``g < 1`` blurs (``g = 0`` would be ``G`` itself), ``g > 1`` is an unsharp
+    mask. Covers the spread of focus and compression between scanners (AtNorM-MD patches are about 3x sharper
+    than AMi-Br's by the variance of the Laplacian; rule 17 in benchmarks/README.md).
+
+    Examples:
+        >>> flat = np.full((8, 8, 3), 90, np.uint8)
+        >>> bool((jitter_sharpness(flat, 1.5, np.random.default_rng(0)) == flat).all())
+        True
+    """
+    from scipy.ndimage import gaussian_filter
+
+    bound = np.log1p(strength)
+    gain = float(np.exp(rng.uniform(-bound, bound)))
+    x = image.astype(np.float32)
+    detail = x - gaussian_filter(x, sigma=(1.0, 1.0, 0.0), mode="reflect")
+    return np.clip(np.round(x + (gain - 1.0) * detail), 0, 255).astype(np.uint8)
+
+
 def center_crop(
     array: np.ndarray,
     size: int,
@@ -162,12 +184,15 @@ class PatchTransform:
         hed_jitter: HEDJitter | None = None,
         crop: int | None = None,
         scale_jitter: float = 0.0,
+        sharpness: float = 0.0,
         normalize: bool = True,
     ) -> None:
         if size < 1:
             raise ValueError(f"size must be positive, got {size}")
         if not 0 <= scale_jitter < 1:
             raise ValueError(f"scale_jitter must be in [0, 1), got {scale_jitter}")
+        if sharpness < 0:
+            raise ValueError(f"sharpness must be >= 0, got {sharpness}")
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ValueError(f"mean and std need 3 values (std > 0), got {mean}, {std}")
         self.train = train
@@ -180,13 +205,14 @@ class PatchTransform:
         self.hed_jitter = hed_jitter
         self.crop = crop
         self.scale_jitter = float(scale_jitter)
+        self.sharpness = float(sharpness)
         self.normalize = normalize
 
     def __repr__(self) -> str:
         return (
             f"PatchTransform(train={self.train}, size={self.size}, crop={self.crop}, rotate={self.rotate}, "
-            f"max_angle={self.max_angle}, scale_jitter={self.scale_jitter}, color_jitter={self.color_jitter}, "
-            f"hed_jitter={self.hed_jitter})"
+            f"max_angle={self.max_angle}, scale_jitter={self.scale_jitter}, sharpness={self.sharpness}, "
+            f"color_jitter={self.color_jitter}, hed_jitter={self.hed_jitter})"
         )
 
     def __call__(
@@ -203,6 +229,8 @@ class PatchTransform:
         if self.train:
             gen = rng if rng is not None else np.random.default_rng()
             image, mask = self._geometric(image, mask, gen)
+            if self.sharpness > 0:
+                image = jitter_sharpness(image, self.sharpness, gen)
             if self.hed_jitter is not None:
                 image = self.hed_jitter(image, gen)
             if self.color_jitter is not None:
@@ -260,13 +288,14 @@ def build_patch_transform(
     hed_jitter: float | HEDJitter | None = 0.05,
     crop: int | None = None,
     scale_jitter: float = 0.0,
+    sharpness: float = 0.0,
     normalize: bool = True,
 ) -> PatchTransform:
     """Build the joint image/mask transform of classifier patches.
 
     Training: random horizontal flip, random 90° rotation and a small random rotation (``±max_angle`` degrees,
     reflect padding) — or, with ``rotate=False``, random flips only — then an optional random zoom about the
-    centre (``scale_jitter``), HED stain jitter and colour jitter.
+    centre (``scale_jitter``), a random blur or sharpening (``sharpness``), HED stain jitter and colour jitter.
     Both modes: optional centre ``crop`` first, resize to ``size × size`` (bilinear image, nearest mask), and
     normalisation with ``mean``/``std``. Eval does only the crop/resize and normalisation.
 
@@ -283,6 +312,8 @@ def build_patch_transform(
         scale_jitter: ``s`` of a random zoom by ``z`` drawn log-uniformly from ``[1/(1+s), 1+s]`` (the centre
             ``H/z`` pixels, reflect-padded when ``z < 1``, fill the output), so the model sees nuclei at the sizes
             other scanners and tissues give them; 0 disables it.
+        sharpness: ``s`` of :func:`jitter_sharpness` (the high-frequency gain drawn log-uniformly from
+            ``[1/(1+s), 1+s]``), for scanners that focus or compress differently; 0 disables it.
         normalize: return the normalised float ``(3, size, size)`` tensor; ``False`` returns the uint8
             ``(size, size, 3)`` pixels instead, for :func:`normalize_batch` (4x less to copy and collate).
 
@@ -311,6 +342,7 @@ def build_patch_transform(
         hed_jitter=hed,
         crop=crop,
         scale_jitter=scale_jitter,
+        sharpness=sharpness,
         normalize=normalize,
     )
 
