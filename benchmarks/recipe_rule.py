@@ -51,13 +51,18 @@ def read_run(folder: Path) -> dict[str, float]:
         "atnorm_tta_balanced_accuracy": atnorm["balanced_accuracy"],
         "atnorm_tta_auroc": atnorm["auroc"],
         "wall_s": wall_seconds(folder / "time.txt"),
+        "epochs_run": float(val["epochs_run"]),
     }
 
 
 def verdict(
-    candidates: list[dict[str, float]], references: list[dict[str, float]], max_slowdown: float
+    candidates: list[dict[str, float]],
+    references: list[dict[str, float]],
+    max_slowdown: float,
+    budget_min: float | None = None,
 ) -> dict:
-    """The rule's four checks and whether all hold."""
+    """The rule's four checks and whether all hold. The time check: each candidate at most ``max_slowdown``
+    longer than its same-seed reference or, with ``budget_min``, each candidate within that many minutes."""
 
     def avg(runs: list[dict[str, float]], key: str) -> float:
         return mean(r[key] for r in runs)
@@ -69,6 +74,8 @@ def verdict(
         "val_auroc_does_not_fall": avg(candidates, "val_auroc") >= avg(references, "val_auroc"),
         "training_time_within_limit": all(
             c["wall_s"] <= (1 + max_slowdown) * r["wall_s"]
+            if budget_min is None
+            else c["wall_s"] <= 60 * budget_min
             for c, r in zip(candidates, references, strict=True)
         ),
     }
@@ -78,6 +85,7 @@ def verdict(
         "atnorm_tta_balanced_accuracy",
         "atnorm_tta_auroc",
         "wall_s",
+        "epochs_run",
     )
     return {
         "candidate_mean": {k: avg(candidates, k) for k in keys},
@@ -94,16 +102,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-slowdown", type=float, default=0.05, help="allowed extra training wall (0.05 = 5 %%)"
     )
+    parser.add_argument(
+        "--budget-min",
+        type=float,
+        help="time check: each candidate training within this many minutes (instead of --max-slowdown)",
+    )
     parser.add_argument("--json", type=Path, help="write the runs and the verdict here")
     args = parser.parse_args(argv)
     if len(args.candidate) != len(args.reference):
         parser.error("give one reference per candidate run (same seeds, same order)")
     candidates = [read_run(p) for p in args.candidate]
     references = [read_run(p) for p in args.reference]
-    result = verdict(candidates, references, args.max_slowdown)
+    result = verdict(candidates, references, args.max_slowdown, args.budget_min)
 
     header = "| run | val bal. acc. | val AUROC | threshold | AtNorM+TTA bal. acc. | AtNorM+TTA AUROC | train wall |"
-    print(header + "\n" + "| --- " * 7 + "|")
+    print(header + " epochs |\n" + "| --- " * 8 + "|")
     for label, folders, runs in (
         ("candidate", args.candidate, candidates),
         ("reference", args.reference, references),
@@ -112,13 +125,13 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"| {label} {folder.name} | {r['val_balanced_accuracy']:.3f} | {r['val_auroc']:.3f} | "
                 f"{r['threshold']:.3f} | {r['atnorm_tta_balanced_accuracy']:.3f} | {r['atnorm_tta_auroc']:.3f} | "
-                f"{r['wall_s'] / 60:.1f} min |"
+                f"{r['wall_s'] / 60:.1f} min | {r['epochs_run']:.0f} |"
             )
     for label in ("candidate", "reference"):
         m = result[f"{label}_mean"]
         print(
             f"| {label} mean | {m['val_balanced_accuracy']:.3f} | {m['val_auroc']:.3f} | | "
-            f"{m['atnorm_tta_balanced_accuracy']:.3f} | {m['atnorm_tta_auroc']:.3f} | {m['wall_s'] / 60:.1f} min |"
+            f"{m['atnorm_tta_balanced_accuracy']:.3f} | {m['atnorm_tta_auroc']:.3f} | {m['wall_s'] / 60:.1f} min | |"
         )
     for name, ok in result["checks"].items():
         print(f"{name}: {'yes' if ok else 'NO'}")

@@ -18,7 +18,7 @@ _SPEC.loader.exec_module(recipe_rule)
 
 def _run(folder: Path, *, val_auroc: float, ba: float, auroc: float, wall: str) -> Path:
     folder.mkdir(parents=True)
-    fold = {"balanced_accuracy": 0.8, "auroc": val_auroc, "threshold": 0.3}
+    fold = {"balanced_accuracy": 0.8, "auroc": val_auroc, "threshold": 0.3, "epochs_run": 16}
     (folder / "cv_summary.json").write_text(json.dumps({"folds": {"fold_0": fold}}))
     (folder / "atnorm_tta.json").write_text(json.dumps({"balanced_accuracy": ba, "auroc": auroc}))
     (folder / "time.txt").write_text(f"\tElapsed (wall clock) time (h:mm:ss or m:ss): {wall}\n")
@@ -47,6 +47,13 @@ def test_adopts_only_when_every_check_holds(tmp_path: Path, capsys: pytest.Captu
         0.05,
     )
     assert result["checks"]["training_time_within_limit"] is False and result["adopt"] is False
+    within_budget = recipe_rule.verdict(
+        [recipe_rule.read_run(slower), recipe_rule.read_run(better[1])],
+        [recipe_rule.read_run(r) for r in refs],
+        0.05,
+        budget_min=60,
+    )
+    assert within_budget["adopt"] is True
 
 
 def test_missing_file_names_the_folder(tmp_path: Path) -> None:
