@@ -380,6 +380,10 @@ def train_fold(
         rng_seed=seed,
         **common,
     )
+    if getattr(model, "soft_labels", False) and not (train_ds.experts >= 0).any():
+        logger.warning(
+            "%s: soft_labels, but no expert votes in the training data: training on the labels", fold.dirname
+        )
     inner_sampler: Any
     if cfg.data.balance == "sampler":
         inner_sampler = ClassBalancedSampler(y_train, seed=seed, rank=info.rank, world_size=info.world_size)
