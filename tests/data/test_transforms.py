@@ -10,6 +10,7 @@ import torch
 from scipy.ndimage import gaussian_filter, laplace
 
 from mitoscope.data.transforms import (
+    PatchTransform,
     build_patch_transform,
     center_crop,
     denormalize,
@@ -64,19 +65,17 @@ def test_mask_follows_the_geometry(seed) -> None:
     assert abs(int(inside.sum()) - int(mask.sum())) < 0.1 * mask.sum()
 
 
+def _only(**augment: float) -> PatchTransform:
+    """A 128 px training transform with flips and the given augmentation only (no rotation, no colour)."""
+    return build_patch_transform(
+        train=True, size=128, mean=MEAN, std=STD, rotate=False, color_jitter=None, hed_jitter=None, **augment
+    )
+
+
 def test_scale_jitter_zooms_image_and_mask_together() -> None:
     """Random zoom about the centre: the figure's area scales by z² within the bounds, both ways, mask on it."""
     img, mask = _patch()
-    tf = build_patch_transform(
-        train=True,
-        size=128,
-        mean=MEAN,
-        std=STD,
-        rotate=False,
-        scale_jitter=0.5,
-        color_jitter=None,
-        hed_jitter=None,
-    )
+    tf = _only(scale_jitter=0.5)
     ratios = []
     for seed in range(12):
         x, m = tf(img, mask, np.random.default_rng(seed))
@@ -102,16 +101,7 @@ def test_sharpness_blurs_and_sharpens_within_its_bounds() -> None:
     ]
     assert min(ratios) < 0.8 and max(ratios) > 1.5
     assert min(ratios) > 0.1 and max(ratios) < 2.5**2 + 0.5
-    tf = build_patch_transform(
-        train=True,
-        size=128,
-        mean=MEAN,
-        std=STD,
-        rotate=False,
-        sharpness=1.5,
-        color_jitter=None,
-        hed_jitter=None,
-    )
+    tf = _only(sharpness=1.5)
     assert tf(img, None, np.random.default_rng(3))[0].shape == (3, 128, 128)
     with pytest.raises(ValueError, match="sharpness"):
         build_patch_transform(train=True, size=64, mean=MEAN, std=STD, sharpness=-0.5)
