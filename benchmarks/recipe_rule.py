@@ -1,10 +1,11 @@
-"""Verdict of a two-seed recipe rule (rules 14-17 in benchmarks/README.md) from saved run results.
+"""Verdict of a two-seed recipe rule (rules 14-18 in benchmarks/README.md) from saved run results.
 
 Each run folder holds what the rule's commands wrote: ``cv_summary.json`` (``mitoscope train classifier``; the
 validation split's metrics), ``atnorm_tta.json`` (``mitoscope evaluate classification`` of ``classify --tta`` on
 AtNorM-MD) and ``time.txt`` (``/usr/bin/time -v`` of the training). A candidate is adopted only if ALL hold, over
 the seeds' means: AtNorM-MD + TTA AUROC rises, AtNorM-MD + TTA balanced accuracy rises, validation AUROC does not
-fall; and each candidate training takes at most ``--max-slowdown`` longer wall than the same-seed reference.
+fall; and each candidate training takes at most ``--max-slowdown`` longer wall than the same-seed reference
+(or, with ``--budget-min``, at most that many minutes).
 
     python benchmarks/recipe_rule.py --candidate benchmarks/results/classifier_soft_labels/soft_seed{0,1} \
         --reference benchmarks/results/classifier_recipe_equal_error benchmarks/results/classifier_soft_labels/recipe_seed1 \

@@ -54,6 +54,14 @@ def test_adopts_only_when_every_check_holds(tmp_path: Path, capsys: pytest.Captu
         budget_min=60,
     )
     assert within_budget["adopt"] is True
+    worse_atnorm = _run(tmp_path / "c3", val_auroc=0.89, ba=0.70, auroc=0.87, wall="20:00.00")
+    result = recipe_rule.verdict(
+        [recipe_rule.read_run(worse_atnorm), recipe_rule.read_run(better[1])],
+        [recipe_rule.read_run(r) for r in refs],
+        0.05,
+    )
+    assert result["checks"]["atnorm_tta_balanced_accuracy_rises"] is False and result["adopt"] is False
+    assert result["checks"]["atnorm_tta_auroc_rises"] and result["checks"]["val_auroc_does_not_fall"]
 
 
 def test_missing_file_names_the_folder(tmp_path: Path) -> None:

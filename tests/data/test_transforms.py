@@ -15,6 +15,7 @@ from mitoscope.data.transforms import (
     center_crop,
     denormalize,
     jitter_sharpness,
+    sharpen,
     tta_views,
 )
 
@@ -101,6 +102,7 @@ def test_sharpness_blurs_and_sharpens_within_its_bounds() -> None:
     ]
     assert min(ratios) < 0.8 and max(ratios) > 1.5
     assert min(ratios) > 0.1 and max(ratios) < 2.5**2 + 0.5
+    assert focus(sharpen(img, 2.5)) > focus(img) > focus(sharpen(img, 0.4))
     tf = _only(sharpness=1.5)
     assert tf(img, None, np.random.default_rng(3))[0].shape == (3, 128, 128)
     with pytest.raises(ValueError, match="sharpness"):

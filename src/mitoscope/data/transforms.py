@@ -102,26 +102,29 @@ def _check_inputs(image: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarra
     return image, mask
 
 
-def jitter_sharpness(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
-    """Blur or sharpen a uint8 RGB image at random: ``image + (g - 1) * (image - G(image))``.
-
-    ``G`` is a Gaussian blur of sigma 1 px and the gain ``g`` is drawn log-uniformly from
-    ``[1/(1+strength), 1+strength]``: ``g < 1`` blurs (``g = 0`` would be ``G`` itself), ``g > 1`` is an unsharp
-    mask. Covers the spread of focus and compression between scanners (AtNorM-MD patches are about 3x sharper
-    than AMi-Br's by the variance of the Laplacian; rule 17 in benchmarks/README.md).
+def sharpen(image: np.ndarray, gain: float) -> np.ndarray:
+    """``image + (gain - 1) * (image - G(image))`` for a uint8 RGB image, ``G`` a Gaussian blur of sigma 1 px:
+    ``gain < 1`` blurs (0 gives ``G`` itself), ``gain > 1`` is an unsharp mask.
 
     Examples:
         >>> flat = np.full((8, 8, 3), 90, np.uint8)
-        >>> bool((jitter_sharpness(flat, 1.5, np.random.default_rng(0)) == flat).all())
+        >>> bool((sharpen(flat, 2.5) == flat).all())
         True
     """
     from scipy.ndimage import gaussian_filter
 
-    bound = np.log1p(strength)
-    gain = float(np.exp(rng.uniform(-bound, bound)))
     x = image.astype(np.float32)
     detail = x - gaussian_filter(x, sigma=(1.0, 1.0, 0.0), mode="reflect")
     return np.clip(np.round(x + (gain - 1.0) * detail), 0, 255).astype(np.uint8)
+
+
+def jitter_sharpness(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """:func:`sharpen` with a gain drawn log-uniformly from ``[1/(1+strength), 1+strength]``: blurs or sharpens at
+    random, for the spread of focus and compression between scanners (AtNorM-MD patches are about 3x sharper than
+    AMi-Br's by the variance of the Laplacian: ``benchmarks/sharpness_shift.py``).
+    """
+    bound = np.log1p(strength)
+    return sharpen(image, float(np.exp(rng.uniform(-bound, bound))))
 
 
 def center_crop(
