@@ -5,7 +5,9 @@ validation split's metrics), ``atnorm_tta.json`` (``mitoscope evaluate classific
 AtNorM-MD) and ``time.txt`` (``/usr/bin/time -v`` of the training). A candidate is adopted only if ALL hold, over
 the seeds' means: AtNorM-MD + TTA AUROC rises, AtNorM-MD + TTA balanced accuracy rises, validation AUROC does not
 fall; and each candidate training takes at most ``--max-slowdown`` longer wall than the same-seed reference
-(or, with ``--budget-min``, at most that many minutes).
+(or, with ``--budget-min``, at most that many minutes). Where every run folder also holds the training's
+``history.csv``, the mean training seconds per epoch of each candidate over its same-seed reference is reported
+(not judged): it separates an option's cost from a different number of epochs.
 
     python benchmarks/recipe_rule.py --candidate benchmarks/results/classifier_soft_labels/soft_seed{0,1} \
         --reference benchmarks/results/classifier_recipe_equal_error benchmarks/results/classifier_soft_labels/recipe_seed1 \
@@ -15,6 +17,7 @@ fall; and each candidate training takes at most ``--max-slowdown`` longer wall t
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import re
 import sys
@@ -35,8 +38,18 @@ def wall_seconds(time_file: Path) -> float:
     return seconds
 
 
+def epoch_train_seconds(history: Path) -> float:
+    """Mean ``train_time_s`` over the epochs of a training's ``history.csv``."""
+    with history.open(newline="") as handle:
+        seconds = [float(row["train_time_s"]) for row in csv.DictReader(handle)]
+    if not seconds:
+        raise SystemExit(f"{history}: no epochs")
+    return mean(seconds)
+
+
 def read_run(folder: Path) -> dict[str, float]:
-    """Validation AUROC / balanced accuracy, AtNorM-MD + TTA AUROC / balanced accuracy and training wall."""
+    """Validation AUROC / balanced accuracy, AtNorM-MD + TTA AUROC / balanced accuracy, training wall and, where
+    ``history.csv`` is there, the mean training seconds per epoch."""
     for name in ("cv_summary.json", "atnorm_tta.json", "time.txt"):
         if not (folder / name).is_file():
             raise SystemExit(f"{folder}: missing {name}")
@@ -45,7 +58,7 @@ def read_run(folder: Path) -> dict[str, float]:
         raise SystemExit(f"{folder}/cv_summary.json: {len(folds)} folds, a hold-out run has one")
     val = next(iter(folds.values()))
     atnorm = json.loads((folder / "atnorm_tta.json").read_text())
-    return {
+    run = {
         "val_balanced_accuracy": val["balanced_accuracy"],
         "val_auroc": val["auroc"],
         "threshold": val["threshold"],
@@ -54,6 +67,9 @@ def read_run(folder: Path) -> dict[str, float]:
         "wall_s": wall_seconds(folder / "time.txt"),
         "epochs_run": float(val["epochs_run"]),
     }
+    if (folder / "history.csv").is_file():
+        run["epoch_train_s"] = epoch_train_seconds(folder / "history.csv")
+    return run
 
 
 def verdict(
@@ -88,7 +104,13 @@ def verdict(
         "wall_s",
         "epochs_run",
     )
+    timed = all("epoch_train_s" in r for r in (*candidates, *references))
     return {
+        "epoch_train_ratio": [
+            c["epoch_train_s"] / r["epoch_train_s"] for c, r in zip(candidates, references, strict=True)
+        ]
+        if timed
+        else None,
         "candidate_mean": {k: avg(candidates, k) for k in keys},
         "reference_mean": {k: avg(references, k) for k in keys},
         "checks": checks,
@@ -134,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
             f"| {label} mean | {m['val_balanced_accuracy']:.3f} | {m['val_auroc']:.3f} | | "
             f"{m['atnorm_tta_balanced_accuracy']:.3f} | {m['atnorm_tta_auroc']:.3f} | {m['wall_s'] / 60:.1f} min | |"
         )
+    if result["epoch_train_ratio"] is not None:
+        ratios = ", ".join(f"{x:.2f}x" for x in result["epoch_train_ratio"])
+        print(f"training seconds per epoch, candidate / same-seed reference (reported, not judged): {ratios}")
     for name, ok in result["checks"].items():
         print(f"{name}: {'yes' if ok else 'NO'}")
     print("adopt" if result["adopt"] else "not met: keep the recipe")

@@ -1,6 +1,6 @@
 """How sharp the patches of each set are, and how far ``data.augment.sharpness`` moves them (rule 17).
 
-Sharpness is the variance of the Laplacian of the grey patch at its native resolution (a standard focus measure).
+Sharpness is :func:`mitoscope.data.transforms.laplacian_variance` of the patch at its native resolution.
 Reads only images, never labels. Prints the percentiles per set and domain, and the median factor by which
 :func:`mitoscope.data.transforms.sharpen` at a few gains changes it on the first set; writes JSON.
 
@@ -16,18 +16,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import laplace
 
 from mitoscope.data.sources import load_catalog
-from mitoscope.data.transforms import sharpen
+from mitoscope.data.transforms import laplacian_variance, sharpen
 from mitoscope.io.image_slide import read_image
 
 GAINS = (0.4, 2 / 3, 1.5, 2.5)  # the bounds of sharpness 1.5 and 0.5, both ways
-
-
-def focus(rgb: np.ndarray) -> float:
-    """Variance of the Laplacian of the grey image."""
-    return float(laplace(rgb[..., :3].astype(np.float32).mean(-1)).var())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         catalog = load_catalog(source).reset_index(drop=True)
         rows = catalog.iloc[np.sort(rng.choice(len(catalog), min(args.per_set, len(catalog)), replace=False))]
         images = [read_image(path) for path in rows["image"]]
-        values = np.array([focus(image) for image in images])
+        values = np.array([laplacian_variance(image) for image in images])
         first_images = first_images or images
         groups = {"all": np.ones(len(rows), bool)} | {
             str(d): (rows["domain"] == d).to_numpy() for d in sorted(rows["domain"].unique())
@@ -58,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {source} | {name} | {keep.sum()} | {p10:.0f} | {p50:.0f} | {p90:.0f} |")
     print("\n| gain | median factor on the first set |\n| --- | --- |")
     for gain in GAINS:
-        factor = float(np.median([focus(sharpen(im, gain)) / focus(im) for im in first_images]))
+        factor = float(
+            np.median([laplacian_variance(sharpen(im, gain)) / laplacian_variance(im) for im in first_images])
+        )
         result["gain_factor_on_first_set"][f"{gain:.3f}"] = factor
         print(f"| {gain:.3f} | {factor:.2f} |")
     if args.json:

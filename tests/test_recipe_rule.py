@@ -38,6 +38,7 @@ def test_adopts_only_when_every_check_holds(tmp_path: Path, capsys: pytest.Captu
     recipe_rule.main(["--candidate", *map(str, better), "--reference", *map(str, refs), "--json", str(out)])
     saved = json.loads(out.read_text())
     assert saved["adopt"] is True and saved["reference_mean"]["wall_s"] == pytest.approx(2400.0)
+    assert saved["epoch_train_ratio"] is None  # no history.csv in these folders
     assert "adopt" in capsys.readouterr().out
 
     slower = _run(tmp_path / "c2", val_auroc=0.89, ba=0.80, auroc=0.87, wall="21:10.00")  # > 5 % over 20 min
@@ -62,6 +63,17 @@ def test_adopts_only_when_every_check_holds(tmp_path: Path, capsys: pytest.Captu
     )
     assert result["checks"]["atnorm_tta_balanced_accuracy_rises"] is False and result["adopt"] is False
     assert result["checks"]["atnorm_tta_auroc_rises"] and result["checks"]["val_auroc_does_not_fall"]
+
+
+def test_reports_the_per_epoch_time_ratio_where_histories_exist(tmp_path: Path) -> None:
+    runs = []
+    for name, epoch_seconds in (("c", [90.0, 110.0]), ("r", [80.0, 80.0, 80.0])):
+        folder = _run(tmp_path / name, val_auroc=0.88, ba=0.79, auroc=0.86, wall="20:00.00")
+        rows = "".join(f"{i},{s}\n" for i, s in enumerate(epoch_seconds))
+        (folder / "history.csv").write_text("epoch,train_time_s\n" + rows)
+        runs.append(recipe_rule.read_run(folder))
+    result = recipe_rule.verdict([runs[0]], [runs[1]], 0.05)
+    assert result["epoch_train_ratio"] == [pytest.approx(1.25)]
 
 
 def test_missing_file_names_the_folder(tmp_path: Path) -> None:
