@@ -30,25 +30,30 @@ from ensemble_rules import (  # benchmarks/ensemble_rules.py (scripts run from t
 ROWS = ("fold0", "fold0+tta")
 
 
+def run_records(run: Path, catalog: pd.DataFrame, fold: int, part: str, source: str) -> pd.DataFrame:
+    """The records of ``catalog`` that fold ``fold`` of ``run`` had in ``part`` (``"val"`` or ``"test"``), from
+    the run's ``oof_predictions.csv``."""
+    oof = pd.read_csv(run / "oof_predictions.csv")
+    wanted = {str(Path(f).resolve()) for f in oof.loc[(oof["fold"] == fold) & (oof["part"] == part), "image"]}
+    resolved = pd.Series([str(Path(f).resolve()) for f in catalog["image"]], index=catalog.index)
+    records = catalog[resolved.isin(wanted)]
+    if len(records) != len(wanted) or not wanted:
+        raise ValueError(
+            f"{run}: fold {fold} has {len(wanted)} {part} patches, {len(records)} found in {source}"
+        )
+    return records
+
+
 def fold_scores(run: Path, source: str, variants: list[str], n_bootstrap: int) -> dict[str, dict[str, dict]]:
     """``{fold: {variant: {row: metrics}}}`` for every fold model of ``run``."""
     from mitoscope.data.sources import load_catalog
     from mitoscope.inference.classify import Classifier
 
     catalog = load_catalog(source)
-    resolved = pd.Series([str(Path(f).resolve()) for f in catalog["image"]], index=catalog.index)
-    oof = pd.read_csv(run / "oof_predictions.csv")
     table: dict[str, dict[str, dict]] = {}
     for model_path in sorted(run.glob("fold_*/model.pt")):
         fold = int(model_path.parent.name.split("_")[1])
-        test_images = {
-            str(Path(f).resolve()) for f in oof.loc[(oof["fold"] == fold) & (oof["part"] == "test"), "image"]
-        }
-        test = catalog[resolved.isin(test_images)]
-        if len(test) != len(test_images):
-            raise ValueError(
-                f"{run}: fold {fold} tests {len(test_images)} patches, {len(test)} found in {source}"
-            )
+        test = run_records(run, catalog, fold, "test", source)
         y = test["target"].to_numpy()
         table[f"fold_{fold}"] = {}
         for variant in ["none", *variants]:

@@ -77,6 +77,14 @@ def test_folder_recursive(tmp_path: Path) -> None:
     np.testing.assert_allclose(frame["p_atypical"], expected, atol=1e-5)
     assert set(frame["label"]) <= {"normal", "atypical"}
     assert not (tmp_path / "pred.json").exists()
+    images = [np.asarray(Image.open(n).convert("RGB")) for n in names]
+    stained = tmp_path / "stained.csv"
+    res = runner.invoke(
+        app, ["classify", str(ckpt), str(folder), "--out", str(stained), "--tta", "--stain-tta"]
+    )
+    assert res.exit_code == 0 and "stain TTA" in res.output, res.output
+    expected = Classifier.from_path(ckpt, tta=True, stain_tta=True).predict_arrays(images)
+    np.testing.assert_allclose(pd.read_csv(stained)["p_atypical"], expected, atol=1e-5)
 
 
 def test_threshold_overrides_the_trained_one(tmp_path: Path) -> None:

@@ -7,7 +7,15 @@ import pytest
 import torch
 from skimage.color import rgb2hed
 
-from mitoscope.data.stain import HEDJitter, hed_to_rgb, hematoxylin_channel, rgb_to_hed, rgb_to_hed_torch
+from mitoscope.data.stain import (
+    STAIN_TTA_SCALES,
+    HEDJitter,
+    hed_to_rgb,
+    hematoxylin_channel,
+    rgb_to_hed,
+    rgb_to_hed_torch,
+    stain_views,
+)
 
 
 def _img(seed: int = 0) -> np.ndarray:
@@ -63,3 +71,22 @@ def test_torch_hed_matches_numpy_and_is_differentiable() -> None:
     np.testing.assert_allclose(out[0].permute(1, 2, 0).detach().numpy(), rgb_to_hed(img), atol=1e-10)
     out.sum().backward()
     assert t.grad is not None and torch.isfinite(t.grad).all()
+
+
+def test_stain_views_rescale_each_stain_like_the_numpy_round_trip() -> None:
+    images = np.stack([_img(3), _img(4)])
+    views = stain_views(torch.from_numpy(images))
+    assert len(views) == 1 + len(STAIN_TTA_SCALES)
+    assert torch.equal(views[0], torch.from_numpy(images))
+    for view, scale in zip(views[1:], STAIN_TTA_SCALES, strict=True):
+        assert view.dtype == torch.uint8 and view.shape == images.shape
+        for image, got in zip(images, view.numpy(), strict=True):
+            expected = hed_to_rgb(rgb_to_hed(image) * np.asarray(scale))
+            assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+    # darker haematoxylin: a haematoxylin-coloured pixel absorbs more
+    nucleus = torch.tensor([[[[90, 60, 150]]]], dtype=torch.uint8)
+    lighter, darker = stain_views(nucleus, [(0.8, 1.0, 1.0), (1.2, 1.0, 1.0)])[1:]
+    assert int(darker.sum()) < int(nucleus.sum()) < int(lighter.sum())
+    assert stain_views(nucleus, [])[0] is nucleus
+    with pytest.raises(ValueError, match="uint8"):
+        stain_views(nucleus.float())

@@ -11,6 +11,7 @@ from PIL import Image
 from torch import nn
 
 from mitoscope.data.catalog import make_catalog
+from mitoscope.data.stain import STAIN_TTA_SCALES, stain_views
 from mitoscope.data.transforms import build_patch_transform, tta_views
 from mitoscope.inference.classify import Classifier, merge_views, prefetch
 from mitoscope.io.slide_base import ArraySlide
@@ -123,6 +124,32 @@ def test_tta_averages_eight_views(ckpt: Path, patches: list[np.ndarray]) -> None
     rotated = [np.rot90(p).copy() for p in square]
     clf = Classifier.from_path(ckpt, tta=True, precision="fp32")
     np.testing.assert_allclose(clf.predict_arrays(rotated), clf.predict_arrays(square), atol=1e-5)
+
+
+def test_stain_tta_averages_restained_dihedral_views(ckpt: Path, patches: list[np.ndarray]) -> None:
+    clf = Classifier.from_path(ckpt, tta=True, stain_tta=True, precision="fp32")
+    got = clf.predict_arrays(patches)
+    pixels = torch.stack(
+        [
+            build_patch_transform(train=False, size=SIZE, mean=MEAN, std=STD, normalize=False)(p)[0]
+            for p in patches
+        ]
+    )
+    x = [((v.permute(0, 3, 1, 2).float() / 255) - MEAN[0]) / STD[0] for v in stain_views(pixels)]
+    with torch.no_grad():
+        logits = [
+            torch.logit(_model(0)(view)["prob"].clamp(1e-6, 1 - 1e-6)) for v in x for view in tta_views(v)
+        ]
+    assert len(logits) == 8 * (1 + len(STAIN_TTA_SCALES))
+    np.testing.assert_allclose(got, torch.sigmoid(torch.stack(logits).mean(0)).numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(
+        got, Classifier.from_path(ckpt, tta=True, precision="fp32").predict_arrays(patches)
+    )
+    stain_only = Classifier.from_path(ckpt, stain_tta=True, precision="fp32").predict_arrays(patches)
+    assert not np.allclose(stain_only, got)
+    # normalised float batches cannot be re-stained
+    with pytest.raises(ValueError, match="uint8"):
+        clf.predict_batch(torch.zeros(1, 3, SIZE, SIZE))
 
 
 def test_bf16_precision_is_close_to_fp32(ckpt: Path, patches: list[np.ndarray]) -> None:
@@ -249,3 +276,12 @@ def test_member_view_probs_reproduce_every_variant(tmp_path: Path, patches: list
         clf.ensemble.combine(merge_views(pv)).prob, tta.predict_arrays(patches), atol=1e-5
     )
     assert clf.member_view_probs(catalog, views=False).shape == (7, 2, 1)
+    stained = Classifier.from_path(run, stain_tta=True)
+    spv = stained.member_view_probs(catalog, batch_size=4)
+    assert spv.shape == (7, 2, 8 * (1 + len(STAIN_TTA_SCALES)))
+    np.testing.assert_allclose(spv[:, :, :8], pv, atol=1e-6)  # stain variant 0 is the unchanged patch
+    np.testing.assert_allclose(
+        merge_views(spv),
+        Classifier.from_path(run, tta=True, stain_tta=True).predict_arrays_full(patches).member_probs,
+        atol=1e-5,
+    )

@@ -104,6 +104,12 @@ def classify(
         ..., "--out", "-o", help="Output CSV: file, page (stacks only), p_atypical, label."
     ),
     tta: bool = typer.Option(False, "--tta", help="Average the 8 dihedral views (rotations x flips)."),
+    stain_tta: bool = typer.Option(
+        False,
+        "--stain-tta",
+        help="Also average over re-stained copies (haematoxylin and eosin each 20%% lighter and darker): "
+        "5x the views, with --tta 40.",
+    ),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Patches per forward pass."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda or cuda:N."),
     precision: str = typer.Option(
@@ -170,6 +176,7 @@ def classify(
             model,
             device=device,
             tta=tta,
+            stain_tta=stain_tta,
             rule=rule,
             precision=precision,
             threshold=threshold,
@@ -194,7 +201,7 @@ def classify(
     n_atyp = int((frame["label"] == clf.class_names[1]).sum())
     msg = (
         f"{len(frame)} patches → {out} ({n_atyp} atypical; {len(clf.ensemble)} model(s), "
-        f"{clf.ensemble.rule}, threshold {clf.threshold:.3f}{', TTA' if tta else ''}"
+        f"{clf.ensemble.rule}, threshold {clf.threshold:.3f}{', TTA' if tta else ''}{', stain TTA' if stain_tta else ''}"
         f"{', AdaBN' if adapt_bn else ''}{f', {stain_normalize} stain' if normalizer else ''}, {clf.precision})"
     )
     if is_stack:

@@ -1,16 +1,29 @@
 """Stain tools: colour deconvolution to HED (Ruifrok & Johnston) and HED stain augmentation (Tellez et al.).
 
-The numpy functions follow ``skimage.color.rgb2hed`` / ``hed2rgb`` exactly; :func:`rgb_to_hed_torch` is the same
-transform written in torch so that models can compute HED channels differentiably on the fly.
+The numpy functions follow ``skimage.color.rgb2hed`` / ``hed2rgb`` exactly; :func:`rgb_to_hed_torch` and
+:func:`hed_to_rgb_torch` are the same transforms written in torch, so that models can compute HED channels
+differentiably on the fly and test-time augmentation can re-stain whole batches (:func:`stain_views`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
-from skimage.color import hed2rgb, hed_from_rgb, rgb2hed
+from skimage.color import hed2rgb, hed_from_rgb, rgb2hed, rgb_from_hed
 
 _LOG_ADJUST = float(np.log(1e-6))
+
+#: Per-view (haematoxylin, eosin, DAB) scale factors of the stain test-time augmentation: each stain 20 %
+#: lighter and 20 % darker, the ends of the multiplicative range of the recipe's training augmentation
+#: (``hed_jitter`` 0.2). The unchanged patch is the first view.
+STAIN_TTA_SCALES: tuple[tuple[float, float, float], ...] = (
+    (0.8, 1.0, 1.0),
+    (1.2, 1.0, 1.0),
+    (1.0, 0.8, 1.0),
+    (1.0, 1.2, 1.0),
+)
 
 
 def _as_rgb01(rgb: np.ndarray) -> np.ndarray:
@@ -122,3 +135,50 @@ def rgb_to_hed_torch(rgb: torch.Tensor) -> torch.Tensor:
     od = torch.log(rgb.clamp(1e-6, 1.0)) / _LOG_ADJUST
     hed = torch.einsum("nchw,cd->ndhw", od, matrix)
     return hed.clamp_min(0.0)
+
+
+def hed_to_rgb_torch(hed: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`rgb_to_hed_torch` (``skimage.color.hed2rgb``): float RGB in [0, 1], ``(N, 3, H, W)``.
+
+    Examples:
+        >>> hed = np.random.default_rng(0).uniform(0.0, 0.3, (4, 5, 3))
+        >>> out = hed_to_rgb_torch(torch.from_numpy(hed).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
+        >>> bool(np.allclose(out, hed2rgb(hed)))
+        True
+    """
+    if hed.ndim != 4 or hed.shape[1] != 3:
+        raise ValueError(f"expected (N, 3, H, W), got {tuple(hed.shape)}")
+    matrix = torch.as_tensor(rgb_from_hed, dtype=hed.dtype, device=hed.device)
+    log_rgb = torch.einsum("nchw,cd->ndhw", hed * _LOG_ADJUST, matrix)
+    return torch.exp(log_rgb).clamp(0.0, 1.0)
+
+
+def stain_views(
+    pixels: torch.Tensor, scales: Sequence[Sequence[float]] = STAIN_TTA_SCALES
+) -> list[torch.Tensor]:
+    """A uint8 batch ``(N, H, W, 3)`` and its re-stained copies: each stain's optical density times a scale.
+
+    The first view is ``pixels`` itself; view ``k + 1`` multiplies the (haematoxylin, eosin, DAB) densities by
+    ``scales[k]`` (the deterministic counterpart of :class:`HEDJitter` with no additive term; the same result
+    as ``hed_to_rgb(rgb_to_hed(image) * scale)`` up to rounding).
+
+    Examples:
+        >>> img = np.array([[[200, 120, 180], [90, 60, 150]]], np.uint8)
+        >>> views = stain_views(torch.from_numpy(img)[None], [(1.2, 1.0, 1.0)])
+        >>> expected = hed_to_rgb(rgb_to_hed(img) * np.array([1.2, 1.0, 1.0]))
+        >>> len(views), int(np.abs(views[1][0].numpy().astype(int) - expected).max()) <= 1
+        (2, True)
+    """
+    if pixels.dtype != torch.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3:
+        raise ValueError(
+            f"stain_views needs uint8 pixels (N, H, W, 3), got {pixels.dtype} {tuple(pixels.shape)}"
+        )
+    if not scales:
+        return [pixels]
+    hed = rgb_to_hed_torch(pixels.permute(0, 3, 1, 2).float() / 255.0)
+    views = [pixels]
+    for scale in scales:
+        factor = torch.as_tensor(scale, dtype=hed.dtype, device=hed.device).view(1, 3, 1, 1)
+        rgb = hed_to_rgb_torch(hed * factor)
+        views.append((rgb * 255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous())
+    return views

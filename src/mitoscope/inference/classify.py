@@ -150,6 +150,8 @@ class Classifier:
         ensemble: the models.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a torch device.
         tta: average the 8 dihedral views (rotations × flips).
+        stain_tta: also average over re-stained copies of each patch (haematoxylin and eosin each 20 % lighter
+            and darker, :data:`mitoscope.data.stain.STAIN_TTA_SCALES`): 5 × the views.
         precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`resolve_precision`); the
             models run in channels-last memory format, which the CPU's convolutions prefer.
         fuse_batchnorm: fold batch norms into the convolutions before them
@@ -176,6 +178,7 @@ class Classifier:
         *,
         device: str | torch.device = "cpu",
         tta: bool = False,
+        stain_tta: bool = False,
         precision: str = "auto",
         fuse_batchnorm: bool = True,
         stain_normalizer: StainNormalizer | None = None,
@@ -183,6 +186,7 @@ class Classifier:
         self.device = resolve_device(device)
         self.ensemble = ensemble.to(self.device)
         self.tta = bool(tta)
+        self.stain_tta = bool(stain_tta)
         self.precision = resolve_precision(precision, self.device)
         self.reader_nice = READER_NICE
         c = ensemble.contract
@@ -217,6 +221,7 @@ class Classifier:
         device: str | torch.device = "cpu",
         tta: bool = False,
         *,
+        stain_tta: bool = False,
         rule: str | None = None,
         tta_reduce: str = "logits",
         precision: str = "auto",
@@ -230,6 +235,7 @@ class Classifier:
             path: where the model(s) are.
             device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a torch device.
             tta: 8-view test-time augmentation.
+            stain_tta: stain test-time augmentation (see the class).
             rule: override the ensemble rule (``"majority"`` or ``"mean"``).
             tta_reduce: merge TTA views by mean ``"logits"`` or mean ``"prob"``.
             precision: see :func:`resolve_precision`.
@@ -253,6 +259,7 @@ class Classifier:
             ens,
             device=device,
             tta=tta,
+            stain_tta=stain_tta,
             precision=precision,
             fuse_batchnorm=fuse_batchnorm,
             stain_normalizer=stain_normalizer,
@@ -364,17 +371,26 @@ class Classifier:
             batch = normalize_batch(batch, self.contract.mean, self.contract.std)
         return batch
 
+    def _views(self, batch: torch.Tensor, dihedral: bool) -> list[torch.Tensor]:
+        """The model inputs for one batch: its stain variants (with ``stain_tta``; the unchanged batch first),
+        each in its 8 dihedral views when ``dihedral``, in that order (view ``8·s + d``)."""
+        from mitoscope.data.stain import stain_views
+        from mitoscope.data.transforms import tta_views
+
+        if self.stain_tta:
+            if batch.dtype != torch.uint8:
+                raise ValueError("stain test-time augmentation needs uint8 pixel batches (N, S, S, 3)")
+            variants = stain_views(batch.to(self.device, non_blocking=True))
+        else:
+            variants = [batch]
+        inputs = [self._model_input(v) for v in variants]
+        return [view for x in inputs for view in tta_views(x)] if dihedral else inputs
+
     @torch.no_grad()
     def predict_batch(self, batch: torch.Tensor) -> EnsembleOutput:
         """Run the ensemble (with TTA if enabled) on a preprocessed batch: normalised ``(N, 3, S, S)`` or uint8
-        ``(N, S, S, 3)`` pixels."""
-        batch = self._model_input(batch)
-        if self.tta:
-            from mitoscope.data.transforms import tta_views
-
-            views: list[torch.Tensor] = list(tta_views(batch))
-        else:
-            views = [batch]
+        ``(N, S, S, 3)`` pixels (stain TTA needs the pixels)."""
+        views = self._views(batch, self.tta)
         with precision_context(self.precision, self.device):
             return self.ensemble.predict(views)
 
@@ -490,7 +506,8 @@ class Classifier:
         views: bool = True,
         source: object = None,
     ) -> np.ndarray:
-        """P(atypical) of every ensemble member on every TTA view, ``(N, M, V)`` (``V`` = 8, or 1 without views).
+        """P(atypical) of every ensemble member on every TTA view, ``(N, M, V)``: ``V`` = 8 dihedral views (1
+        without ``views``), times 5 stain variants with ``stain_tta`` (view ``8·s + d``, stain variant 0 unchanged).
 
         For comparing single model / ensemble / TTA from one pass over the data (benchmarks, ablations):
         ``member_probs = merge_views(p)``; ``self.ensemble.combine(member_probs)`` gives the ensemble output.
@@ -499,19 +516,19 @@ class Classifier:
             >>> p = clf.member_view_probs(catalog)  # doctest: +SKIP
             >>> single, single_tta = p[:, 0, 0], merge_views(p)[:, 0]  # doctest: +SKIP
         """
-        from mitoscope.data.transforms import tta_views
+        from mitoscope.data.stain import STAIN_TTA_SCALES
         from mitoscope.engine.ensemble import model_prob
 
         loader = self._catalog_loader(catalog, batch_size=batch_size, num_workers=num_workers, source=source)
         chunks = []
         for batch in prefetch(loader, nice=self.reader_nice):
-            batch = self._model_input(batch)
-            vs = list(tta_views(batch)) if views else [batch]
+            vs = self._views(batch, views)
             with precision_context(self.precision, self.device):
                 per_model = [torch.stack([model_prob(m, v) for v in vs], dim=1) for m in self.ensemble.models]
             chunks.append(torch.stack(per_model, dim=1).cpu().numpy())  # (B, M, V)
         if not chunks:
-            return np.zeros((0, len(self.ensemble), 8 if views else 1))
+            n_views = (8 if views else 1) * (1 + len(STAIN_TTA_SCALES) if self.stain_tta else 1)
+            return np.zeros((0, len(self.ensemble), n_views))
         return np.concatenate(chunks).astype(np.float64)
 
     def classify_points(
