@@ -40,6 +40,7 @@ CASES = [
         {"loss_experts", "loss_hard"},
     ),
     ("atypical_single", dict(backbone="test_resnet", soft_labels=True), {"loss_cls"}),
+    ("atypical_single", dict(backbone="test_resnet", soft_labels=True, mixup_alpha=0.2), {"loss_cls"}),
 ]
 IDS = [f"{a}-{i}" for i, (a, _, _) in enumerate(CASES)]
 
@@ -205,6 +206,30 @@ def test_single_soft_labels_train_on_the_share_of_votes() -> None:
         float(F.binary_cross_entropy_with_logits(logits, torch.tensor([1 / 3, 1.0, 1.0])))
     )
     assert loss != pytest.approx(float(F.binary_cross_entropy_with_logits(logits, t["label"])))
+
+
+@torch.no_grad()
+def test_single_mixup_trains_on_blended_images_and_targets() -> None:
+    import torch.nn.functional as F
+
+    from mitoscope.models.losses import mixup_batch
+
+    torch.manual_seed(0)
+    model = create_model("atypical_single", backbone="test_resnet", mixup_alpha=0.4, dropout=0.0).train()
+    model.backbone.eval()  # fixed BN statistics: identical forward passes
+    assert model.build_kwargs["mixup_alpha"] == 0.4
+    x, t = _images(), {"label": torch.tensor([0.0, 1.0, 1.0])}
+    torch.manual_seed(5)
+    loss = float(model(x, t)["loss_cls"])
+    torch.manual_seed(5)
+    mixed, target = mixup_batch(x, t["label"], 0.4)
+    assert bool(((target > 0) & (target < 1)).any())  # some blend of a 0 and a 1
+    model.eval()
+    assert loss == pytest.approx(float(F.binary_cross_entropy_with_logits(model(mixed)["logits"], target)))
+    assert loss != pytest.approx(float(F.binary_cross_entropy_with_logits(model(x)["logits"], t["label"])))
+    assert mixup_batch(x, t["label"], 0.0)[0] is x
+    with pytest.raises(ValueError, match="mixup_alpha"):
+        create_model("atypical_single", backbone="test_resnet", mixup_alpha=-1.0)
 
 
 @torch.no_grad()

@@ -184,6 +184,27 @@ def weighted_bce(logits: Tensor, targets: Tensor, pos_weight: float | Tensor = 1
     return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), pos_weight=weight)
 
 
+def mixup_batch(images: Tensor, targets: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+    """Mixup (Zhang et al. 2018): each image and its target blended with those of another image of the batch.
+
+    One ``λ ~ Beta(alpha, alpha)`` per batch (torch's global generator, so seeded runs repeat), a random pairing;
+    ``alpha <= 0`` returns the inputs unchanged. Targets must be probabilities (0/1 labels or soft labels).
+
+    Examples:
+        >>> x, y = torch.stack([torch.zeros(1, 2, 2), torch.ones(1, 2, 2)]), torch.tensor([0.0, 1.0])
+        >>> _ = torch.manual_seed(0)
+        >>> mx, my = mixup_batch(x, y, 0.4)
+        >>> bool(torch.allclose(mx.mean(dim=(1, 2, 3)), my))  # each blend keeps image and target in step
+        True
+    """
+    if alpha <= 0:
+        return images, targets
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    order = torch.randperm(images.shape[0], device=images.device)
+    mixed_images = images.mul(lam).add_(images[order], alpha=1.0 - lam)
+    return mixed_images, targets * lam + targets[order] * (1.0 - lam)
+
+
 def class_pos_weight(labels: Tensor | list[int] | list[float]) -> float:
     """``n_negative / n_positive`` of 0/1 ``labels`` (1.0 when one class is absent).
 

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from mitoscope.models.backbones import Pretrained, backbone_normalization, create_backbone
 from mitoscope.models.backbones import num_features as _num_features
 from mitoscope.models.heads import MLPHead, check_images, check_targets, label_target, vote_fraction_target
-from mitoscope.models.losses import weighted_bce
+from mitoscope.models.losses import mixup_batch, weighted_bce
 from mitoscope.models.registry import register_model
 
 
@@ -71,6 +71,8 @@ class AtypicalSingle(AtypicalClassifier):
             (:func:`mitoscope.models.backbones.freeze_stages`).
         soft_labels: train on the share of experts who voted atypical (needs the ``experts`` votes, as
             AMi-Br has) instead of the 0/1 majority label: patches the experts disagree on count as uncertain.
+        mixup_alpha: blend training images and their targets pairwise, ``λ ~ Beta(mixup_alpha, mixup_alpha)``
+            (:func:`~mitoscope.models.losses.mixup_batch`); 0 turns it off.
 
     Examples:
         >>> m = AtypicalSingle(backbone="test_resnet").eval()
@@ -91,8 +93,11 @@ class AtypicalSingle(AtypicalClassifier):
         drop_path_rate: float = 0.0,
         frozen_stages: int = 0,
         soft_labels: bool = False,
+        mixup_alpha: float = 0.0,
     ) -> None:
         super().__init__()
+        if mixup_alpha < 0:
+            raise ValueError(f"mixup_alpha must be >= 0, got {mixup_alpha}")
         extra: dict[str, Any] = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
         extra["frozen_stages"] = frozen_stages
         self.backbone = create_backbone(backbone, pretrained=pretrained, **extra)
@@ -100,6 +105,7 @@ class AtypicalSingle(AtypicalClassifier):
         self.pos_weight = float(pos_weight)
         self.mean, self.std = backbone_normalization(backbone, pretrained)
         self.soft_labels = bool(soft_labels)
+        self.mixup_alpha = float(mixup_alpha)
         self.required_targets = {"label", "experts"} if soft_labels else {"label"}
 
     def _logits(self, images: Tensor) -> Tensor:
@@ -115,6 +121,7 @@ class AtypicalSingle(AtypicalClassifier):
             label = vote_fraction_target(targets, n, model=self.architecture)
         else:
             label = label_target(targets, n, model=self.architecture)
+        images, label = mixup_batch(images, label, self.mixup_alpha)
         return {"loss_cls": weighted_bce(self._logits(images), label, self.pos_weight)}
 
 
