@@ -12,8 +12,9 @@ of rule 19 (``benchmarks/results/classifier_stain_tta/RULE.md``): out of domain,
 rise for every run, and on its own validation slides no run's AUROC falls by more than ``--max-drop``.
 
 Run (CPU): ``python benchmarks/stain_tta.py runs/cpu_softauc_s0 runs/cpu_softauc_s1 --source ../shared/data/amibr
-            --atnorm-reference R/seed{0,1}/atnorm_tta.json --atnorm-candidate R/seed{0,1}/atnorm_stain_tta.json
-            --out R/validation.json``
+            --atnorm-reference S/seed{0,1}/atnorm_tta.json --atnorm-candidate R/seed{0,1}/atnorm_stain_tta.json
+            --out R/validation.json`` (``--from-json R/validation.json`` instead of the runs: the verdict again
+            from the saved rows, without scoring)
 """
 
 from __future__ import annotations
@@ -80,12 +81,36 @@ def verdict(
     return {"met": met, "max_drop": max_drop, "runs": checks}
 
 
+def score_runs(runs: list[Path], source: str, part: str, n_bootstrap: int) -> dict[str, Any]:
+    """One 40-view pass over each run's ``part`` records: ``{run: {n, threshold, seconds_40_views, rows}}``."""
+    from mitoscope.data.sources import load_catalog
+    from mitoscope.inference.classify import Classifier
+
+    catalog = load_catalog(source)
+    table: dict[str, Any] = {}
+    for run in runs:
+        records = run_records(run, catalog, 0, part, source)
+        clf = Classifier.from_path(run, stain_tta=True)
+        t0 = time.perf_counter()
+        probs = clf.member_view_probs(records)[:, 0, :]
+        seconds = time.perf_counter() - t0
+        rows = view_rows(records["target"].to_numpy(), probs, clf.threshold, n_bootstrap)
+        table[str(run)] = {
+            "n": len(records),
+            "threshold": clf.threshold,
+            "seconds_40_views": seconds,
+            "rows": rows,
+        }
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="hold-out RUN directories")
-    parser.add_argument("--source", required=True, help="the labelled patches the runs were trained on")
+    parser.add_argument("runs", nargs="*", type=Path, help="hold-out RUN directories")
+    parser.add_argument("--source", help="the labelled patches the runs were trained on")
     parser.add_argument("--part", default="val", choices=("val", "test"), help="which records of fold 0")
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--from-json", type=Path, help="reuse the validation rows of an earlier --out")
     parser.add_argument(
         "--atnorm-reference", nargs="*", type=Path, default=[], help="evaluate JSONs of --tta"
     )
@@ -93,39 +118,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-drop", type=float, default=0.005, help="validation AUROC a run may lose")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    if args.from_json is None and not (args.runs and args.source):
+        parser.error("give RUN directories and --source, or --from-json")
 
-    from mitoscope.data.sources import load_catalog
-    from mitoscope.inference.classify import Classifier
-
-    catalog = load_catalog(args.source)
-    table: dict[str, Any] = {}
+    if args.from_json is not None:
+        table = json.loads(args.from_json.read_text())["runs"]
+    else:
+        table = score_runs(args.runs, args.source, args.part, args.bootstrap)
     print(f"{'run':<28} {'row':<10} {'BA':>6} {'AUROC':>6} {'sens.':>6} {'spec.':>6}")
-    for run in args.runs:
-        records = run_records(run, catalog, 0, args.part, args.source)
-        clf = Classifier.from_path(run, stain_tta=True)
-        t0 = time.perf_counter()
-        probs = clf.member_view_probs(records)[:, 0, :]
-        seconds = time.perf_counter() - t0
-        rows = view_rows(records["target"].to_numpy(), probs, clf.threshold, args.bootstrap)
-        table[str(run)] = {
-            "n": len(records),
-            "threshold": clf.threshold,
-            "seconds_40_views": seconds,
-            "rows": rows,
-        }
-        for name, m in rows.items():
+    for run, entry in table.items():
+        for name, m in entry["rows"].items():
             print(
-                f"{run!s:<28} {name:<10} {m['balanced_accuracy']:6.3f} {m['auroc']:6.3f} "
-                f"{m['sensitivity']:6.3f} {m['specificity']:6.3f}",
-                flush=True,
+                f"{run:<28} {name:<10} {m['balanced_accuracy']:6.3f} {m['auroc']:6.3f} "
+                f"{m['sensitivity']:6.3f} {m['specificity']:6.3f}"
             )
-    report = {
-        "benchmark": "stain_tta",
-        "source": args.source,
-        "part": args.part,
-        "command": " ".join(sys.argv),
-    }
-    write_report(args.out, {**report, "runs": table})
+    report = {"benchmark": "stain_tta", "part": args.part, "command": " ".join(sys.argv), "runs": table}
+    if args.atnorm_reference or args.atnorm_candidate:
+        report["verdict"] = verdict(table, args.atnorm_reference, args.atnorm_candidate, args.max_drop)
+        for c in report["verdict"]["runs"]:
+            (ba0, ba1), (au0, au1), (v0, v1) = (
+                c["ood_balanced_accuracy"],
+                c["ood_auroc"],
+                c["validation_auroc"],
+            )
+            print(
+                f"{c['run']}: out of domain BA {ba0:.4f} -> {ba1:.4f}, AUROC {au0:.4f} -> {au1:.4f}; "
+                f"validation AUROC {v0:.4f} -> {v1:.4f}"
+            )
+        print(f"rule 19 {'met' if report['verdict']['met'] else 'not met'}")
+    write_report(args.out, report)
     return 0
 
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import stain_tta  # a benchmark script, importable from its folder
@@ -39,3 +40,17 @@ def test_verdict_needs_every_run_to_pass(tmp_path: Path) -> None:
     mixed = [good[0], _json(tmp_path / "c1b.json", 0.76, 0.90)]
     out = stain_tta.verdict(validation, refs, mixed, 0.005)
     assert not out["met"] and out["runs"][1]["ood_balanced_accuracy_rises"] is False
+
+
+def test_verdict_again_from_saved_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = {"tta": {"balanced_accuracy": 0.8, "auroc": 0.9, "sensitivity": 0.8, "specificity": 0.8}}
+    rows["stain+tta"] = {**rows["tta"], "auroc": 0.91}
+    saved = tmp_path / "validation.json"
+    saved.write_text(json.dumps({"runs": {"runs/a": {"rows": rows}}}))
+    ref, cand = _json(tmp_path / "r.json", 0.78, 0.88), _json(tmp_path / "c.json", 0.77, 0.89)
+    out = tmp_path / "verdict.json"
+    argv = ["--from-json", str(saved), "--atnorm-reference", str(ref), "--atnorm-candidate", str(cand)]
+    assert stain_tta.main([*argv, "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["verdict"]["met"] is False and report["runs"]["runs/a"]["rows"] == rows
+    assert "rule 19 not met" in capsys.readouterr().out
