@@ -107,7 +107,7 @@ def classify(
     stain_tta: bool = typer.Option(
         False,
         "--stain-tta",
-        help="Also average over re-stained copies (haematoxylin and eosin each 20%% lighter and darker): "
+        help="Also average over re-stained copies (haematoxylin and eosin each 20 % lighter and darker): "
         "5x the views, with --tta 40.",
     ),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Patches per forward pass."),
