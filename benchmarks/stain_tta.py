@@ -39,12 +39,13 @@ METRICS = ("balanced_accuracy", "balanced_accuracy_ci", "auroc", "auroc_ci", "se
 def view_rows(
     y: np.ndarray, probs: np.ndarray, threshold: float, n_bootstrap: int
 ) -> dict[str, dict[str, Any]]:
-    """The four rows from one model's ``(N, 40)`` view probabilities (view ``8·s + d``)."""
+    """The four rows from one model's ``(N, 8·S)`` view probabilities (view ``8·s + d``, stain variant 0 unchanged)."""
+    n_views = probs.shape[1]
     subsets = {
         "single": [0],
         "tta": list(range(8)),
-        "stain": list(range(0, 40, 8)),
-        "stain+tta": list(range(40)),
+        "stain": list(range(0, n_views, 8)),
+        "stain+tta": list(range(n_views)),
     }
     rows = {}
     for name, views in subsets.items():
