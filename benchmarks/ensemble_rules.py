@@ -15,6 +15,8 @@ is computed from them with the package's own :func:`mitoscope.engine.ensemble.co
 each without and with TTA (mean logit of the views), for each run and for all runs' members together
 (``all``: a cross-architecture ensemble). Metrics: balanced accuracy (95 % bootstrap CI), AUROC, sensitivity,
 specificity. ``--from-probs`` recomputes the table from a saved file without a model or data.
+``--diagnose-threshold`` adds, per run, ``mean+tta@this-set``: the mean with TTA at the threshold that is best
+on the scored set itself (its own labels: a diagnosis of how much the transferred threshold costs, not a result).
 
 Run (GPU):  ``python benchmarks/ensemble_rules.py single=runs/gpu/single experts=runs/gpu/experts
             --source ../shared/data/atnorm-md --device cuda --num-workers 8 --probs runs/gpu/atnorm_probs.npz``
@@ -92,8 +94,21 @@ def rows_for(
     return rows
 
 
-def evaluate(saved: dict[str, Any], n_bootstrap: int) -> dict[str, dict[str, dict[str, Any]]]:
-    """All rows for every run and for all runs' members together."""
+def diagnosis_row(y: np.ndarray, probs: np.ndarray, n_bootstrap: int) -> dict[str, Any]:
+    """Mean probability with TTA at the balanced-accuracy-best threshold of ``(y, probs)`` itself."""
+    from mitoscope.engine.crossval import choose_threshold
+
+    p = merge_views(probs).mean(axis=1)
+    threshold = choose_threshold(y, p, "balanced_accuracy")
+    rep = classification_report(y, p, threshold=threshold, n_bootstrap=n_bootstrap)
+    keys = ("threshold", "balanced_accuracy", "balanced_accuracy_ci", "auroc", "sensitivity", "specificity")
+    return {k: rep[k] for k in keys if k in rep}
+
+
+def evaluate(
+    saved: dict[str, Any], n_bootstrap: int, diagnose: bool = False
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """All rows for every run and for all runs' members together (``diagnose``: :func:`diagnosis_row` too)."""
     y = np.asarray(saved["targets"])
     names = sorted({k.split("/")[0] for k in saved if "/" in k})
     table = {
@@ -106,6 +121,9 @@ def evaluate(saved: dict[str, Any], n_bootstrap: int) -> dict[str, dict[str, dic
         )
         for name in names
     }
+    if diagnose:
+        for name in names:
+            table[name]["mean+tta@this-set"] = diagnosis_row(y, saved[f"{name}/probs"], n_bootstrap)
     if len(names) > 1:
         probs = np.concatenate([saved[f"{n}/probs"] for n in names], axis=1)
         thresholds = np.concatenate([np.asarray(saved[f"{n}/member_thresholds"]) for n in names])
@@ -135,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         help="re-estimate each member's batch-norm statistics on --source first (AdaBN; labels unused): those "
         "of the trained layers, or all (frozen stages too)",
     )
+    parser.add_argument(
+        "--diagnose-threshold",
+        action="store_true",
+        help="add the mean + TTA at the threshold best on this set itself (a diagnosis that uses its labels)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -149,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.probs:
             args.probs.parent.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(args.probs, **saved)
-    table = evaluate(saved, args.bootstrap)
+    table = evaluate(saved, args.bootstrap, args.diagnose_threshold)
 
     print(f"{len(saved['targets'])} patches ({int(np.sum(saved['targets']))} atypical)")
     print(f"{'ensemble':<10} {'rule':<16} {'BA':>6} {'95% CI':>13} {'AUROC':>6} {'sens':>6} {'spec':>6}")
