@@ -64,6 +64,30 @@ def test_equal_error_threshold_balances_sensitivity_and_specificity():
         choose_threshold(labels, probs, metric="nope")
 
 
+@pytest.mark.parametrize("metric", ["balanced_accuracy", "f1", "youden", "equal_error"])
+def test_choose_threshold_matches_a_threshold_by_threshold_search(metric):
+    """The counting implementation picks what scoring each candidate threshold one at a time picks."""
+    from mitoscope.metrics.classification import balanced_accuracy, f1, sensitivity, specificity
+
+    score = {
+        "balanced_accuracy": balanced_accuracy,
+        "f1": f1,
+        "youden": lambda y, q: sensitivity(y, q) + specificity(y, q) - 1.0,
+        "equal_error": lambda y, q: -abs(sensitivity(y, q) - specificity(y, q)),
+    }[metric]
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        n = int(rng.integers(2, 40))
+        labels = rng.integers(0, 2, n)
+        labels[:2] = [0, 1]
+        probs = np.round(rng.random(n), 1)  # many ties
+        values = np.unique(probs)
+        candidates = np.unique(np.r_[(values[:-1] + values[1:]) / 2, 0.5, values[:1], values[-1:] + 1e-9])
+        scores = np.array([score(labels, (probs >= t).astype(int)) for t in candidates])
+        best = candidates[scores >= np.nanmax(scores) - 1e-12]
+        assert choose_threshold(labels, probs, metric) == pytest.approx(best[np.argmin(np.abs(best - 0.5))])
+
+
 def _catalog(n=60, n_slides=12):
     rows = []
     for i in range(n):

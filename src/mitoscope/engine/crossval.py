@@ -53,17 +53,27 @@ class Fold:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _score(metric: str, y: np.ndarray, pred: np.ndarray) -> float:
-    from mitoscope.metrics.classification import balanced_accuracy, f1, sensitivity, specificity
-
-    if metric == "balanced_accuracy":
-        return balanced_accuracy(y, pred)
-    if metric == "f1":
-        return f1(y, pred)
-    if metric == "youden":
-        return sensitivity(y, pred) + specificity(y, pred) - 1.0
-    if metric == "equal_error":
-        return -abs(sensitivity(y, pred) - specificity(y, pred))
+def _scores(metric: str, y: np.ndarray, p: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """``metric`` of the predictions ``p >= t`` for every ``t`` in ``thresholds`` (NaN where undefined), from
+    cumulative counts over the sorted probabilities: O(n log n) for all thresholds together."""
+    order = np.sort(p)
+    pos_sorted = np.sort(p[y == 1])
+    n_pos, n_neg = len(pos_sorted), len(order) - len(pos_sorted)
+    # predicted positive = p >= t: count of values at or above t
+    predicted = len(order) - np.searchsorted(order, thresholds, side="left")
+    tp = (n_pos - np.searchsorted(pos_sorted, thresholds, side="left")).astype(np.float64)
+    fp = predicted - tp
+    fn, tn = n_pos - tp, n_neg - fp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sens, spec = tp / n_pos, tn / n_neg
+        if metric == "balanced_accuracy":
+            return (sens + spec) / 2.0
+        if metric == "f1":
+            return 2 * tp / (2 * tp + fp + fn)
+        if metric == "youden":
+            return sens + spec - 1.0
+        if metric == "equal_error":
+            return -np.abs(sens - spec)
     raise ValueError(f"unknown threshold metric {metric!r}; use balanced_accuracy, f1, youden or equal_error")
 
 
@@ -105,14 +115,11 @@ def choose_threshold(
     candidates = np.unique(
         np.concatenate([(values[:-1] + values[1:]) / 2.0, [0.5], values[:1], values[-1:] + 1e-9])
     )
-    best_t, best_s = 0.5, -math.inf
-    for t in candidates:
-        s = _score(metric, y, (p >= t).astype(np.int64))
-        if math.isnan(s):
-            continue
-        if s > best_s + 1e-12 or (abs(s - best_s) <= 1e-12 and abs(t - 0.5) < abs(best_t - 0.5)):
-            best_t, best_s = float(t), s
-    return float(best_t)
+    scores = _scores(metric, y, p, candidates)
+    if np.isnan(scores).all():
+        return 0.5
+    best = candidates[scores >= np.nanmax(scores) - 1e-12]
+    return float(best[np.argmin(np.abs(best - 0.5))])
 
 
 # --------------------------------------------------------------------------------------------------------------
