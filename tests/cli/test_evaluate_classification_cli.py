@@ -157,6 +157,8 @@ def test_choose_threshold_reports_the_local_operating_point(tmp_path: Path) -> N
     chosen = report["chosen_threshold"]
     assert 0.25 < chosen["threshold"] < 0.3 and chosen["balanced_accuracy"] == pytest.approx(1.0)
     assert "--threshold 0.275" in " ".join(res.output.split())
+    assert chosen["fewest_of_a_class"] == 4
+    assert "only 4 labelled patches of one class" in " ".join(res.output.split())  # too few to trust, said so
 
     # one class only: nothing to choose, said plainly
     pd.DataFrame({"Filename": ["0.png"], "Majority": ["Atypical"]}).to_csv(tmp_path / "one.csv", index=False)

@@ -56,6 +56,11 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
+LOCAL_THRESHOLD_MIN_PER_CLASS = 40
+"""Labelled patches of each class from which a local threshold beat the transferred one in >= 90 % of draws on
+AtNorM-MD for the recipe's models (``benchmarks/local_threshold.py``, rule 21)."""
+
+
 def _chosen_threshold(targets: Any, probs: Any) -> dict[str, Any]:
     """The balanced-accuracy-maximising threshold on ``(targets, probs)`` and the metrics at it."""
     from mitoscope.engine.crossval import choose_threshold
@@ -64,7 +69,9 @@ def _chosen_threshold(targets: Any, probs: Any) -> dict[str, Any]:
     if len(set(targets.tolist())) < 2:
         raise ValueError("--choose-threshold needs both atypical and normal labels")
     at = classification_report(targets, probs, threshold=choose_threshold(targets, probs))
-    return {k: at[k] for k in ("threshold", "balanced_accuracy", "sensitivity", "specificity")}
+    chosen = {k: at[k] for k in ("threshold", "balanced_accuracy", "sensitivity", "specificity")}
+    chosen["fewest_of_a_class"] = int(min(targets.sum(), len(targets) - targets.sum()))
+    return chosen
 
 
 def _expert_agreement(scored: Any, decisions: Any) -> dict[str, Any]:
@@ -189,6 +196,13 @@ def evaluate_classification(
             f"Use it on new patches with `mitoscope classify MODEL INPUT --threshold {c['threshold']:.4g}`.",
             highlight=False,
         )
+        if c["fewest_of_a_class"] < LOCAL_THRESHOLD_MIN_PER_CLASS:
+            err.print(
+                f"[yellow]warning:[/yellow] only {c['fewest_of_a_class']} labelled patches of one class: on "
+                f"AtNorM-MD a threshold chosen on fewer than {LOCAL_THRESHOLD_MIN_PER_CLASS} of each beat the "
+                "model's own in under 90 % of random draws (rule 21, benchmarks/README.md); label more if you can",
+                highlight=False,
+            )
     if experts:
         _print_expert_agreement(console, report["expert_agreement"])
     if len(unmatched):
