@@ -137,7 +137,8 @@ def evaluate_classification(
         False,
         "--choose-threshold",
         help="Also report the threshold that maximises balanced accuracy on these labels (a local operating "
-        "point, e.g. from a few labelled cases of your own lab, for `mitoscope classify --threshold`).",
+        "point from labelled cases of your own lab, for `mitoscope classify --threshold`; label at least 40 "
+        "atypical and 40 normal ones).",
     ),
     experts: bool = typer.Option(
         False,
