@@ -84,6 +84,10 @@ def test_wrong_columns_and_bad_votes(tmp_path):
     _png(tmp_path / "Normal" / "1.png")
     with pytest.raises(InputError, match=r"row 2.*Maybe"):
         read_atnorm_votes(votes)
+    # a file listed twice would be dropped from scoring (its match is ambiguous): named with both rows instead
+    votes.write_text("Filename,Expert_1,Majority\n1.png,Normal,Normal\n1.png,Atypical,Atypical\n")
+    with pytest.raises(InputError, match=r"row 3.*'1.png' is listed again \(first on row 2\)"):
+        read_atnorm_votes(votes)
     with pytest.raises(InputError, match="not found"):
         read_amibr_csv(tmp_path / "absent.csv")
 

@@ -13,6 +13,7 @@ from mitoscope.metrics.classification import (
     classification_report,
     confusion,
     f1,
+    join_predictions,
     sensitivity,
     specificity,
     threshold_probs,
@@ -117,3 +118,14 @@ def test_report_with_hard_predictions() -> None:
     assert rep["auroc"] == pytest.approx(21 / 24)
     with pytest.raises(ValueError, match="0/1"):
         classification_report(LABELS, PROBS, preds=PROBS)
+
+
+def test_join_refuses_a_truth_that_lists_a_file_twice() -> None:
+    import pandas as pd
+
+    pred = pd.DataFrame({"file": ["/x/Normal/1.png"], "p_atypical": [0.2]})
+    truth = pd.DataFrame(
+        {"image": ["/d/Normal/1.png", "/d/Normal/1.png"], "page": [-1, -1], "target": [0, 1]}
+    )
+    with pytest.raises(ValueError, match=r"/d/Normal/1.png more than once"):
+        join_predictions(pred, truth)

@@ -99,8 +99,14 @@ def read_atnorm_votes(
     files = find_files(root, suffixes=IMAGE_SUFFIXES)
     bad = BadRows(path, skip_bad=skip_bad)
     rows = []
+    first_row: dict[str, int] = {}
     for i, rec in enumerate(table.to_dict("records")):
         line = i + 2
+        name = rec["Filename"]
+        if str(name) in first_row:
+            bad.add(line, f"{name!r} is listed again (first on row {first_row[str(name)]})")
+            continue
+        first_row[str(name)] = line
         try:
             votes = tuple(parse_vote(rec[c]) for c in expert_cols)
             final = parse_vote(rec["Majority"])
@@ -110,7 +116,6 @@ def read_atnorm_votes(
         if final is None:
             bad.add(line, "Majority is blank")
             continue
-        name = rec["Filename"]
         image = files.get(Path(name).name)
         if image is None:
             if check_files:

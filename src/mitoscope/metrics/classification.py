@@ -347,6 +347,8 @@ def join_predictions(predictions: Any, truth: Any, *, file_column: str = "file")
     by_suffix: dict[tuple[str, int], int | None] = {}
     exact: dict[tuple[str, int], int] = {}
     for pos, (key, page) in enumerate(zip(truth_keys, truth_pages, strict=True)):
+        if (key, page) in exact:
+            raise ValueError(f"the truth lists {truth['image'].iloc[pos]} more than once")
         exact[(key, page)] = pos
         parts = key.split("/")
         for k in range(1, len(parts) + 1):
