@@ -68,6 +68,13 @@ def member_probabilities(
     return saved
 
 
+def load_probs(path: str | Path) -> dict[str, Any]:
+    """What :func:`member_probabilities` saved with ``--probs``: ``targets`` and ``RUN/probs``,
+    ``RUN/member_thresholds``, ``RUN/threshold`` per run."""
+    with np.load(path) as npz:
+        return dict(npz)
+
+
 def rows_for(
     y: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, run_threshold: float | None, n_bootstrap: int
 ) -> dict[str, dict[str, Any]]:
@@ -162,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.from_probs:
-        with np.load(args.from_probs) as npz:
-            saved = dict(npz)
+        saved = load_probs(args.from_probs)
     else:
         if not args.runs or not args.source:
             parser.error("give NAME=RUN_DIR runs and --source, or --from-probs")

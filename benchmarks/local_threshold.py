@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from ensemble_rules import write_report  # benchmarks/ (scripts run from this folder)
+from ensemble_rules import load_probs, write_report  # benchmarks/ (scripts run from this folder)
 from mitoscope.engine.crossval import choose_threshold
+from mitoscope.engine.ensemble import combine_members
 from mitoscope.inference.classify import merge_views
 from mitoscope.metrics.classification import balanced_accuracy
 
@@ -46,8 +47,7 @@ def load_prediction_set(path: str, truth: str | None) -> dict[str, np.ndarray]:
     run's ensemble threshold, as ``mitoscope classify RUN --tta`` does)."""
     file, _, run = path.partition("#")
     if file.endswith(".npz"):
-        with np.load(file) as npz:
-            saved = dict(npz)
+        saved = load_probs(file)
         runs = sorted({k.split("/")[0] for k in saved if "/" in k})
         if not run:
             if len(runs) != 1:
@@ -55,12 +55,16 @@ def load_prediction_set(path: str, truth: str | None) -> dict[str, np.ndarray]:
             run = runs[0]
         if f"{run}/probs" not in saved:
             raise ValueError(f"{file}: no run {run!r} (it holds {runs})")
-        probs = merge_views(saved[f"{run}/probs"]).mean(axis=1)
-        decisions = (probs >= float(saved[f"{run}/threshold"])).astype(np.int64)
+        mean = combine_members(
+            merge_views(saved[f"{run}/probs"]),
+            saved[f"{run}/member_thresholds"],
+            rule="mean",
+            threshold=float(saved[f"{run}/threshold"]),
+        )
         return {
             "targets": np.asarray(saved["targets"], dtype=np.int64),
-            "probs": probs,
-            "decisions": decisions,
+            "probs": mean.prob,
+            "decisions": mean.label,
         }
     if truth is None:
         raise ValueError(f"{file}: a predictions CSV needs --truth")

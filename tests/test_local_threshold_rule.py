@@ -67,7 +67,11 @@ def test_prediction_sets_from_an_npz_and_clear_errors(tmp_path: Path) -> None:
     probs = np.zeros((4, 2, 8))
     probs[2:] = 0.8
     path = tmp_path / "p.npz"
-    np.savez(path, targets=np.array([0, 0, 1, 1]), **{"r/probs": probs, "r/threshold": np.array(0.5)})
+    np.savez(
+        path,
+        targets=np.array([0, 0, 1, 1]),
+        **{"r/probs": probs, "r/member_thresholds": np.array([0.5, 0.5]), "r/threshold": np.array(0.5)},
+    )
     data = local_threshold.load_prediction_set(str(path), None)
     assert data["decisions"].tolist() == [0, 0, 1, 1]
     assert np.allclose(data["probs"][2:], 0.8)

@@ -102,11 +102,11 @@ def read_atnorm_votes(
     first_row: dict[str, int] = {}
     for i, rec in enumerate(table.to_dict("records")):
         line = i + 2
-        name = rec["Filename"]
-        if str(name) in first_row:
-            bad.add(line, f"{name!r} is listed again (first on row {first_row[str(name)]})")
+        name = str(rec["Filename"])
+        if name in first_row:
+            bad.add(line, f"{name!r} is listed again (first on row {first_row[name]})")
             continue
-        first_row[str(name)] = line
+        first_row[name] = line
         try:
             votes = tuple(parse_vote(rec[c]) for c in expert_cols)
             final = parse_vote(rec["Majority"])
