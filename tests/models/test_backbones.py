@@ -92,7 +92,7 @@ def test_missing_file_and_unknown_name_raise_clearly(tmp_path) -> None:
         create_backbone("no_such_net_xyz")
 
 
-def test_hub_failure_suggests_offline(monkeypatch) -> None:
+def test_hub_failure_names_the_local_alternatives(monkeypatch) -> None:
     import timm
 
     real = timm.create_model
@@ -103,8 +103,10 @@ def test_hub_failure_suggests_offline(monkeypatch) -> None:
         return real(name, pretrained=False, **kw)
 
     monkeypatch.setattr(timm, "create_model", fake)
-    with pytest.raises(RuntimeError, match="offline"):
+    with pytest.raises(RuntimeError, match=r"'test_resnet'.*no internet") as error:
         create_backbone("test_resnet", pretrained=True)
+    for alternative in ("model.kwargs.pretrained=/path/to/w.pth", "false", "'offline'"):
+        assert alternative in str(error.value)
 
 
 def test_normalization() -> None:

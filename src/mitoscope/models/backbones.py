@@ -230,8 +230,9 @@ def create_backbone(
             return timm.create_model(name, pretrained=True, **build)
         except Exception as exc:
             raise RuntimeError(
-                f"could not fetch hub weights for {name!r} ({type(exc).__name__}: {exc}); without internet use "
-                "pretrained='offline' (tf_efficientnet_lite0/1/2) or a path to a local weights file"
+                f"could not fetch hub weights for {name!r} ({type(exc).__name__}: {exc}); without internet set "
+                "model.kwargs.pretrained to a local weights file (--set model.kwargs.pretrained=/path/to/w.pth) "
+                "or to false (train from scratch); 'offline' serves tf_efficientnet_lite0/1/2 only"
             ) from exc
     model = timm.create_model(name, pretrained=False, **build)
     if pretrained is not False and pretrained is not None:
