@@ -56,11 +56,11 @@ class Fold:
 def _scores(metric: str, y: np.ndarray, p: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """``metric`` of the predictions ``p >= t`` for every ``t`` in ``thresholds`` (NaN where undefined), from
     cumulative counts over the sorted probabilities: O(n log n) for all thresholds together."""
-    order = np.sort(p)
+    sorted_probs = np.sort(p)
     pos_sorted = np.sort(p[y == 1])
-    n_pos, n_neg = len(pos_sorted), len(order) - len(pos_sorted)
+    n_pos, n_neg = len(pos_sorted), len(sorted_probs) - len(pos_sorted)
     # predicted positive = p >= t: count of values at or above t
-    predicted = len(order) - np.searchsorted(order, thresholds, side="left")
+    predicted = len(sorted_probs) - np.searchsorted(sorted_probs, thresholds, side="left")
     tp = (n_pos - np.searchsorted(pos_sorted, thresholds, side="left")).astype(np.float64)
     fp = predicted - tp
     fn, tn = n_pos - tp, n_neg - fp
