@@ -82,8 +82,10 @@ def _json_format(path: Path) -> str | None:
 def _tiff_format(path: Path) -> str | None:
     import tifffile
 
+    from mitoscope.io.tiff_slide import TiffLog
+
     try:
-        with tifffile.TiffFile(path) as tif:
+        with TiffLog(), tifffile.TiffFile(path) as tif:
             pages = tif.pages
             if len(pages) < 2:
                 return None
@@ -156,6 +158,24 @@ def resolve_source(source: str | os.PathLike[str]) -> tuple[Path, str]:
         "class folders)",
         path=path,
     )
+
+
+def is_slide_source(source: str | os.PathLike[str]) -> bool:
+    """True for a slide file (one that ``open_slide`` reads) rather than a dataset.
+
+    A multi-page TIFF of equal small crops stays a dataset (``track2-stack``); a TIFF, SVS, OpenSlide format or
+    plain image that no dataset format claims is a slide.
+
+    Examples:
+        >>> is_slide_source("case_01.svs"), is_slide_source("amibr_train.csv")
+        (True, False)
+    """
+    from mitoscope.io.slides import looks_like_slide
+
+    path = Path(source)
+    if not looks_like_slide(path):
+        return False
+    return not path.is_file() or _file_format(path) is None
 
 
 def detect_source(source: str | os.PathLike[str]) -> str:

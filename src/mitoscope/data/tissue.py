@@ -129,3 +129,37 @@ def slide_tissue_mask(
     mask = tissue_mask(thumb, **mask_kwargs)  # type: ignore[arg-type]
     mask_mpp = slide.mpp * 0.5 * (w / mask.shape[1] + h / mask.shape[0])
     return mask, float(mask_mpp)
+
+
+def mask_outline(mask: np.ndarray, shape_hw: tuple[int, int], *, width: int | None = None) -> np.ndarray:
+    """The outline of a tissue ``mask`` drawn at ``shape_hw`` (e.g. a thumbnail's size), as a bool image.
+
+    The mask is scaled smoothly (bilinear, cut at 0.5) so a coarse mask gets a smooth outline that follows the
+    same tissue; the line lies just inside the tissue and is ``width`` px wide (default: 1 px per 400 px of the
+    longer side, at least 2).
+
+    Args:
+        mask: ``(h, w)`` bool tissue mask covering the whole slide.
+        shape_hw: ``(height, width)`` of the image to draw on.
+        width: line width in px.
+
+    Returns:
+        ``shape_hw`` bool array, True on the outline.
+
+    Examples:
+        >>> m = np.zeros((8, 8), bool); m[2:6, 2:6] = True
+        >>> line = mask_outline(m, (32, 32), width=1)
+        >>> bool(line[8, 16]), bool(line[16, 16]), bool(line[1, 1])
+        (True, False, False)
+    """
+    from scipy import ndimage
+    from skimage.transform import resize
+
+    h, w = int(shape_hw[0]), int(shape_hw[1])
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != (h, w):
+        mask = resize(mask.astype(np.float32), (h, w), order=1, anti_aliasing=False) >= 0.5
+    if width is None:
+        width = max(2, round(max(h, w) / 400))
+    inner = ndimage.binary_erosion(mask, iterations=max(1, int(width)), border_value=0)
+    return mask & ~inner

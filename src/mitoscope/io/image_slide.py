@@ -62,8 +62,12 @@ class ImageSlide(ArraySlide):
         (30, 40)
     """
 
+    backend = "pil"
+
     def __init__(self, path: str | os.PathLike[str], *, mpp: float | None = None) -> None:
+        self._mpp_source = "as given"
         if mpp is None:
+            self._mpp_source = "assumed: plain images carry no resolution (pass --mpp)"
             warnings.warn(
                 f"{path}: plain images carry no resolution; assuming {DEFAULT_MPP} µm/px (pass --mpp to set it)",
                 stacklevel=3,
@@ -75,3 +79,7 @@ class ImageSlide(ArraySlide):
     @property
     def mpp_is_assumed(self) -> bool:
         return self._assumed
+
+    @property
+    def mpp_source(self) -> str:
+        return self._mpp_source

@@ -11,6 +11,12 @@ _OME_UNIT = re.compile(r'PhysicalSizeXUnit="([^"]+)"')
 _OME_TO_UM = {"µm": 1.0, "um": 1.0, "micron": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
 
 
+#: Where :func:`page_mpp_source` found the resolution (said after "from": "0.499 µm/px from the Aperio metadata").
+APERIO_SOURCE = "the Aperio metadata"
+OME_SOURCE = "the OME-XML metadata"
+RESOLUTION_TAGS_SOURCE = "the TIFF resolution tags"
+
+
 def mpp_from_description(description: str) -> float | None:
     """mpp from an Aperio-like (``|MPP = 0.25``) or OME-XML ImageDescription, else ``None``.
 
@@ -22,21 +28,25 @@ def mpp_from_description(description: str) -> float | None:
         >>> mpp_from_description("nothing here") is None
         True
     """
+    return _description_mpp(description)[0]
+
+
+def _description_mpp(description: str) -> tuple[float | None, str]:
     if not description:
-        return None
+        return None, ""
     match = _APERIO_MPP.search(description)
     if match:
         value = _positive(match.group(1))
         if value is not None:
-            return value
+            return value, APERIO_SOURCE
     match = _OME_SIZE.search(description)
     if match:
         value = _positive(match.group(1))
         unit = _OME_UNIT.search(description)
         factor = _OME_TO_UM.get(unit.group(1), 1.0) if unit else 1.0
         if value is not None:
-            return value * factor
-    return None
+            return value * factor, OME_SOURCE
+    return None, ""
 
 
 def mpp_from_resolution(tags: Any) -> float | None:
@@ -87,4 +97,20 @@ def _round(value: float) -> float:
 
 def page_mpp(page: Any) -> float | None:
     """mpp of a tifffile page: description first, then resolution tags."""
-    return mpp_from_description(getattr(page, "description", "") or "") or mpp_from_resolution(page.tags)
+    return page_mpp_source(page)[0]
+
+
+def page_mpp_source(page: Any) -> tuple[float | None, str]:
+    """mpp of a tifffile page and where it was found (:data:`APERIO_SOURCE`, …; ``""`` when not found).
+
+    Examples:
+        >>> class Page:
+        ...     description, tags = "Aperio Image Library|MPP = 0.4990", {}
+        >>> page_mpp_source(Page())
+        (0.499, 'the Aperio metadata')
+    """
+    value, source = _description_mpp(getattr(page, "description", "") or "")
+    if value is not None:
+        return value, source
+    value = mpp_from_resolution(page.tags)
+    return (value, RESOLUTION_TAGS_SOURCE) if value is not None else (None, "")

@@ -43,6 +43,8 @@ class OpenSlideSlide(Slide):
         (512, 512)
     """
 
+    backend = "openslide"
+
     def __init__(self, path: str | os.PathLike[str], *, mpp: float | None = None) -> None:
         openslide = optional_import("openslide", extra="wsi", purpose="reading slides with OpenSlide")
         self.path = str(path)
@@ -55,11 +57,13 @@ class OpenSlideSlide(Slide):
         for key in ("openslide.mpp-x", "aperio.MPP"):
             try:
                 found = float(props[key])
+                self._mpp_source = f"from the OpenSlide property {key}"
                 break
             except (KeyError, ValueError):
                 continue
         self._assumed = False
         if mpp is not None:
+            self._mpp_source = "as given" if found is None else f"as given (the file says {found:g})"
             if found is None:
                 warnings.warn(f"{path}: no mpp in the file; assuming {mpp:g} µm/px as given", stacklevel=3)
                 self._assumed = True
@@ -84,6 +88,23 @@ class OpenSlideSlide(Slide):
     @property
     def mpp_is_assumed(self) -> bool:
         return self._assumed
+
+    @property
+    def mpp_source(self) -> str:
+        return self._mpp_source
+
+    @property
+    def level_dimensions(self) -> list[tuple[int, int]]:
+        return [(int(w), int(h)) for w, h in self._osr.level_dimensions]
+
+    @property
+    def level_downsamples(self) -> list[float]:
+        return [float(d) for d in self._osr.level_downsamples]
+
+    @property
+    def file_format(self) -> str:
+        vendor = self._osr.properties.get("openslide.vendor")
+        return f"{vendor} (OpenSlide)" if vendor else "OpenSlide"
 
     def close(self) -> None:
         self._osr.close()

@@ -8,16 +8,24 @@ slide are filled with ``pad_value``.
 from __future__ import annotations
 
 import abc
+import math
+import os
 from typing import Any
 
 import numpy as np
 from skimage.transform import resize
+
+#: Most level pixels a thumbnail reads at once (about 48 MB of RGB): a slide whose pyramid has no level small
+#: enough is read and reduced block by block, so memory stays bounded whatever the slide's size.
+THUMBNAIL_BLOCK_PX = 16 * 2**20
 
 
 class Slide(abc.ABC):
     """A readable slide or region image (RGB, uint8)."""
 
     path: str = ""
+    #: The reader behind the slide, as named by ``open_slide(backend=...)``.
+    backend: str = ""
 
     @property
     @abc.abstractmethod
@@ -84,17 +92,75 @@ class Slide(abc.ABC):
         return self.read_rect(round(cx - half), round(cy - half), size, size, mpp=mpp, pad_value=pad_value)
 
     def thumbnail(self, max_size: int = 1024) -> np.ndarray:
-        """The whole slide downsampled so that its longer side is at most ``max_size``."""
+        """The whole slide downsampled so that its longer side is at most ``max_size``.
+
+        It is read from the coarsest pyramid level that still serves the thumbnail's resolution; when that level
+        is larger than :data:`THUMBNAIL_BLOCK_PX` (a slide without a pyramid) it is read and reduced block by
+        block, never whole.
+
+        Examples:
+            >>> ArraySlide(np.zeros((300, 200, 3), np.uint8)).thumbnail(100).shape
+            (100, 67, 3)
+        """
         w, h = self.dimensions
         factor = max(w, h) / max_size if max(w, h) > max_size else 1.0
         tw, th = max(1, round(w / factor)), max(1, round(h / factor))
-        data = self._read_level0(0, 0, w, h, factor)
-        return _fit(data, (th, tw))
+        level_ds = self.serving_downsample(factor)
+        if (w / level_ds) * (h / level_ds) <= THUMBNAIL_BLOCK_PX:
+            return _fit(self._read_level0(0, 0, w, h, factor), (th, tw))
+        block = max(1, math.floor(math.sqrt(THUMBNAIL_BLOCK_PX) * level_ds / factor))
+        sx, sy = w / tw, h / th
+        out = np.empty((th, tw, 3), np.uint8)
+        for oy0 in range(0, th, block):
+            oy1 = min(oy0 + block, th)
+            y0, y1 = round(oy0 * sy), min(h, max(round(oy1 * sy), round(oy0 * sy) + 1))
+            for ox0 in range(0, tw, block):
+                ox1 = min(ox0 + block, tw)
+                x0, x1 = round(ox0 * sx), min(w, max(round(ox1 * sx), round(ox0 * sx) + 1))
+                data = self._read_level0(x0, y0, x1 - x0, y1 - y0, factor)
+                out[oy0:oy1, ox0:ox1] = _fit(data, (oy1 - oy0, ox1 - ox0))
+        return out
+
+    @property
+    def level_dimensions(self) -> list[tuple[int, int]]:
+        """``(width, height)`` of every pyramid level, level 0 first (one level without a pyramid)."""
+        return [self.dimensions]
+
+    @property
+    def level_downsamples(self) -> list[float]:
+        """Downsample of every pyramid level relative to level 0 (``[1.0]`` without a pyramid)."""
+        return [1.0]
+
+    def serving_downsample(self, downsample: float) -> float:
+        """Downsample of the level a read at ``downsample`` comes from: the coarsest one not coarser than asked.
+
+        Examples:
+            >>> ArraySlide(np.zeros((8, 8, 3), np.uint8)).serving_downsample(16.0)
+            1.0
+        """
+        served = [d for d in self.level_downsamples if d <= downsample * 1.01]
+        return max(served) if served else 1.0
 
     @property
     def mpp_is_assumed(self) -> bool:
         """True when the mpp was not in the file but given or defaulted by the user."""
         return False
+
+    @property
+    def file_format(self) -> str:
+        """What kind of file the slide is (``Aperio SVS``, ``OME-TIFF``, …; by default the file's suffix).
+
+        Examples:
+            >>> ArraySlide(np.zeros((8, 8, 3), np.uint8), path="a.png").file_format
+            'PNG'
+        """
+        suffix = os.path.splitext(self.path)[1].lstrip(".")
+        return suffix.upper() if suffix else "in-memory array"
+
+    @property
+    def mpp_source(self) -> str:
+        """Where the mpp comes from, worded to follow "0.5 µm/px": ``"from the Aperio metadata"``, ``"as given"``."""
+        return "as given"
 
     def close(self) -> None:  # noqa: B027
         """Release file handles (no-op by default)."""
@@ -143,6 +209,8 @@ def as_rgb_uint8(image: np.ndarray, *, source: object = "array") -> np.ndarray:
 
 class ArraySlide(Slide):
     """A slide backed by an in-memory RGB array (tests, patches, synthetic regions)."""
+
+    backend = "array"
 
     def __init__(self, array: np.ndarray, *, mpp: float = 0.25, path: str = "<array>") -> None:
         self._array = as_rgb_uint8(array, source=path)

@@ -139,8 +139,25 @@ def _open(source: str | os.PathLike[str] | np.ndarray, *, mpp: float | None, bac
         from mitoscope.io.openslide_slide import OpenSlideSlide, openslide_available
 
         if openslide_available():
-            return OpenSlideSlide(path, mpp=mpp)
+            try:
+                return OpenSlideSlide(path, mpp=mpp)
+            except InputError:
+                reason = str(exc).removeprefix(f"{path}: ")
+                raise InputError(f"{reason} (and OpenSlide cannot read it either)", path=path) from exc
         raise
+
+
+def looks_like_slide(path: str | os.PathLike[str]) -> bool:
+    """True for a file :func:`open_slide` would try: a slide suffix (:data:`SLIDE_SUFFIXES`) or TIFF magic bytes.
+
+    Examples:
+        >>> looks_like_slide("case.svs"), looks_like_slide("labels.csv")
+        (True, False)
+    """
+    p = Path(path)
+    if p.suffix.lower() in SLIDE_SUFFIXES:
+        return not p.is_dir() or p.suffix.lower() == ".mrxs"
+    return p.is_file() and _is_tiff(p)
 
 
 def _is_tiff(path: Path) -> bool:

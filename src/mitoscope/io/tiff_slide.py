@@ -6,8 +6,10 @@ that best fits the requested resolution, so reading a small region of a 40k × 4
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import re
 import threading
 import warnings
 from collections import OrderedDict
@@ -15,11 +17,43 @@ from typing import Any
 
 import numpy as np
 
-from mitoscope.io.mpp import page_mpp
+from mitoscope.io.mpp import page_mpp_source
 from mitoscope.io.slide_base import Slide, as_rgb_uint8
 from mitoscope.utils.errors import InputError
 
 _TILE_CACHE_BYTES = 48 * 2**20  # decoded tiles kept per open slide
+_FLAVOURS = (("svs", "Aperio SVS"), ("ome", "OME-TIFF"), ("ndpi", "Hamamatsu NDPI"), ("scn", "Leica SCN"),
+             ("qpi", "PerkinElmer QPI"), ("philips", "Philips TIFF"), ("bif", "Ventana BIF"))  # fmt: skip
+
+
+class TiffLog(logging.Handler):
+    """Collects (instead of printing) what tifffile logs, e.g. on a truncated file, which it logs, not raises.
+
+    Examples:
+        >>> with TiffLog() as log:
+        ...     logging.getLogger("tifffile").error("<tifffile.TiffPages @8> invalid page offset 948966")
+        >>> log.messages
+        ['invalid page offset 948966']
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+        self._logger = logging.getLogger("tifffile")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # "<tifffile.TiffPages @1275950> invalid offset to first page 1275950" -> the part after the object
+        self.messages.append(" ".join(re.sub(r"^<[^>]*>\s*", "", record.getMessage()).split()))
+
+    def __enter__(self) -> TiffLog:
+        self._propagate = self._logger.propagate
+        self._logger.addHandler(self)
+        self._logger.propagate = False
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeHandler(self)
+        self._logger.propagate = self._propagate
 
 
 class _Level:
@@ -52,26 +86,38 @@ class TiffSlide(Slide):
         (64, 64, 3)
     """
 
+    backend = "tifffile"
+
     def __init__(self, path: str | os.PathLike[str], *, mpp: float | None = None) -> None:
         import tifffile
 
         self.path = str(path)
-        try:
-            self._tif = tifffile.TiffFile(self.path)
-        except (OSError, tifffile.TiffFileError, ValueError) as exc:
-            raise InputError(f"cannot open as TIFF: {exc}", path=path) from exc
-        self._lock = threading.Lock()
-        self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
-        self._cache_bytes = 0
-        try:
-            self._levels = self._find_levels()
-        except Exception:
-            self._tif.close()
-            raise
+        with TiffLog() as log:
+            try:
+                self._tif = tifffile.TiffFile(self.path)
+            except (OSError, tifffile.TiffFileError, ValueError) as exc:
+                raise InputError(f"cannot open as TIFF: {exc}", path=path) from exc
+            self._lock = threading.Lock()
+            self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+            self._cache_bytes = 0
+            try:
+                if not self._tif.pages:
+                    why = f" ({log.messages[0]})" if log.messages else ""
+                    raise InputError(
+                        f"no image in the TIFF{why}: the file ({os.path.getsize(self.path)} bytes) is truncated "
+                        "or corrupt",
+                        path=path,
+                    )
+                self._levels = self._find_levels()
+            except Exception:
+                self._tif.close()
+                raise
         base = self._levels[0].page
-        found = page_mpp(base)
+        found, source = page_mpp_source(base)
         self._assumed = False
+        self._mpp_source = f"from {source}"
         if mpp is not None:
+            self._mpp_source = "as given" if found is None else f"as given (the file says {found:g})"
             if mpp <= 0:
                 self._tif.close()
                 raise InputError(f"mpp must be positive, got {mpp}", path=path)
@@ -129,9 +175,26 @@ class TiffSlide(Slide):
         return self._assumed
 
     @property
+    def mpp_source(self) -> str:
+        return self._mpp_source
+
+    @property
     def level_downsamples(self) -> list[float]:
         """Downsample of every pyramid level relative to level 0."""
         return [lv.downsample for lv in self._levels]
+
+    @property
+    def level_dimensions(self) -> list[tuple[int, int]]:
+        """``(width, height)`` of every pyramid level, level 0 first."""
+        return [(lv.width, lv.height) for lv in self._levels]
+
+    @property
+    def file_format(self) -> str:
+        """The TIFF flavour tifffile recognised (``Aperio SVS``, ``OME-TIFF``, ``NDPI``, …, else ``TIFF``)."""
+        for flag, name in _FLAVOURS:
+            if getattr(self._tif, f"is_{flag}", False):
+                return name
+        return "TIFF"
 
     def close(self) -> None:
         self._tif.close()
@@ -183,6 +246,12 @@ class TiffSlide(Slide):
                 fh = self._tif.filehandle
                 fh.seek(offset)
                 data = fh.read(count)
+                if len(data) < count:
+                    raise InputError(
+                        f"the file is truncated: tile {index} of level {level} ends at byte {offset + count}, "
+                        f"the file at byte {offset + len(data)}",
+                        path=self.path,
+                    )
         try:
             segment = page.decode(data, index, jpegtables=page.jpegtables, jpegheader=page.jpegheader)[0]
         except Exception as exc:
