@@ -258,3 +258,43 @@ def test_bundle_formats_carry_normal_and_atypical(tmp_path) -> None:
     # Removing one listed file makes the bundle incomplete (it would be redone).
     (out / files["midog"]).unlink()
     assert not is_complete(out)
+
+
+def test_bundle_keeps_the_tissue_mask_the_analysis_used(tmp_path) -> None:
+    from mitoscope.data.tissue import slide_tissue_mask, tissue_area_mm2
+
+    img = np.full((1000, 1600, 3), 240, np.uint8)
+    img[200:800, 300:1100] = (200, 100, 170)  # one block of pink tissue on glass
+    slide = ArraySlide(img, mpp=0.5, path="tissue_case.png")
+    det = stand_in_detect(pd.DataFrame({"x": [500.0], "y": [500.0]}))
+    cls = lambda s, p: np.array([0.2])  # noqa: E731
+    config = AnalysisConfig(thumbnail_size=400)
+
+    def masked(sl):
+        return tissue_area_mm2(*slide_tissue_mask(sl))
+
+    # The area came from the tissue mask: the mask is kept for the report's outline and round-trips.
+    r = analyze_slide(slide, detect=det, classify=cls, tissue_area=masked, config=config)
+    assert r.tissue_mask is not None and r.tissue_mask.dtype == bool
+    assert 0.25 < r.tissue_mask.mean() < 0.4  # 600×800 of 1000×1600 px
+    back = read_slide_result(write_slide_result(tmp_path / "a", r, formats=()))
+    np.testing.assert_array_equal(back.tissue_mask, r.tissue_mask)
+    # An explicit mask function is used as it is.
+    given = np.ones((10, 16), bool)
+    r = analyze_slide(slide, detect=det, classify=cls, tissue_area=masked, config=config,
+                      tissue_mask=lambda sl: (given, 50.0))  # fmt: skip
+    assert r.tissue_mask is given or np.array_equal(r.tissue_mask, given)
+    # Without a tissue mask (whole-slide area, e.g. --no-tissue) or without a thumbnail: no outline.
+    whole = lambda sl: 1600 * 1000 * 0.5**2 / 1e6  # noqa: E731
+    assert (
+        analyze_slide(slide, detect=det, classify=cls, tissue_area=whole, config=config).tissue_mask is None
+    )
+    r = analyze_slide(
+        slide, detect=det, classify=cls, tissue_area=masked, config=AnalysisConfig(thumbnail_size=0)
+    )
+    assert r.tissue_mask is None
+    assert not (tmp_path / "b" / "tissue.png").exists()
+    write_slide_result(tmp_path / "b", r, formats=())
+    assert (
+        not (tmp_path / "b" / "tissue.png").exists() and read_slide_result(tmp_path / "b").tissue_mask is None
+    )

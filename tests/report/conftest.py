@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mitoscope.data.tissue import slide_tissue_mask, tissue_area_mm2
 from mitoscope.inference.analyze import AnalysisConfig
 from mitoscope.inference.cohort import Pipeline, run_cohort
 from mitoscope.io.slide_base import ArraySlide
@@ -54,7 +55,11 @@ def make_analysis(tmp_path: Path, n_slides: int = 2, missing: bool = True) -> Pa
             {"x": FIGURES["x"], "y": FIGURES["y"], "score": np.linspace(0.95, 0.6, len(FIGURES))}
         )
 
-    pipe = Pipeline(detect, lambda s, pts: FIGURES["p"].to_numpy(), None, 0.5, {"detection_threshold": 0.55})
+    def tissue_area(slide):  # as `analyze` does: the tissue mask's area (the report outlines that mask)
+        return tissue_area_mm2(*slide_tissue_mask(slide))
+
+    classify = lambda s, pts: FIGURES["p"].to_numpy()  # noqa: E731
+    pipe = Pipeline(detect, classify, tissue_area, 0.5, {"detection_threshold": 0.55})
     out = tmp_path / "analysis"
     run_cohort(
         paths,

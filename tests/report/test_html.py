@@ -54,6 +54,8 @@ def test_slide_page_structure_and_numbers(analysis_dir) -> None:
     srcs = re.findall(r'src="([^"]*)"', text)
     assert srcs and all(s.startswith("data:image/") for s in srcs)
     assert 'data-key="hotspot_count"' in text and 'data-key="atypical_fraction"' in text
+    # The overview outlines the tissue the analysis used (its mask is in the bundle).
+    assert el.by_id("tissue-legend") and (analysis_dir / "slides" / "case_0" / "tissue.png").is_file()
 
 
 def test_cohort_page_lists_slides_and_failures(analysis_dir) -> None:
@@ -90,3 +92,7 @@ def test_bars_and_overview_drawing() -> None:
     assert out[25, 15, 1] > out[25, 15, 0]
     assert out[25, 75, 0] > out[25, 75, 1]
     assert not np.array_equal(out[0, :50], thumb[0, :50])  # hotspot outline
+    mask = np.zeros((5, 10), bool)
+    mask[1:4, 1:9] = True
+    outlined = draw_overview(thumb, figs.iloc[:0], (1000, 500), tissue_mask=mask)
+    assert outlined[10, 50].tolist() == [10, 92, 255] and outlined[25, 50].tolist() == [255, 255, 255]

@@ -76,7 +76,7 @@ def test_reports_render_in_headless_chromium(analysis_dir, tmp_path) -> None:
     assert summary and summary.group(1).startswith("8 mitotic figures (3 atypical, 37.5%)"), summary
     assert "8 of 8 crops shown" in dom
     assert len(re.findall(r'<figure class="crop (?:normal|atypical)', dom)) == 8
-    for id_ in ("counts", "overview", "histogram", "score-histogram", "gallery"):
+    for id_ in ("counts", "overview", "histogram", "score-histogram", "gallery", "tissue-legend"):
         assert f'id="{id_}"' in dom, id_
 
     dom = dump_dom(index, tmp_path, "cohort")
@@ -90,6 +90,9 @@ def test_reports_render_in_headless_chromium(analysis_dir, tmp_path) -> None:
         # Not blank: many distinct colours, including the pink of the slide overview on the slide page.
         assert shot.std() > 10
         assert len(np.unique(shot.reshape(-1, 3)[::97], axis=0)) > 50
+        if name == "slide":  # the analysed tissue is outlined on the overview (and its legend swatch shows)
+            blue = np.abs(shot.astype(int) - (10, 92, 255)).max(axis=2) < 40
+            assert blue.sum() > 500, blue.sum()
     keep = os.environ.get("MITOSCOPE_KEEP_SCREENSHOTS")
     if keep:
         for name in ("slide", "cohort"):

@@ -17,6 +17,7 @@ Per-slide bundle (``<out>/slides/<name>/``, appears complete or not at all)::
     <name>.geojson / <name>.midog.json / <name>.sqlite   QuPath, MIDOG and SlideRunner (``inference.outputs``)
     summary.json       the statistics, the thresholds used, the hotspot window, the settings fingerprint
     thumbnail.jpg      the slide downsampled (for the report)
+    tissue.png         the tissue mask the analysis used, covering the whole slide (the report outlines it)
     crops.npz          crops of the figures (for the report's gallery), ``index`` = row in <name>.csv
 """
 
@@ -46,11 +47,13 @@ logger = logging.getLogger(__name__)
 DetectFn = Callable[[Slide], pd.DataFrame]
 ClassifyFn = Callable[[Slide, pd.DataFrame], np.ndarray | tuple[np.ndarray, np.ndarray]]
 TissueFn = Callable[[Slide], float]
+TissueMaskFn = Callable[[Slide], tuple[np.ndarray, float]]
 
 FIGURE_COLUMNS = ("x", "y", "x_mm", "y_mm", "score", "p_atypical", "class", "label")
 CLASS_COLORS: dict[str, tuple[int, int, int]] = {"normal": (40, 160, 60), "atypical": (220, 40, 40)}
 SUMMARY_FILE = "summary.json"
 THUMBNAIL_FILE = "thumbnail.jpg"
+TISSUE_FILE = "tissue.png"
 CROPS_FILE = "crops.npz"
 
 
@@ -90,6 +93,7 @@ class SlideResult:
     thumbnail: np.ndarray | None = None
     crops: np.ndarray | None = None
     crop_index: np.ndarray | None = None
+    tissue_mask: np.ndarray | None = None
 
 
 def slide_name_of(path: str | os.PathLike[str]) -> str:
@@ -215,6 +219,7 @@ def analyze_slide(
     config: AnalysisConfig | None = None,
     name: str | None = None,
     extra_summary: Mapping[str, Any] | None = None,
+    tissue_mask: TissueMaskFn | None = None,
 ) -> SlideResult:
     """Detect, classify and summarise one slide.
 
@@ -228,9 +233,13 @@ def analyze_slide(
         config: statistics and report settings.
         name: slide name for the outputs (default: from ``slide.path``).
         extra_summary: more keys for the summary (thresholds, model paths...).
+        tissue_mask: ``slide -> (mask, mask_mpp)``, the mask behind ``tissue_area``, kept (with the thumbnail) for
+            the report's overview; None: :func:`~mitoscope.data.tissue.slide_tissue_mask`, kept only when its area
+            is the one ``tissue_area`` gave (so a run without a tissue mask shows no outline).
 
     Returns:
-        A :class:`SlideResult` with the figures table, the summary, the hotspot, a thumbnail and gallery crops.
+        A :class:`SlideResult` with the figures table, the summary, the hotspot, a thumbnail (and the tissue
+        mask) and gallery crops.
 
     Examples:
         >>> from mitoscope.io.slide_base import ArraySlide
@@ -290,6 +299,7 @@ def analyze_slide(
     summary = {"slide": name, "path": str(slide.path), **summary, **dict(extra_summary or {})}
 
     thumbnail = slide.thumbnail(config.thumbnail_size) if config.thumbnail_size > 0 else None
+    mask = _analysed_tissue(slide, tissue_mask, area) if thumbnail is not None and tissue_area else None
     crops = crop_index = None
     if config.max_crops > 0 and len(figures):
         crop_index = _gallery_rows(figures["p_atypical"].to_numpy(float), config.max_crops)
@@ -302,7 +312,17 @@ def analyze_slide(
             ]
         )
     summary["seconds"] = round(time.perf_counter() - start, 3)
-    return SlideResult(name, figures, summary, hotspot, thumbnail, crops, crop_index)
+    return SlideResult(name, figures, summary, hotspot, thumbnail, crops, crop_index, mask)
+
+
+def _analysed_tissue(slide: Slide, tissue_mask: TissueMaskFn | None, area_mm2: float) -> np.ndarray | None:
+    """The tissue mask the analysis used, for the report's overview (see ``analyze_slide``'s ``tissue_mask``)."""
+    from mitoscope.data.tissue import slide_tissue_mask, tissue_area_mm2
+
+    if tissue_mask is not None:
+        return np.asarray(tissue_mask(slide)[0], dtype=bool)
+    mask, mask_mpp = slide_tissue_mask(slide)
+    return mask if math.isclose(tissue_area_mm2(mask, mask_mpp), area_mm2, rel_tol=1e-6) else None
 
 
 # ----------------------------------------------------------------------------------------------- writing / reading
@@ -366,6 +386,8 @@ def write_slide_result(
         )
         if result.thumbnail is not None:
             Image.fromarray(result.thumbnail).save(staging / THUMBNAIL_FILE, quality=88)
+        if result.tissue_mask is not None:
+            Image.fromarray(np.asarray(result.tissue_mask, dtype=bool)).save(staging / TISSUE_FILE)
         if result.crops is not None and result.crop_index is not None:
             np.savez_compressed(staging / CROPS_FILE, crops=result.crops, index=result.crop_index)
         summary = {**result.summary, "files": files}
@@ -419,11 +441,15 @@ def read_slide_result(slide_dir: str | os.PathLike[str]) -> SlideResult:
     if (slide_dir / THUMBNAIL_FILE).is_file():
         with Image.open(slide_dir / THUMBNAIL_FILE) as im:
             thumbnail = np.asarray(im.convert("RGB"))
+    mask = None
+    if (slide_dir / TISSUE_FILE).is_file():
+        with Image.open(slide_dir / TISSUE_FILE) as im:
+            mask = np.asarray(im.convert("1"), dtype=bool)
     crops = crop_index = None
     if (slide_dir / CROPS_FILE).is_file():
         with np.load(slide_dir / CROPS_FILE) as data:
             crops, crop_index = data["crops"], data["index"]
-    return SlideResult(str(summary["slide"]), figures, summary, hotspot, thumbnail, crops, crop_index)
+    return SlideResult(str(summary["slide"]), figures, summary, hotspot, thumbnail, crops, crop_index, mask)
 
 
 _NUMERIC_KEYS = {"tissue_area_mm2", "density_per_mm2", "atypical_fraction"}

@@ -5,7 +5,8 @@ Elements carry stable ids and classes (for readers' styles and for tests):
 
 - slide page: ``#summary`` (filled by the inline script from ``#report-data``; ``body[data-rendered="1"]`` once
   it ran), ``#counts`` (the counts table; rows ``tr[data-key=...]``), ``#overview`` (thumbnail with figures and
-  the hotspot drawn), ``#histogram`` (P(atypical)), ``#score-histogram`` (detection scores), ``#gallery`` with one
+  the hotspot drawn, and the analysed tissue outlined when the bundle has its mask: ``#tissue-legend``),
+  ``#histogram`` (P(atypical)), ``#score-histogram`` (detection scores), ``#gallery`` with one
   ``figure.crop.normal|.atypical[data-p]`` per crop, sorted by P(atypical) (``#gallery-count`` shows how many are
   visible; the buttons ``#show-all``, ``#show-atypical``, ``#show-normal`` filter them);
 - cohort page: ``#summary``, ``#cohort-table`` (``tr.slide-row[data-slide]`` with a link to the slide page),
@@ -30,6 +31,7 @@ from mitoscope.report.plots import (
     ATYPICAL_COLOR,
     HOTSPOT_COLOR,
     NORMAL_COLOR,
+    TISSUE_COLOR,
     data_uri,
     draw_overview,
     histogram_svg,
@@ -228,6 +230,13 @@ def render_slide_report(result: SlideResult, *, cohort_link: str | None = None) 
             result.figures,
             (int(s["width"]), int(s["height"])),
             hotspot=(hs.x, hs.y, hs.w, hs.h),
+            tissue_mask=result.tissue_mask,
+        )
+        tissue = (
+            f'<span id="tissue-legend"><i class="swatch" style="background:{TISSUE_COLOR};border-radius:0"></i>'
+            "tissue analysed (outline)</span>"
+            if result.tissue_mask is not None
+            else ""
         )
         parts.append(
             "<h2>Slide</h2>"
@@ -235,7 +244,7 @@ def render_slide_report(result: SlideResult, *, cohort_link: str | None = None) 
             f'<span><i class="swatch" style="background:{NORMAL_COLOR}"></i>normal</span>'
             f'<span><i class="swatch" style="background:{ATYPICAL_COLOR}"></i>atypical</span>'
             f'<span><i class="swatch" style="background:{HOTSPOT_COLOR};border-radius:0"></i>'
-            f"hotspot ({_num(s.get('hotspot_area_mm2'))} mm², {s.get('hotspot_count')} figures)</span></p>"
+            f"hotspot ({_num(s.get('hotspot_area_mm2'))} mm², {s.get('hotspot_count')} figures)</span>{tissue}</p>"
             f'<img id="overview" alt="slide overview" src="{data_uri(over, fmt="JPEG", quality=88)}">'
         )
     parts.append(

@@ -10,13 +10,19 @@ import base64
 import html
 import io
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+if TYPE_CHECKING:
+    from mitoscope.inference.tiling import Tile
+
 NORMAL_COLOR = "#1f9e4a"
 ATYPICAL_COLOR = "#dc2828"
 HOTSPOT_COLOR = "#f2b600"
+TISSUE_COLOR = "#0a5cff"
+TILE_COLOR = "#00c2d1"
 
 
 def data_uri(image: np.ndarray, *, fmt: str = "JPEG", quality: int = 85) -> str:
@@ -48,6 +54,7 @@ def draw_overview(
     *,
     hotspot: tuple[float, float, float, float] | None = None,
     radius: int = 5,
+    tissue_mask: np.ndarray | None = None,
 ) -> np.ndarray:
     """The thumbnail with each figure circled (normal green, atypical red) and the hotspot outlined.
 
@@ -57,6 +64,7 @@ def draw_overview(
         slide_dims: level-0 ``(width, height)`` (to scale points onto the thumbnail).
         hotspot: ``(x, y, w, h)`` of the hotspot window in level-0 px.
         radius: circle radius in thumbnail px.
+        tissue_mask: the analysed tissue (a mask covering the whole slide), outlined in :data:`TISSUE_COLOR`.
 
     Examples:
         >>> figs = pd.DataFrame({"x": [50.0], "y": [50.0], "class": ["atypical"]})
@@ -65,6 +73,8 @@ def draw_overview(
     """
     from PIL import Image, ImageDraw
 
+    if tissue_mask is not None:
+        thumbnail = draw_tissue(thumbnail, tissue_mask)
     th, tw = thumbnail.shape[:2]
     sx, sy = tw / slide_dims[0], th / slide_dims[1]
     image = Image.fromarray(np.ascontiguousarray(thumbnail)).convert("RGB")
@@ -82,6 +92,56 @@ def draw_overview(
             cx, cy = xs[i] * sx, ys[i] * sy
             draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], outline=color, width=2)
     return np.asarray(image)
+
+
+def draw_tissue(
+    thumbnail: np.ndarray,
+    mask: np.ndarray | None,
+    *,
+    tiles: Sequence[Tile] | None = None,
+    slide_dims: tuple[int, int] | None = None,
+    color: str = TISSUE_COLOR,
+    tile_color: str = TILE_COLOR,
+) -> np.ndarray:
+    """The thumbnail with the tissue mask outlined and, optionally, the detector's tiles drawn.
+
+    Args:
+        thumbnail: RGB uint8 thumbnail of the whole slide.
+        mask: tissue mask covering the whole slide (any resolution), or ``None`` for no outline.
+        tiles: tiles to draw (their cores, which partition the slide, so the grid has no double lines).
+        slide_dims: level-0 ``(width, height)``, needed with ``tiles``.
+        color: outline colour.
+        tile_color: tile colour (drawn half-transparent).
+
+    Examples:
+        >>> img = np.full((40, 40, 3), 240, np.uint8)
+        >>> m = np.zeros((10, 10), bool); m[2:8, 2:8] = True
+        >>> out = draw_tissue(img, m)
+        >>> out.shape, out[8, 20].tolist(), out[20, 20].tolist()
+        ((40, 40, 3), [10, 92, 255], [240, 240, 240])
+    """
+    from PIL import Image, ImageDraw
+
+    from mitoscope.data.tissue import mask_outline
+
+    out = np.array(thumbnail, dtype=np.uint8, copy=True)
+    th, tw = out.shape[:2]
+    if tiles:
+        if slide_dims is None:
+            raise ValueError("slide_dims is needed to draw tiles")
+        sx, sy = tw / slide_dims[0], th / slide_dims[1]
+        layer = Image.new("RGBA", (tw, th), (0, 0, 0, 0))
+        draw = ImageDraw.Draw(layer)
+        rgba = (*_hex_to_rgb(tile_color), 150)
+        for t in tiles:
+            x0, y0, x1, y1 = t.core
+            box = [x0 * t.scale * sx, y0 * t.scale * sy, x1 * t.scale * sx - 1, y1 * t.scale * sy - 1]
+            draw.rectangle(box, outline=rgba, width=1)
+        base = Image.fromarray(out).convert("RGBA")
+        out = np.asarray(Image.alpha_composite(base, layer).convert("RGB")).copy()
+    if mask is not None:
+        out[mask_outline(mask, (th, tw))] = _hex_to_rgb(color)
+    return out
 
 
 def _fmt(v: float) -> str:
