@@ -102,3 +102,91 @@ def test_convert_midogpp_to_sliderunner_geojson_json_csv(shared_data, tmp_path):
     )
     assert result.exit_code == 1 and "not points on a slide" in result.output
     assert not (tmp_path / "x.sqlite").exists()
+
+
+def _one_error_line(result, *needles: str) -> None:
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_info_on_a_real_slide(shared_data):
+    svs = shared_data / "slides" / "cmu_small_region.svs"
+    result = runner.invoke(app, ["data", "info", str(svs)])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "Aperio SVS, read by tifffile" in out and "2220 × 2967 px" in out
+    assert "0.499 from the Aperio metadata" in out and "mm²" in out
+    assert "256 px at 0.5 µm/px, overlap 64 px" in out and "`mitoscope detect`" in out
+    summary = json.loads(runner.invoke(app, ["data", "info", str(svs), "--json"]).stdout)
+    assert (summary["kind"], summary["width"], summary["height"], summary["mpp"]) == (
+        "slide",
+        2220,
+        2967,
+        0.499,
+    )
+    coarse = json.loads(runner.invoke(app, ["data", "info", str(svs), "--json", "--tile-size", "512"]).stdout)
+    assert coarse["tiles"]["total"] < summary["tiles"]["total"]
+
+
+def test_info_mixes_slides_and_datasets(shared_data, tmp_path):
+    svs = shared_data / "slides" / "cmu_small_region.svs"
+    stack = shared_data / "slides" / "midog25_track2_stack_5.tiff"  # a TIFF that is a dataset
+    result = runner.invoke(app, ["data", "info", str(svs), str(stack), "--json"])
+    assert result.exit_code == 0, result.output
+    first, second = json.loads(result.stdout)
+    assert first["kind"] == "slide" and second["format"] == "track2-stack"
+    # A bad one among good ones: its error line, the others' summaries, exit 1.
+    result = runner.invoke(app, ["data", "info", str(svs), str(tmp_path / "lost.svs")])
+    assert (
+        result.exit_code == 1
+        and "2220 × 2967" in result.stdout
+        and "lost.svs: slide file not found" in result.output
+    )
+
+
+def test_info_and_thumbnail_bad_slides(shared_data, tmp_path):
+    import tifffile
+
+    cut = tmp_path / "cut.svs"
+    cut.write_bytes((shared_data / "slides" / "cmu_small_region.svs").read_bytes()[:300_000])
+    fake = tmp_path / "fake.svs"
+    fake.write_text("not a slide")
+    nompp = tmp_path / "nompp.tif"
+    tifffile.imwrite(nompp, np.full((300, 300, 3), 200, np.uint8), tile=(256, 256), metadata=None)
+    cases = [(cut, ("cut.svs", "truncated")), (fake, ("fake.svs", "not a TIFF file")),
+             (nompp, ("nompp.tif", "no resolution", "--mpp"))]  # fmt: skip
+    for path, needles in cases:
+        _one_error_line(runner.invoke(app, ["data", "info", str(path)]), *needles)
+        out = tmp_path / f"{path.stem}.png"
+        _one_error_line(runner.invoke(app, ["data", "thumbnail", str(path), str(out), "--mask"]), *needles)
+        assert not out.exists()
+    result = runner.invoke(app, ["data", "info", str(nompp), "--mpp", "0.5", "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["mpp_source"] == "as given"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "cut.svs",
+        "fake.svs",
+        "nompp.tif",
+    ]  # nothing written
+
+
+def test_thumbnail_command(shared_data, tmp_path):
+    from PIL import Image
+
+    svs = shared_data / "slides" / "cmu_small_region.svs"
+    out = tmp_path / "cmu.png"
+    result = runner.invoke(
+        app, ["data", "thumbnail", str(svs), str(out), "--mask", "--tiles", "--size", "600"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        "wrote" in result.stdout and "tissue outlined" in result.stdout and "detector tiles" in result.stdout
+    )
+    with Image.open(out) as im:
+        assert im.size == (449, 600)
+        drawn = np.asarray(im.convert("RGB"))
+    assert np.all(drawn == (10, 92, 255), axis=2).sum() > 500  # the tissue outline
+    _one_error_line(runner.invoke(app, ["data", "thumbnail", str(svs), str(tmp_path / "t.gif")]), "t.gif")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cmu.png"]

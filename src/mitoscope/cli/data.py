@@ -1,4 +1,4 @@
-"""``mitoscope data``: look at a dataset, cut patches around slide points, convert between formats.
+"""``mitoscope data``: look at a slide or a dataset, cut patches around slide points, convert between formats.
 
 (``mitoscope data masks`` is added to this group by ``cli/main.py``.)
 """
@@ -12,9 +12,9 @@ from typing import Any
 
 import typer
 
-from mitoscope.cli.errors import fail
+from mitoscope.cli.errors import fail, one_line
 
-app = typer.Typer(help="Inspect, extract and convert datasets (any supported format, auto-detected).",
+app = typer.Typer(help="Inspect slides and datasets; extract and convert datasets (formats auto-detected).",
                   no_args_is_help=True)  # fmt: skip
 
 CONVERT_TARGETS = ("sliderunner", "geojson", "midogpp", "csv")
@@ -81,10 +81,65 @@ def _print_summary(summary: dict[str, Any]) -> None:
             console.print(f"  row {item['row']}: {item['problem']}", highlight=False)
 
 
+_TILE_HELP = "defaults: `mitoscope detect` with the CPU detector"
+
+
+def _tile_settings(tile_size: int, tile_mpp: float, overlap: int) -> Any:
+    from mitoscope.inference.slide_info import TileSettings
+    from mitoscope.utils.errors import InputError
+
+    if not 0 <= overlap < tile_size:
+        raise InputError(f"--overlap must be in [0, --tile-size), got {overlap} for {tile_size} px tiles")
+    return TileSettings(size=tile_size, mpp=tile_mpp, overlap=overlap)
+
+
+def _open(path: Path, mpp: float | None) -> Any:
+    """Open a slide quietly: what open_slide would warn about (an assumed mpp) the summary says itself."""
+    import warnings
+
+    from mitoscope.io.slides import open_slide
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return open_slide(path, mpp=mpp)
+
+
+def _print_slide(summary: dict[str, Any]) -> None:
+    lines = [f"{summary['path']}  slide: {summary['format']}, read by {summary['backend']}"]
+    w, h = summary["width"], summary["height"]
+    mm_w, mm_h = summary["size_mm"]
+    lines.append(f"  size            {w} × {h} px ({mm_w:.3g} × {mm_h:.3g} mm)")
+    lines.append(f"  µm/px           {summary['mpp']:g} {summary['mpp_source']}")
+    for lv in summary["levels"]:
+        lines.append(
+            f"  {'levels' if lv['level'] == 0 else '':<15} {lv['level']}: {lv['width']} × {lv['height']} px, "
+            f"downsample {lv['downsample']:g} ({lv['mpp']:.3g} µm/px)"
+        )
+    t = summary["tissue"]
+    lines.append(
+        f"  tissue          {t['area_mm2']:.3g} mm² ({t['fraction']:.0%} of the slide; mask "
+        f"{t['mask_width']} × {t['mask_height']} px at {t['mask_mpp']:.3g} µm/px)"
+    )
+    tiles = summary.get("tiles")
+    if tiles:
+        lines.append(
+            f"  detector tiles  {tiles['on_tissue']} of {tiles['total']} would run ({tiles['fraction']:.0%}): "
+            f"{tiles['size']} px at {tiles['mpp']:g} µm/px, overlap {tiles['overlap']} px, "
+            f"≥ {tiles['min_tissue']:.0%} tissue per tile ({_TILE_HELP})"
+        )
+    typer.echo("\n".join(lines))
+
+
 @app.command("info")
 def info(
-    source: Path = typer.Argument(..., help="Dataset file or folder (format auto-detected)."),
-    format: str | None = typer.Option(None, "--format", help="Skip auto-detection (e.g. midog25, amibr)."),
+    sources: list[Path] = typer.Argument(
+        ...,
+        help="Slides (SVS, TIFF, OME-TIFF, OpenSlide formats, PNG/JPEG) "
+        "or dataset files/folders (format auto-detected).",
+    ),
+    format: str | None = typer.Option(
+        None, "--format", help="Read as this dataset format (e.g. midog25, amibr)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables."),
     skip_bad: bool = typer.Option(
         False, "--skip-bad", help="Skip bad rows (and list them) instead of failing."
@@ -92,23 +147,81 @@ def info(
     images_dir: Path | None = typer.Option(
         None, "--images", help="Folder of the patch images, if elsewhere."
     ),
+    mpp: float | None = typer.Option(None, "--mpp", help="Microns per pixel of slides that do not store it."),
+    tile_size: int = typer.Option(
+        256, "--tile-size", min=16, help=f"Detector tile edge in px ({_TILE_HELP})."
+    ),
+    tile_mpp: float = typer.Option(0.5, "--tile-mpp", min=0.01, help="Detector tile resolution in µm/px."),
+    overlap: int = typer.Option(64, "--overlap", min=0, help="Overlap between detector tiles in px."),
 ) -> None:
-    """Summarise a dataset: counts per class, domain and hardness, and the experts' agreement."""
+    """Summarise slides or datasets.
+
+    A slide: size, µm/px and where it came from, pyramid levels, the reader, the tissue area the mask finds and
+    how many of the detector's tiles would run (read from a low-resolution level only). A dataset: counts per
+    class, domain and hardness, and the experts' agreement.
+    """
     import warnings
 
-    from mitoscope.data.sources import load_catalog, summarize_catalog
+    from mitoscope.data.sources import is_slide_source, load_catalog, summarize_catalog
+    from mitoscope.inference.slide_info import slide_summary
+
+    summaries: list[dict[str, Any]] = []
+    failed = 0
+    for source in sources:
+        try:
+            if format is None and is_slide_source(source):
+                settings = _tile_settings(tile_size, tile_mpp, overlap)
+                with _open(source, mpp) as slide:
+                    summary = slide_summary(slide, tiles=settings)
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    catalog = load_catalog(source, format=format, skip_bad=skip_bad, images_dir=images_dir)
+                summary = summarize_catalog(catalog)
+        except _library_errors() as exc:
+            if len(sources) == 1:
+                fail(exc)
+            typer.secho(f"error: {one_line(exc)}", fg=typer.colors.RED, err=True)
+            failed += 1
+            continue
+        summaries.append(summary)
+        if not as_json:
+            (_print_slide if summary.get("kind") == "slide" else _print_summary)(summary)
+    if as_json and summaries:
+        typer.echo(json.dumps(summaries[0] if len(sources) == 1 else summaries, indent=2, default=str))
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("thumbnail")
+def thumbnail(
+    slide_path: Path = typer.Argument(..., metavar="SLIDE", help="The slide (any format `data info` reads)."),
+    out: Path = typer.Argument(..., metavar="OUT", help="Output image (.png, .jpg, .webp, .tif)."),
+    mask: bool = typer.Option(False, "--mask", help="Outline the tissue mask (what detect/analyze analyse)."),
+    tiles: bool = typer.Option(False, "--tiles", help="Draw the detector's tiles where it would run."),
+    size: int = typer.Option(1024, "--size", min=16, help="Longer side of the image in px."),
+    mpp: float | None = typer.Option(
+        None, "--mpp", help="Microns per pixel, for slides that do not store it."
+    ),
+    tile_size: int = typer.Option(
+        256, "--tile-size", min=16, help=f"Detector tile edge in px ({_TILE_HELP})."
+    ),
+    tile_mpp: float = typer.Option(0.5, "--tile-mpp", min=0.01, help="Detector tile resolution in µm/px."),
+    overlap: int = typer.Option(64, "--overlap", min=0, help="Overlap between detector tiles in px."),
+) -> None:
+    """Write a thumbnail of a slide, read from the lowest pyramid level that serves (never level 0 whole)."""
+    from mitoscope.report.thumbnail import image_format, slide_thumbnail, write_image
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            catalog = load_catalog(source, format=format, skip_bad=skip_bad, images_dir=images_dir)
-        summary = summarize_catalog(catalog)
+        image_format(out)
+        settings = _tile_settings(tile_size, tile_mpp, overlap) if tiles else None
+        with _open(slide_path, mpp) as slide:
+            image = slide_thumbnail(slide, max_size=size, outline=mask, tiles=settings)
+        write_image(out, image)
     except _library_errors() as exc:
         fail(exc)
-    if as_json:
-        typer.echo(json.dumps(summary, indent=2, default=str))
-    else:
-        _print_summary(summary)
+    drawn = [what for what, on in (("tissue outlined", mask), ("detector tiles drawn", tiles)) if on]
+    typer.echo(f"wrote {out} ({image.shape[1]} × {image.shape[0]} px{''.join('; ' + d for d in drawn)})")
 
 
 @app.command("extract-patches")
