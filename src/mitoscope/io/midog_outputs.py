@@ -20,6 +20,9 @@ from mitoscope.utils.atomic import write_text_atomic
 from mitoscope.utils.errors import InputError
 
 TRACK1_NAME = "mitotic figure"
+#: Name of a below-threshold candidate in a Track 1 output (kept for AP and FROC).
+TRACK1_CANDIDATE_NAME = "non-mitotic figure"
+TRACK2_CLASSES = ("normal", "atypical")
 
 
 def _tiff(path: str | os.PathLike[str]) -> Any:
@@ -96,20 +99,33 @@ def write_track2_json(
     p_atypical: Sequence[float] | pd.Series | np.ndarray,
     *,
     threshold: float = 0.5,
+    labels: Sequence[str] | None = None,
 ) -> Path:
     """Write the Track 2 output: a list of ``{"class": "normal"|"atypical", "confidence": P(atypical)}``.
+
+    ``class`` is ``P(atypical) >= threshold`` unless ``labels`` gives each page's decision (an ensemble's
+    majority vote can differ from thresholding the mean probability).
 
     Examples:
         >>> import tempfile, pathlib
         >>> p = write_track2_json(pathlib.Path(tempfile.mkdtemp()) / "o.json", [0.1, 0.8])
         >>> json.loads(p.read_text())[1]
         {'class': 'atypical', 'confidence': 0.8}
+        >>> p = write_track2_json(p, [0.1, 0.8], labels=["atypical", "normal"])
+        >>> [r["class"] for r in json.loads(p.read_text())]
+        ['atypical', 'normal']
     """
+    values = np.asarray(p_atypical, dtype=float).ravel()
+    if labels is not None and len(labels) != len(values):
+        raise InputError(f"{len(labels)} labels for {len(values)} pages", path=path)
     out = []
-    for i, value in enumerate(np.asarray(p_atypical, dtype=float).ravel()):
+    for i, value in enumerate(values):
         if not 0.0 <= value <= 1.0:
             raise InputError(f"P(atypical) of page {i} is {value}, not in [0, 1]", path=path)
-        out.append({"class": "atypical" if value >= threshold else "normal", "confidence": float(value)})
+        label = ("atypical" if value >= threshold else "normal") if labels is None else str(labels[i])
+        if label not in TRACK2_CLASSES:
+            raise InputError(f"page {i}: class {label!r} is not 'normal' or 'atypical'", path=path)
+        out.append({"class": label, "confidence": float(value)})
     return write_text_atomic(path, json.dumps(out, indent=1))
 
 
@@ -132,7 +148,7 @@ def read_track2_json(path: str | os.PathLike[str]) -> pd.DataFrame:
             conf = float(item["confidence"])
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"entry {i} needs 'class' and 'confidence': {item!r}", path=path) from exc
-        if label not in ("normal", "atypical"):
+        if label not in TRACK2_CLASSES:
             raise InputError(f"entry {i}: class {label!r} is not 'normal' or 'atypical'", path=path)
         rows.append({"page": i, "label": label, "p_atypical": conf})
     return pd.DataFrame(rows, columns=["page", "label", "p_atypical"])
@@ -144,11 +160,15 @@ def write_track1_json(
     *,
     mpp: float,
     labels: Sequence[str] = ("mitotic figure", "atypical", "normal"),
+    candidates: bool = False,
 ) -> Path:
     """Write detections in the MIDOG reference docker's "Multiple points" format (millimetres).
 
     Rows whose ``label`` is in ``labels`` (mitotic figures, typed or not) become points named
     ``mitotic figure`` at ``[x_mm, y_mm, 0]`` with ``x_mm = x_px * mpp / 1000`` and ``probability = score``.
+    With ``candidates`` the other rows (below-threshold candidates) are written too, named
+    ``non-mitotic figure``: the MIDOG 2025 evaluator counts only ``mitotic figure`` points for F1 and every
+    point, by its probability, for AP and FROC.
 
     Examples:
         >>> import tempfile, pathlib
@@ -156,27 +176,41 @@ def write_track1_json(
         >>> p = write_track1_json(pathlib.Path(tempfile.mkdtemp()) / "o.json", det, mpp=0.25)
         >>> json.loads(p.read_text())["points"][0]["point"]
         [0.25, 0.5, 0]
+        >>> det.loc[1] = [0.0, 0.0, 0.3, "non-mitotic figure"]
+        >>> p = write_track1_json(p, det, mpp=0.25, candidates=True)
+        >>> [(q["name"], q["probability"]) for q in json.loads(p.read_text())["points"]]
+        [('mitotic figure', 0.9), ('non-mitotic figure', 0.3)]
     """
     if not mpp or mpp <= 0:
         raise InputError(f"mpp must be positive to convert to millimetres, got {mpp!r}", path=path)
     missing = [c for c in ("x", "y") if c not in detections.columns]
     if missing:
         raise InputError(f"detections need columns {missing}", path=path)
-    keep = (
-        detections if "label" not in detections else detections[detections["label"].astype(str).isin(labels)]
+    positive = (
+        np.ones(len(detections), dtype=bool)
+        if "label" not in detections
+        else detections["label"].astype(str).isin(labels).to_numpy()
     )
+    keep = detections if candidates else detections[positive]
     points = []
-    for rec in keep.to_dict("records"):
+    for rec, is_positive in zip(
+        keep.to_dict("records"), positive if candidates else positive[positive], strict=True
+    ):
         score = rec.get("score", 1.0)
         score = 1.0 if score is None or (isinstance(score, float) and math.isnan(score)) else float(score)
         points.append(
             {
-                "name": TRACK1_NAME,
+                "name": TRACK1_NAME if is_positive else TRACK1_CANDIDATE_NAME,
                 "point": [float(rec["x"]) * mpp / 1000.0, float(rec["y"]) * mpp / 1000.0, 0],
                 "probability": score,
             }
         )
-    doc = {"type": "Multiple points", "points": points, "version": {"major": 1, "minor": 0}}
+    doc = {
+        "name": "Points of interest",
+        "type": "Multiple points",
+        "points": points,
+        "version": {"major": 1, "minor": 0},
+    }
     return write_text_atomic(path, json.dumps(doc, indent=1))
 
 
