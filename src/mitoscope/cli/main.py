@@ -37,7 +37,7 @@ _COMMANDS: list[tuple[str | None, str, str, str]] = [
     ("data", "masks", "masks", "masks"),
 ]
 # (group name, module whose ``app`` is a Typer group)
-_GROUPS: list[tuple[str, str]] = [("synth", "synth"), ("data", "data")]
+_GROUPS: list[tuple[str, str]] = [("synth", "synth"), ("data", "data"), ("challenge", "challenge")]
 
 _GROUP_HELP = {
     "train": "Train a classifier or a detector from a recipe.",
