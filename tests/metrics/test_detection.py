@@ -299,3 +299,27 @@ def test_threshold_sweep_equals_scoring_each_threshold_separately():
     for row in sweep.itertuples():
         s = midog_f1(per_image, threshold=row.threshold)
         assert (row.tp, row.fp, row.fn) == (s.tp, s.fp, s.fn)
+
+
+def test_tissue_errors_split_duplicates_from_tissue_errors_and_predict_slide_f1() -> None:
+    from mitoscope.metrics.detection import TissueErrors, tissue_errors
+
+    # 0.25 µm/px: 7.5 µm = 30 px, 12 µm = 48 px
+    gt = pd.DataFrame({"x": [100.0, 1000.0], "y": [100.0, 100.0], "label": "mitotic figure"})
+    pred = pd.DataFrame(
+        {
+            "x": [102.0, 140.0, 100.0, 3000.0, 5000.0],  # hit, duplicate (40 px), far away x2 ...
+            "y": [100.0, 100.0, 160.0, 3000.0, 5000.0],  # ... and one at 60 px (beyond 48 px: a tissue error)
+            "score": [0.9, 0.8, 0.7, 0.6, 0.1],
+        }
+    )
+    e = tissue_errors({"a": (pred, gt)}, areas_mm2={"a": 2.0}, mpp=0.25, threshold=0.5)
+    assert (e.figures, e.tp, e.duplicates, e.tissue_fp) == (2, 1, 1, 2)
+    assert e.recall == 0.5 and e.duplicates_per_figure == 0.5 and e.fp_per_mm2 == 1.0
+    # precision = R·M / (R·M + dup·M + FP) at M = 10: 5 / (5 + 5 + 1)
+    p = 5 / 11
+    assert e.expected_f1(10) == pytest.approx(2 * p * 0.5 / (p + 0.5))
+    assert e.to_dict()["expected_f1_at_10"] == pytest.approx(e.expected_f1(10))
+    assert TissueErrors(0, 0, 0, 0, 1.0).expected_f1(5) == 0.0
+    with pytest.raises(ValueError, match="no tissue area"):
+        tissue_errors({"a": (pred, gt)}, areas_mm2={}, mpp=0.25)

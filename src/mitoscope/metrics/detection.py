@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -649,3 +649,119 @@ def summarize(
                 }
             )
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------- slide-density view
+
+#: Unmatched detections this close to a target (µm) count as duplicates of it, farther ones as tissue errors.
+DUPLICATE_RADIUS_UM = 12.0
+
+
+@dataclasses.dataclass(frozen=True)
+class TissueErrors:
+    """What a detector's errors mean on a real slide, whose figure density is far below a test set's.
+
+    MIDOG F1 on a set with a figure every few cells says little about a slide with a handful per mm². The
+    errors are split by kind: ``duplicates`` are unmatched detections within :data:`DUPLICATE_RADIUS_UM` of a
+    figure (a second point on it: anaphase halves, an offset centre), which scale with the figure count;
+    ``tissue_fp`` are the other unmatched detections, which scale with the tissue area. From the two rates
+    :meth:`expected_f1` predicts the F1 on a slide of any density.
+    """
+
+    figures: int
+    tp: int
+    duplicates: int
+    tissue_fp: int
+    tissue_mm2: float
+
+    @property
+    def recall(self) -> float:
+        """Matched figures / figures."""
+        return self.tp / self.figures if self.figures else math.nan
+
+    @property
+    def duplicates_per_figure(self) -> float:
+        """Duplicate detections per annotated figure."""
+        return self.duplicates / self.figures if self.figures else math.nan
+
+    @property
+    def fp_per_mm2(self) -> float:
+        """Detections away from every figure, per mm² of tissue."""
+        return self.tissue_fp / self.tissue_mm2 if self.tissue_mm2 > 0 else math.nan
+
+    def expected_f1(self, figures_per_mm2: float) -> float:
+        """F1 on a slide with ``figures_per_mm2``: precision = R·M / (R·M + dup·M + FP/mm²).
+
+        Examples:
+            >>> e = TissueErrors(figures=100, tp=90, duplicates=1, tissue_fp=2, tissue_mm2=1.0)
+            >>> round(e.expected_f1(10), 3)
+            0.853
+        """
+        m = float(figures_per_mm2)
+        hits = self.recall * m
+        found = hits + self.duplicates_per_figure * m + self.fp_per_mm2
+        precision = hits / found if found > 0 else 0.0
+        total = precision + self.recall
+        return 2 * precision * self.recall / total if total > 0 else 0.0
+
+    def to_dict(self, densities: Sequence[float] = (5.0, 10.0)) -> dict[str, float]:
+        """Counts, rates and the expected F1 at each density (``expected_f1_at_<d>``), JSON-ready."""
+        out: dict[str, float] = {
+            **dataclasses.asdict(self),
+            "recall": self.recall,
+            "duplicates_per_figure": self.duplicates_per_figure,
+            "fp_per_mm2": self.fp_per_mm2,
+        }
+        for d in densities:
+            out[f"expected_f1_at_{d:g}"] = self.expected_f1(d)
+        return out
+
+
+def tissue_errors(
+    per_image: PerImage,
+    *,
+    areas_mm2: Mapping[str, float],
+    mpp: MppArg = 0.25,
+    threshold: float | None = None,
+    radius_um: float = MIDOG_RADIUS_UM,
+    duplicate_radius_um: float = DUPLICATE_RADIUS_UM,
+) -> TissueErrors:
+    """Pool the errors of ``per_image`` (as for :func:`midog_f1`) by kind: see :class:`TissueErrors`.
+
+    Args:
+        per_image: ``{image: (predictions, ground_truth)}``.
+        areas_mm2: tissue area of each image in mm² (the whole image for mosaics of tissue patches).
+        mpp: microns per pixel of the coordinates (one value or one per image).
+        threshold: drop predictions with ``score < threshold`` first.
+        radius_um: hit radius (MIDOG: 7.5 µm).
+        duplicate_radius_um: unmatched detections within this distance of a target are duplicates.
+
+    Examples:
+        >>> gt = pd.DataFrame({"x": [0.0], "y": [0.0]})
+        >>> pred = pd.DataFrame({"x": [1.0, 40.0, 400.0], "y": [0.0, 0.0, 0.0]})
+        >>> e = tissue_errors({"a": (pred, gt)}, areas_mm2={"a": 0.5})
+        >>> e.tp, e.duplicates, e.tissue_fp, e.fp_per_mm2
+        (1, 1, 1, 2.0)
+    """
+    from scipy.spatial import cKDTree
+
+    images = _prepare(per_image, radius_um=radius_um, mpp=mpp, respect_labels=True)
+    figures = tp = duplicates = tissue_fp = 0
+    area = 0.0
+    for im in images:
+        if im.name not in areas_mm2:
+            raise ValueError(f"no tissue area given for image {im.name!r}")
+        area += float(areas_mm2[im.name])
+        pred = im.pred if threshold is None else im.pred[im.scores >= threshold]
+        gt_hit, pred_hit = match_points(im.gt, pred, radius=im.radius)
+        figures += len(gt_hit)
+        tp += int(gt_hit.sum())
+        unmatched = pred[~pred_hit]
+        if len(unmatched) and len(im.gt):
+            dup_radius = im.radius * duplicate_radius_um / radius_um
+            near = np.isfinite(cKDTree(im.gt).query(unmatched, distance_upper_bound=dup_radius)[0])
+        else:
+            near = np.zeros(len(unmatched), dtype=bool)
+        duplicates += int(near.sum())
+        tissue_fp += int((~near).sum())
+    return TissueErrors(figures, tp, duplicates, tissue_fp, area)
