@@ -270,10 +270,17 @@ def test_keep_last_exports_the_end_of_the_schedule(tmp_path):
     assert all(torch.equal(exported[k], v) for k, v in last.items())
 
 
+def test_a_verifier_trains_on_detection_labels(tmp_path):
+    cat = write_patches(tmp_path / "p", n=12, n_slides=4)
+    cat["label"] = cat["label"].map({"normal": "hard negative", "atypical": "mitotic figure"})
+    cfg = load_config(None, ClassifierConfig, [*TINY, "train.epochs=1", "cv.folds=[0]"])
+    out = train_classifier(cfg, cat, tmp_path / "run", device="cpu")
+    _, contract = load_model(out / "fold_0" / "model.pt")
+    assert contract.class_names == ("hard negative", "mitotic figure")
+
+
 def test_bad_inputs(tmp_path):
-    cat = make_catalog(
-        [{"image": "a.png", "label": "mitotic figure"}, {"image": "b.png", "label": "hard negative"}]
-    )
+    cat = make_catalog([{"image": "a.png", "label": "mitotic figure"}, {"image": "b.png", "label": "normal"}])
     with pytest.raises(InputError, match="'normal'/'atypical' labels"):
         train_classifier(ClassifierConfig(), cat, tmp_path / "r", device="cpu")
     cat = write_patches(tmp_path / "p", n=12, n_slides=4)

@@ -206,3 +206,17 @@ def test_run_crossval_pools_folds_from_earlier_calls(tmp_path):
 def test_run_crossval_requires_fold_outputs(tmp_path):
     with pytest.raises(RuntimeError, match="left no"):
         run_crossval([Fold(0, np.arange(2), np.arange(2, 4))], lambda f, d: None, tmp_path)
+
+
+def test_split_scheme_follows_the_split_column() -> None:
+    from mitoscope.data.catalog import make_catalog
+    from mitoscope.engine.crossval import make_folds
+
+    cat = make_catalog(
+        [{"image": f"{i}.png", "label": ["normal", "atypical"][i % 2], "group": f"g{i}"} for i in range(8)]
+    )
+    cat["split"] = ["train", "train", "val", "val", "test", "test", "TRAIN", "train"]
+    (fold,) = make_folds(cat, scheme="split")
+    assert fold.train.tolist() == [0, 1, 6, 7] and fold.val.tolist() == [2, 3] and len(fold.test) == 0
+    with pytest.raises(InputError, match="needs a 'split' column"):
+        make_folds(cat.drop(columns="split"), scheme="split")

@@ -187,12 +187,34 @@ class _HardnessFn:
         return hardness_class(votes, self.n_classes, label=label)
 
 
+#: The two label vocabularies a binary classifier trains on: atypical vs normal, and (a detector's verification
+#: stage) mitotic figure vs not.
+BINARY_CLASSES = (("normal", "atypical"), ("hard negative", "mitotic figure"))
+
+
+def class_names_of(labels: set[str]) -> tuple[str, str]:
+    """The class names (negative, positive) of a catalog's labels, or ``InputError`` for a mix or others.
+
+    Examples:
+        >>> class_names_of({"mitotic figure", "hard negative"})
+        ('hard negative', 'mitotic figure')
+    """
+    for names in BINARY_CLASSES:
+        if labels <= set(names):
+            return names
+    raise InputError(
+        "a classifier needs 'normal'/'atypical' labels (or 'hard negative'/'mitotic figure' for a verifier), "
+        f"found {sorted(labels)}"
+    )
+
+
 def _contract(
     cfg: ClassifierConfig,
     model: nn.Module,
     kwargs: dict[str, Any],
     mean: Sequence[float],
     std: Sequence[float],
+    class_names: tuple[str, str] = BINARY_CLASSES[0],
 ) -> ModelContract:
     build_kwargs = dict(getattr(model, "build_kwargs", kwargs))
     return ModelContract(
@@ -203,7 +225,7 @@ def _contract(
         mpp=cfg.data.mpp,
         mean=tuple(float(v) for v in mean),
         std=tuple(float(v) for v in std),
-        class_names=("normal", "atypical"),
+        class_names=class_names,
         thresholds={"default": 0.5 if cfg.threshold.fixed is None else float(cfg.threshold.fixed)},
         config=config_to_dict(cfg),
     )
@@ -419,7 +441,9 @@ def train_fold(
         )
     optimizer = build_optimizer(cfg.optim, model.parameters())
     scheduler = build_scheduler(cfg.optim, optimizer, steps_per_epoch=steps, epochs=cfg.train.epochs)
-    contract = _contract(cfg, model, kwargs, mean, std)
+    labelled = catalog["target"].to_numpy() >= 0
+    names = class_names_of(set(catalog.loc[labelled, "label"].astype(str)))
+    contract = _contract(cfg, model, kwargs, mean, std, names)
     eval_bs = cfg.data.eval_batch_size or cfg.data.batch_size * 2
     y_val = val_cat["target"].to_numpy()
 
@@ -620,11 +644,10 @@ def train_classifier(
     labelled = catalog["target"].to_numpy() >= 0
     if labelled.sum() == 0:
         raise InputError("the catalog has no labelled rows (normal/atypical)", path=source)
-    labels = set(catalog.loc[labelled, "label"].astype(str))
-    if not labels <= {"normal", "atypical"}:
-        raise InputError(
-            f"a classifier needs 'normal'/'atypical' labels, found {sorted(labels)}", path=source
-        )
+    try:
+        class_names_of(set(catalog.loc[labelled, "label"].astype(str)))
+    except InputError as exc:
+        raise InputError(str(exc), path=source) from None
     counts = class_counts(catalog, np.flatnonzero(labelled))
     if counts["normal"] == 0 or counts["atypical"] == 0:
         raise InputError(

@@ -119,12 +119,13 @@ class CVConfig:
 
     ``group_kfold``: stratified k-fold over groups (slides); ``label_hardness_kfold``: the same, stratified over
     label × hardness; ``lodo``: leave one ``domain_column`` value out; ``holdout``: one split with
-    ``val_fraction`` of the groups for validation; ``group_kfold_val``: k folds that validate on one part and
+    ``val_fraction`` of the groups for validation; ``split``: the catalog's ``split`` column (``train``/``val``)
+    decides; ``group_kfold_val``: k folds that validate on one part and
     train on the rest (no test part; ``folds`` picks how many models to train). ``ensemble`` is how ``classify``
     combines the fold models.
     """
 
-    scheme: Literal["group_kfold", "label_hardness_kfold", "lodo", "holdout", "group_kfold_val"] = (
+    scheme: Literal["group_kfold", "label_hardness_kfold", "lodo", "holdout", "group_kfold_val", "split"] = (
         "group_kfold"
     )
     n_splits: int = 5

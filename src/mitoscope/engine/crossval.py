@@ -166,7 +166,8 @@ def make_folds(
     by label, or label × hardness; fold k tests on part k, validates on part k + 1, trains on the rest);
     ``lodo``: :func:`mitoscope.data.splits.leave_one_domain_out` over ``domain_column`` (each domain tested
     once, the next one validates); ``holdout``: one stratified group split with about ``val_fraction`` of the
-    data for validation and no test part; ``group_kfold_val``: stratified group k-fold without a test part (fold
+    data for validation and no test part; ``split``: the split a ``split`` column gives each row (``train``,
+    ``val``; ``test`` and other rows are left out), for a split fixed elsewhere; ``group_kfold_val``: stratified group k-fold without a test part (fold
     k validates on part k and trains on the other k − 1; fold 0 is the ``holdout`` split when
     ``n_splits = 1 / val_fraction``) — the fold models of an ensemble each trained on (k − 1)/k of the data, whose
     out-of-fold predictions are optimistic because validation also chose the epoch and threshold.
@@ -219,6 +220,11 @@ def make_folds(
         elif scheme == "group_kfold_val":
             for k, (tr, va) in enumerate(_group_kfold(y, groups, n_splits, seed)):
                 add(k, tr, va, name=f"fold{k}")
+        elif scheme == "split":
+            if "split" not in sub.columns:
+                raise InputError("cv.scheme 'split' needs a 'split' column (train / val) in the catalog")
+            part = sub["split"].astype(str).str.lower().to_numpy()
+            add(0, np.flatnonzero(part == "train"), np.flatnonzero(part == "val"), name="split")
         elif scheme == "holdout":
             if not 0.0 < val_fraction < 1.0:
                 raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
