@@ -176,64 +176,108 @@ def build_mosaics(
 ) -> dict[str, Path]:
     """Write train / val / test mosaic folders (regions + MIDOG++ JSON) from the AMi-Br patches.
 
-    Every patch of a split is used once (in shuffled order) as a figure cell; mosaics are named
-    ``mosaic_<split>_<n>.tiff`` and carry ``tumor_type`` "human breast cancer". The slide groups of each
-    split are listed in ``out_dir/<split>/slides.txt``. An existing split folder is left as it is (delete it
-    to rebuild); each folder appears atomically.
-
-    Args:
-        amibr_root: folder holding ``amibr_train.csv`` and ``images/``.
-        out_dir: output folder; gets ``train/``, ``val/``, ``test/`` (the keys of ``fractions``).
-        fractions: share of slides per split (default 0.7 / 0.15 / 0.15).
-        grid: cells per side.
-        cell: cell side in pixels at 0.25 µm/px.
-        background_fraction: share of cells made of background quadrants.
-        max_patches: use at most this many patches (spread over the splits; quick runs).
-        seed: random seed.
-
-    Returns:
-        ``split name → folder``.
+    The slides are split with :func:`split_groups` (``fractions``, default 0.7 / 0.15 / 0.15), then
+    :func:`write_mosaic_splits` arranges each split's patches.
 
     Examples:
         >>> build_mosaics("../shared/data/amibr", "/tmp/mosaics", max_patches=40)  # doctest: +SKIP
         {'train': PosixPath('/tmp/mosaics/train'), ...}
     """
-    from mitoscope.io.midogpp import write_midogpp_json
-    from mitoscope.io.tiff_writer import write_tiled_tiff
-    from mitoscope.utils.atomic import atomic_path
-
     fractions = dict(fractions or {"train": 0.7, "val": 0.15, "test": 0.15})
     table = read_amibr_table(amibr_root)
     rng = np.random.default_rng(seed)
     parts = split_groups(table["group"].tolist(), fractions, seed=seed)
     if max_patches is not None:
         table = table.iloc[rng.permutation(len(table))[: int(max_patches)]].reset_index(drop=True)
+    split_of = {g: name for name, groups in parts.items() for g in groups}
+    patches = pd.DataFrame(
+        {
+            "image": table["path"],
+            "group": table["group"],
+            "split": [split_of[g] for g in table["group"]],
+            "label": table["label"] if "label" in table.columns else "",
+            "tumor": TUMOR,
+        }
+    )
+    return write_mosaic_splits(
+        patches,
+        out_dir,
+        splits=list(fractions),
+        grid=grid,
+        cell=cell,
+        background_fraction=background_fraction,
+        rng=rng,
+        description="AMi-Br mosaics",
+    )
+
+
+def write_mosaic_splits(
+    patches: pd.DataFrame,
+    out_dir: str | os.PathLike[str],
+    *,
+    splits: Sequence[str] = ("train", "val", "test"),
+    grid: int = 6,
+    cell: int = 96,
+    background_fraction: float = 0.25,
+    mpp: float = AMIBR_MPP,
+    rng: np.random.Generator | None = None,
+    description: str = "patch mosaics",
+) -> dict[str, Path]:
+    """Write one mosaic folder per split from patches centred on a figure.
+
+    Every patch of a split is used once (in shuffled order) as a figure cell; mosaics are named
+    ``mosaic_<split>_<n>.tiff``. The patch groups (slides) of each split are listed in
+    ``out_dir/<split>/slides.txt``. An existing split folder is left as it is (delete it to rebuild); each
+    folder appears atomically.
+
+    Args:
+        patches: one row per patch: ``image`` (file), ``group`` (slide), ``split``; optional ``label``
+            (``atypical`` marks the annotation) and ``tumor`` (the mosaic's ``tumor_type``).
+        out_dir: output folder; gets one sub-folder per split.
+        splits: the splits to write (rows of other splits are ignored).
+        grid: cells per side.
+        cell: cell side in pixels at ``mpp``.
+        background_fraction: share of cells made of background quadrants.
+        mpp: µm per pixel of the patches.
+        rng: random generator (default: seed 0).
+        description: written into each JSON's ``info``.
+
+    Returns:
+        ``split name → folder``.
+
+    Raises:
+        InputError: a patch file that is missing or unreadable (named).
+    """
+    from mitoscope.io.midogpp import write_midogpp_json
+    from mitoscope.io.tiff_writer import write_tiled_tiff
+    from mitoscope.utils.atomic import atomic_path
+
+    rng = rng if rng is not None else np.random.default_rng(0)
     out_dir = Path(out_dir)
     written: dict[str, Path] = {}
     per_mosaic = grid * grid - round(background_fraction * grid * grid)
-    for split, groups in parts.items():
+    for split in splits:
         folder = out_dir / split
         written[split] = folder
         if folder.is_dir():
             continue
-        rows = table[table["group"].isin(groups)]
+        rows = patches[patches["split"].astype(str) == split]
         rows = rows.iloc[rng.permutation(len(rows))].reset_index(drop=True)
         with atomic_path(folder, suffix="") as tmp:
             tmp.mkdir(parents=True)
             images, annotations = [], []
             for m, start in enumerate(range(0, len(rows), per_mosaic)):
                 chunk = rows.iloc[start : start + per_mosaic]
-                patches = [_load_patch(p) for p in chunk["path"]]
+                loaded = [_load_patch(p) for p in chunk["image"]]
                 mosaic = compose_mosaic(
-                    patches, grid=grid, cell=cell, background_fraction=background_fraction, rng=rng
+                    loaded, grid=grid, cell=cell, background_fraction=background_fraction, rng=rng
                 )
                 name = f"mosaic_{split}_{m:04d}.tiff"
-                write_tiled_tiff(
-                    tmp / name, mosaic.image, mpp=AMIBR_MPP, pyramid=False, compression="deflate"
-                )
+                write_tiled_tiff(tmp / name, mosaic.image, mpp=mpp, pyramid=False, compression="deflate")
                 size = mosaic.image.shape[1], mosaic.image.shape[0]
+                tumor = str(chunk["tumor"].iloc[0]) if "tumor" in chunk.columns else ""
                 images.append(
-                    {"file_name": name, "id": m + 1, "width": size[0], "height": size[1], "tumor_type": TUMOR}
+                    {"file_name": name, "id": m + 1, "width": size[0], "height": size[1], "tumor_type": tumor}
                 )
                 for (x, y), src in zip(mosaic.points, mosaic.sources, strict=True):
                     row = chunk.iloc[src]
@@ -251,7 +295,8 @@ def build_mosaics(
                 tmp / "annotations.json",
                 images,
                 annotations,
-                info={"description": f"AMi-Br mosaics ({split}), mitoscope", "version": "1.0"},
+                info={"description": f"{description} ({split}), mitoscope", "version": "1.0"},
             )
+            groups = sorted(set(rows["group"].astype(str)))
             (tmp / "slides.txt").write_text("\n".join(groups) + "\n", encoding="utf-8")
     return written
