@@ -37,8 +37,8 @@ def default_model(task: str) -> str:
         ...
         mitoscope.utils.errors.InputError: no bundled model yet: pass --model...
     """
-    flag = "--model" if task == "detection" else "--model (Track 2) or --classifier (Track 1)"
-    raise InputError(f"no bundled model yet: pass {flag} (a checkpoint, run folder or ensemble)")
+    what = "detector" if task == "detection" else "classifier"
+    raise InputError(f"no bundled model yet: pass --model (a {what} checkpoint, run folder or ensemble)")
 
 
 @dataclasses.dataclass
