@@ -131,3 +131,48 @@ def test_real_amibr_mosaic(shared_data: Path, tmp_path: Path) -> None:
     out = build_mosaics(shared_data / "amibr", tmp_path / "m", max_patches=40, seed=0)
     counts = {k: len(read_region_folder(v)[0]) for k, v in out.items()}
     assert sum(counts.values()) == 40 and counts["train"] > counts["test"]
+
+
+def _class_folders(root: Path, n: int) -> Path:
+    from PIL import Image
+
+    for i in range(n):
+        folder = root / ("Atypical" if i % 3 == 0 else "Normal")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_marked_patch(i)).save(folder / f"p{i}.png")
+    return root
+
+
+def test_patch_mosaics_from_class_folders_split_by_patch_and_checked(tmp_path: Path) -> None:
+    from mitoscope.data.detection import read_region_folder
+    from mitoscope.data.mosaic import patch_mosaics
+    from mitoscope.data.sources import load_catalog
+    from mitoscope.utils.errors import InputError
+
+    catalog = load_catalog(_class_folders(tmp_path / "patches", 20))
+    out = patch_mosaics(catalog, tmp_path / "m", seed=0)
+    counts = {k: len(read_region_folder(v)[0]) for k, v in out.items()}
+    assert sorted(counts) == ["train", "val"] and sum(counts.values()) == 20 and counts["val"] == 4
+    train_slides = set((out["train"] / "slides.txt").read_text().split())
+    assert not train_slides & set((out["val"] / "slides.txt").read_text().split())
+
+    gone = catalog.copy()
+    gone.loc[3, "image"] = str(tmp_path / "patches" / "gone.png")
+    with pytest.raises(InputError, match=r"gone\.png: patch image not found \(1 of 20 missing\)"):
+        patch_mosaics(gone, tmp_path / "m2")
+    assert not (tmp_path / "m2").exists()
+    one = catalog.assign(slide="s1", group="s1")
+    with pytest.raises(InputError, match="patches from 1 slide"):
+        patch_mosaics(one, tmp_path / "m3")
+
+
+def test_detection_sources_turn_patch_catalogs_into_mosaics(tmp_path: Path) -> None:
+    from mitoscope.engine.detector_training import detection_sources
+
+    patches = _class_folders(tmp_path / "patches", 10)
+    train, val = detection_sources([patches], tmp_path / "run")
+    assert [Path(p).name for p in train] == ["train"] and [Path(p).name for p in val] == ["val"]
+    assert Path(train[0]).parent == tmp_path / "run" / "mosaics" / "patches"
+    # a region folder passes through unchanged, and nothing is validated from it
+    train2, val2 = detection_sources([train[0]], tmp_path / "run2")
+    assert train2 == [train[0]] and val2 == []

@@ -260,6 +260,41 @@ def extract_patches_command(
             typer.echo(f"  record {item['row']}: {item['problem']}", err=True)
 
 
+@app.command("mosaics")
+def mosaics_command(
+    source: Path = typer.Argument(
+        ...,
+        help="Patches centred on mitotic figures: AMi-Br CSV, AtNorM-MD folder, class folders, catalog CSV.",
+    ),
+    out: Path = typer.Argument(
+        ..., help="Output folder: one sub-folder of mosaic TIFFs + MIDOG++ JSON per split."
+    ),
+    val_fraction: float = typer.Option(
+        0.2, "--val-fraction", min=0.0, max=0.9, help="Share of slides that validate."
+    ),
+    test_fraction: float = typer.Option(
+        0.0, "--test-fraction", min=0.0, max=0.9, help="Share of slides held out."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the slide split and of the arrangement."),
+) -> None:
+    """Arrange figure patches into annotated mosaics (the detection data `train detector` builds from patches), with a
+    slide-disjoint split, to look at or to train on."""
+    from mitoscope.data.mosaic import patch_mosaics
+    from mitoscope.data.sources import load_catalog
+
+    fractions = {"train": 1.0 - val_fraction - test_fraction, "val": val_fraction, "test": test_fraction}
+    try:
+        folders = patch_mosaics(
+            load_catalog(source), out, fractions={k: v for k, v in fractions.items() if v > 0}, seed=seed,
+            source=source,
+        )  # fmt: skip
+    except _library_errors() as exc:
+        fail(exc)
+    for split, folder in folders.items():
+        n = len(list(folder.glob("*.tiff")))
+        typer.echo(f"{split}: {n} mosaic(s) in {folder} (annotations.json, slides.txt)")
+
+
 @app.command("convert")
 def convert(
     source: Path = typer.Argument(..., help="Dataset file or folder (format auto-detected)."),

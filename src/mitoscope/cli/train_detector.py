@@ -20,8 +20,10 @@ def train_detector(
         ...,
         "--data",
         "-d",
-        help="Folder of regions + one MIDOG++-format JSON (e.g. `mitoscope synth regions` output), or a catalog "
-        "file (MIDOG++ JSON, catalog CSV) with slide paths relative to it; repeatable.",
+        help="Folder of regions + one MIDOG++-format JSON (e.g. `mitoscope synth regions` output), a catalog "
+        "file (MIDOG++ JSON, catalog CSV) with slide paths relative to it, or patches centred on figures (AMi-Br "
+        "CSV, AtNorM-MD, class folders: arranged into mosaics in OUT/mosaics, 20 % of their slides validate); "
+        "repeatable.",
     ),
     out: Path = typer.Option(
         ..., "--out", "-o", help="Run folder (best.pt, last.pt, history.csv, config.yaml)."
@@ -49,6 +51,7 @@ def train_detector(
     try:
         from mitoscope.engine.detector_training import (
             cross_validate_lotd,
+            detection_sources,
             load_detector_config,
         )
         from mitoscope.engine.detector_training import train_detector as run_training
@@ -59,14 +62,14 @@ def train_detector(
         if cv is not None:
             cfg_overrides.append(f"cv={cv}")
         cfg = load_detector_config(config, cfg_overrides)
-        sources = [str(p) for p in data]
+        sources, patch_val = detection_sources(data, out, seed=cfg.train.seed)
         if cfg.cv == "lotd":
             table = cross_validate_lotd(cfg, sources, out, device=device, resume=resume)
             err.print(table.to_string(index=False), highlight=False)
             err.print(f"leave-one-tumour-out results → {out / 'lotd.csv'}", highlight=False)
             return
         run = run_training(
-            cfg, sources, out, device=device, resume=resume, val_data=[str(p) for p in val] or None
+            cfg, sources, out, device=device, resume=resume, val_data=[*map(str, val), *patch_val] or None
         )
     except (ValueError, FileNotFoundError, KeyError, RuntimeError, OSError) as exc:
         fail(exc)

@@ -300,3 +300,77 @@ def write_mosaic_splits(
             groups = sorted(set(rows["group"].astype(str)))
             (tmp / "slides.txt").write_text("\n".join(groups) + "\n", encoding="utf-8")
     return written
+
+
+#: Default split of a patch catalog's slides for detector training (no test part: the user keeps their own).
+TRAIN_VAL = {"train": 0.8, "val": 0.2}
+
+
+def patch_mosaics(
+    catalog: pd.DataFrame,
+    out_dir: str | os.PathLike[str],
+    *,
+    fractions: Mapping[str, float] | None = None,
+    background_fraction: float = 0.5,
+    mpp: float = AMIBR_MPP,
+    seed: int = 0,
+    source: object = None,
+) -> dict[str, Path]:
+    """Detection data from a catalog of patches centred on figures (AMi-Br CSV, AtNorM-MD, class folders…).
+
+    The patches' slides (``group``, else ``slide``, else each image alone) are split by ``fractions``
+    (default :data:`TRAIN_VAL`) so that no slide feeds two splits, and each split is arranged into mosaics
+    (:func:`write_mosaic_splits`). Rows labelled ``hard negative`` are left out. Everything is checked before
+    anything is written.
+
+    Raises:
+        InputError: no patch images, a missing image file (named), fewer than two slides to split.
+
+    Examples:
+        >>> patch_mosaics(pd.DataFrame({"image": ["", ""]}), "/tmp/m")  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        mitoscope.utils.errors.InputError: no patch images in this catalog ...
+    """
+    fractions = dict(fractions or TRAIN_VAL)
+    rows = catalog[catalog["image"].astype(str) != ""]
+    if "label" in rows.columns:
+        rows = rows[rows["label"].astype(str) != "hard negative"]
+    if rows.empty:
+        raise InputError(
+            "no patch images in this catalog (a catalog of points on slides is detection data as it is)",
+            path=source,
+        )
+    missing = [p for p in rows["image"].astype(str) if not Path(p).is_file()]
+    if missing:
+        raise InputError(f"patch image not found ({len(missing)} of {len(rows)} missing)", path=missing[0])
+    groups = rows["image"].astype(str)
+    for column in ("slide", "group"):
+        if column in rows.columns and (rows[column].astype(str) != "").all():
+            groups = rows[column].astype(str)
+    if groups.nunique() < len(fractions):
+        raise InputError(
+            f"patches from {groups.nunique()} slide(s): a slide-disjoint {' / '.join(fractions)} split needs at "
+            f"least {len(fractions)} (give the patches' slides in a 'slide' or 'group' column)",
+            path=source,
+        )
+    rng = np.random.default_rng(seed)
+    parts = split_groups(groups.tolist(), fractions, seed=seed)
+    split_of = {g: name for name, members in parts.items() for g in members}
+    patches = pd.DataFrame(
+        {
+            "image": rows["image"].astype(str).to_numpy(),
+            "group": groups.to_numpy(),
+            "split": [split_of[g] for g in groups],
+            "label": rows["label"].astype(str).to_numpy() if "label" in rows.columns else "",
+            "tumor": rows["tumor"].astype(str).to_numpy() if "tumor" in rows.columns else "",
+        }
+    )
+    return write_mosaic_splits(
+        patches,
+        out_dir,
+        splits=list(fractions),
+        background_fraction=background_fraction,
+        mpp=mpp,
+        rng=rng,
+        description="patch mosaics",
+    )

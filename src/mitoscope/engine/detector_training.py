@@ -233,6 +233,42 @@ def _data_from_catalog(frame: pd.DataFrame) -> DetectionData:
     return DetectionData(catalog, slides, tumors)
 
 
+def detection_sources(
+    sources: Sequence[str | os.PathLike[str]], work_dir: str | os.PathLike[str], *, seed: int = 0
+) -> tuple[list[str], list[str]]:
+    """``(train, val)`` data for :func:`train_detector` from what a user gives as detection data.
+
+    Region folders (regions + a MIDOG++ JSON) and catalogs of points on slides are training data as they are. A
+    catalog of patches centred on figures (AMi-Br CSV, AtNorM-MD, class folders, a catalog CSV of images) is
+    arranged into mosaics under ``work_dir/mosaics/<name>/`` with a slide-disjoint train / validation split
+    (:func:`mitoscope.data.mosaic.patch_mosaics`); its validation part is returned as validation data.
+    """
+    from mitoscope.data.detection import find_annotation_json
+    from mitoscope.data.mosaic import patch_mosaics
+    from mitoscope.data.sources import load_catalog
+
+    train: list[str] = []
+    val: list[str] = []
+    for source in sources:
+        path = Path(source)
+        if path.is_dir():
+            try:
+                find_annotation_json(path)
+                train.append(str(path))
+                continue
+            except InputError:
+                pass
+        catalog = load_catalog(path)
+        if not (catalog["image"].astype(str) != "").any():
+            train.append(str(path))
+            continue
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in path.stem) or "patches"
+        folders = patch_mosaics(catalog, Path(work_dir) / "mosaics" / name, seed=seed, source=path)
+        train.append(str(folders["train"]))
+        val.append(str(folders["val"]))
+    return train, val
+
+
 def split_regions(paths: Sequence[str], fraction: float, *, seed: int = 0) -> tuple[list[str], list[str]]:
     """Hold out ``fraction`` of the regions (at least one when there are two or more): ``(train, val)``.
 
