@@ -424,3 +424,46 @@ def test_real_svs_with_tissue_skipping(shared_data):
         w, h = slide.dimensions
     assert 0 < found.attrs["tiles_processed"] < 0.8 * found.attrs["tiles_total"]
     assert found["x"].between(0, w).all() and found["y"].between(0, h).all()
+
+
+class _DarkCentre:
+    """A stand-in verifier: P(mitotic figure) = darkness of the crop's centre pixel."""
+
+    threshold = 0.5
+    class_names = ("hard negative", "mitotic figure")
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def classify_points(self, slide, points, batch_size=64):
+        self.seen += len(points)
+        out = []
+        for x, y in points[["x", "y"]].to_numpy():
+            centre = slide.read_centered(x, y, 1, mpp=slide.mpp)[0, 0].mean() / 255.0
+            out.append(1.0 - centre)
+        return np.asarray(out)
+
+
+def test_verifier_rescores_candidates_and_decides_at_its_threshold():
+    # three dark blobs (verified) and two grey ones that the detector finds but the verifier rejects
+    darkness = [30, 30, 30, 150, 150]
+    slide = ArraySlide(paint((380, 400), BLOBS, radius=6, darkness=darkness), mpp=0.25)
+    c = contract(threshold=0.1)
+    c.thresholds = {"default": 0.3, "candidate": 0.1, "verified": 0.6}
+    c.config = {"merge_radius_um": 5.0}
+    verifier = _DarkCentre()
+    det = Detector(BlobDetector(level=0.7), c, verifier=verifier)  # type: ignore[arg-type]
+    assert (det.threshold, det.candidate_threshold, det.merge_radius_um) == (0.6, 0.1, 5.0)
+    found = det.detect(slide, overlap=32, num_workers=0, progress=False, tissue=False)
+    _match(found, BLOBS[:3], tol=1.0)
+    assert verifier.seen == 5 and found["score"].min() >= 0.6
+    assert found["detector_score"].notna().all() and found.attrs["verified_threshold"] == 0.6
+    every = det.detect(
+        slide, overlap=32, num_workers=0, progress=False, tissue=False, keep_below_threshold=True
+    )
+    assert (every["label"] == POSITIVE_LABEL).sum() == 3 and len(every) == 5
+    alone = Detector(BlobDetector(level=0.7), c)
+    assert (
+        alone.threshold == 0.3
+        and len(alone.detect(slide, overlap=32, num_workers=0, progress=False, tissue=False)) == 5
+    )

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mitoscope.models.checkpoint import ModelContract, load_model
+from mitoscope.models.checkpoint import ModelContract, is_bundle_path, load_model
 from mitoscope.utils.errors import InputError
 
 RULES = ("majority", "mean")
@@ -303,6 +303,8 @@ def resolve_ensemble(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Returns ``{"models": [Path, ...], "rule": str, "threshold": float | None}``.
     """
+    if is_bundle_path(path):
+        return {"models": [path], "rule": "mean", "threshold": None}
     path = Path(path)
     if path.is_file() and path.suffix.lower() == ".json":
         return read_ensemble_spec(path)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from mitoscope.inference.classify import Classifier
     from mitoscope.io.slide_base import Slide
     from mitoscope.models.checkpoint import ModelContract
 
@@ -56,6 +57,10 @@ def find_checkpoint(path: str | os.PathLike[str]) -> Path:
         ...
         mitoscope.utils.errors.InputError: /nonexistent/run: model checkpoint or run directory not found
     """
+    from mitoscope.models.checkpoint import is_bundle_path
+
+    if is_bundle_path(path):
+        return Path(path)
     path = Path(path)
     if path.is_file():
         return path
@@ -462,7 +467,11 @@ def fold_backbone_batchnorm(model: nn.Module, tile_size: int) -> nn.Module:
 
 
 class Detector:
-    """A detection model with its contract, ready to run on slides.
+    """A detection model with its contract, ready to run on slides; optionally with a verifier.
+
+    With a ``verifier`` (:mod:`mitoscope.inference.verify`) every detection at or above the contract's
+    ``candidate`` threshold is read again at the verifier's resolution, and its score becomes the verifier's
+    P(mitotic figure), decided at the ``verified`` threshold.
 
     Examples:
         >>> import torch
@@ -480,17 +489,30 @@ class Detector:
         *,
         device: str | torch.device = "cpu",
         fuse_batchnorm: bool = True,
+        verifier: Classifier | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.contract = contract
         if fuse_batchnorm:
             self.model = fold_backbone_batchnorm(self.model, int(contract.input_size))
+        self.verifier = verifier
         self.path: Path | None = None
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike[str], *, device: str | torch.device = "auto") -> Detector:
-        """Load a detector from a checkpoint file or a training run directory (``best.pt`` / ``model.pt``)."""
+    def from_path(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        device: str | torch.device = "auto",
+        verifier: str | os.PathLike[str] | None = "auto",
+    ) -> Detector:
+        """Load a detector from a bundled name, a checkpoint file or a training run directory.
+
+        ``verifier``: ``"auto"`` loads the verifier a bundled detector names (none for a checkpoint), a path
+        or bundled name loads that one, ``None`` runs the detector alone.
+        """
+        from mitoscope.inference.classify import Classifier
         from mitoscope.models.checkpoint import load_model
 
         ckpt = find_checkpoint(path)
@@ -498,14 +520,35 @@ class Detector:
         model, contract = load_model(ckpt, device=dev)
         if contract.task != "detection":
             raise InputError(f"checkpoint is a {contract.task!r} model, not a detection model", path=ckpt)
-        det = cls(model, contract, device=dev)
+        if verifier == "auto":
+            verifier = contract.config.get("verifier") or None
+        checker = Classifier.from_path(verifier, device=dev) if verifier else None
+        if checker is not None and tuple(checker.class_names) != ("hard negative", "mitotic figure"):
+            raise InputError(
+                "the verifier must be a mitotic figure / hard negative classifier", path=verifier
+            )
+        det = cls(model, contract, device=dev, verifier=checker)
         det.path = ckpt
         return det
 
     @property
+    def candidate_threshold(self) -> float:
+        """The detector score a candidate needs before the verifier looks at it."""
+        return float(self.contract.thresholds.get("candidate", self.contract.thresholds.get("default", 0.5)))
+
+    @property
     def threshold(self) -> float:
-        """The detection threshold stored in the checkpoint (0.5 if none)."""
+        """The decision threshold: on the verifier's probability when there is one, else on the detector's
+        score (from the contract; 0.5 if none)."""
+        if self.verifier is not None:
+            return float(self.contract.thresholds.get("verified", self.verifier.threshold))
         return float(self.contract.thresholds.get("default", 0.5))
+
+    @property
+    def merge_radius_um(self) -> float:
+        """Detections closer than this are one figure (the contract's, chosen on validation data; else the MIDOG
+        hit radius, 7.5 µm)."""
+        return float(self.contract.config.get("merge_radius_um", 7.5))
 
     @property
     def tile_size(self) -> int:
@@ -513,9 +556,24 @@ class Detector:
         return int(self.contract.input_size)
 
     def detect(self, slide: Slide, **kwargs: Any) -> pd.DataFrame:
-        """:func:`detect_slide` with this model, contract and device."""
+        """:func:`detect_slide` with this model, contract and device, then the verifier when there is one
+        (``threshold`` and ``keep_below_threshold`` then apply to the verified score)."""
         kwargs.setdefault("device", self.device)
-        return detect_slide(self.model, self.contract, slide, **kwargs)
+        kwargs.setdefault("merge_radius_um", self.merge_radius_um)
+        if self.verifier is None:
+            return detect_slide(self.model, self.contract, slide, **kwargs)
+        from mitoscope.inference.verify import verify_candidates
+
+        threshold = kwargs.pop("threshold", None)
+        keep = bool(kwargs.pop("keep_below_threshold", False))
+        found = detect_slide(self.model, self.contract, slide, threshold=self.candidate_threshold, **kwargs)
+        return verify_candidates(
+            slide,
+            found,
+            self.verifier,
+            threshold=self.threshold if threshold is None else float(threshold),
+            keep_below_threshold=keep,
+        )
 
 
 def tiles_per_second(n_tiles: int, seconds: float) -> float:

@@ -88,6 +88,12 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise InputError("checkpoint file not found", path=path)
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):  # torch's zip format or a bare pickle
+        raise InputError(
+            "not a mitoscope model (neither a checkpoint nor a bundled model's files)", path=path
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -109,10 +115,35 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return payload
 
 
+def is_bundle_path(path: str | os.PathLike[str]) -> bool:
+    """True for a bundled model's name (no such path on disk) or its ``.json`` / ``.safetensors`` file.
+
+    Examples:
+        >>> is_bundle_path("mitoscope-detector"), is_bundle_path("run/best.pt"), is_bundle_path("m.safetensors")
+        (True, False, True)
+    """
+    p = Path(path)
+    if p.suffix.lower() == ".safetensors":
+        return True
+    if p.suffix.lower() == ".json" and p.is_file():
+        head = p.read_text(encoding="utf-8", errors="replace")[:4096]
+        return '"mitoscope-bundled-model"' in head
+    text = str(path)
+    return bool(text) and "/" not in text and os.sep not in text and not p.suffix and not p.exists()
+
+
 def load_model(
     path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, ModelContract]:
-    """Rebuild the model a checkpoint describes, load its weights, and return it in eval mode."""
+    """Rebuild the model a checkpoint (or a bundled model: its name or its files) describes, load its weights,
+    and return it in eval mode."""
+    if is_bundle_path(path):
+        from mitoscope.models import pretrained
+
+        p = Path(path)
+        if p.suffix.lower() in (".json", ".safetensors"):
+            return pretrained.load_bundle(p.with_suffix(".json"), device=device)
+        return pretrained.load_bundled(str(path), device=device)
     payload = read_checkpoint(path)
     contract = ModelContract.from_dict(payload["contract"])
     try:
