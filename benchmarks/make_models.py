@@ -1,0 +1,737 @@
+"""Retrain the bundled models from ``../shared/data`` and rewrite their weights, contracts and cards.
+
+One shared split decides what every bundled model may see: the AMi-Br slides are cut 70 / 15 / 15 into train /
+validation / test groups (:func:`mitoscope.data.mosaic.split_groups`, seed 0: the split the detector benchmark's
+mosaics always used) and the AtNorM-MD patches, which carry no slide ids, are cut the same way patch by patch.
+No bundled model trains on a test group; the demo sample is cut from the AMi-Br test slides.
+
+Stages (each resumes from what ``--work`` already holds):
+
+- ``classifier``: the ``classifier-cpu`` recipe on AMi-Br + AtNorM-MD (train groups; validation groups choose
+  the epoch and the threshold);
+- ``lodo``: leave one dataset out: the same recipe trained on AtNorM-MD alone, scored on the AMi-Br test slides;
+- ``detector`` / ``verifier`` / ``export``: see ``benchmarks/README.md`` ("Bundled models").
+
+    .venv/bin/python benchmarks/make_models.py --stages classifier
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+SHARED = ROOT.parent / "shared" / "data"
+FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
+SEED = 0
+
+
+def shared_split(shared: Path = SHARED, seed: int = SEED) -> pd.DataFrame:
+    """AMi-Br + AtNorM-MD as one catalog with a ``split`` column (train / val / test) and a ``dataset`` column."""
+    from mitoscope.data.mosaic import read_amibr_table, split_groups
+    from mitoscope.data.sources import load_catalog
+
+    amibr = load_catalog(shared / "amibr" / "amibr_train.csv").reset_index(drop=True)
+    table = read_amibr_table(shared / "amibr")
+    parts = split_groups(table["group"].tolist(), FRACTIONS, seed=seed)
+    group_of = dict(zip((str(Path(p).resolve()) for p in table["path"]), table["group"], strict=True))
+    split_of = {g: name for name, groups in parts.items() for g in groups}
+    amibr["image"] = [str(Path(p).resolve()) for p in amibr["image"]]
+    amibr["split"] = [split_of[group_of[p]] for p in amibr["image"]]
+    amibr["dataset"] = "AMi-Br"
+
+    atnorm = load_catalog(shared / "atnorm-md").reset_index(drop=True)
+    atnorm["image"] = [str(Path(p).resolve()) for p in atnorm["image"]]
+    atnorm["group"] = atnorm["image"]
+    atnorm_parts = split_groups(atnorm["image"].tolist(), FRACTIONS, seed=seed)
+    atnorm_split = {g: name for name, groups in atnorm_parts.items() for g in groups}
+    atnorm["split"] = [atnorm_split[p] for p in atnorm["image"]]
+    atnorm["dataset"] = "AtNorM-MD"
+    return pd.concat([amibr, atnorm], ignore_index=True)
+
+
+def train_classifier_stage(work: Path, catalog: pd.DataFrame, name: str, overrides: list[str]) -> Path:
+    from mitoscope.engine.classifier_training import train_classifier
+    from mitoscope.engine.config import ClassifierConfig, load_config
+
+    cfg = load_config("classifier-cpu", ClassifierConfig, ["cv.scheme=split", *overrides])
+    t0 = time.perf_counter()
+    run = train_classifier(cfg, catalog, work / name, device="cpu", progress=False)
+    print(f"{name}: trained in {(time.perf_counter() - t0) / 60:.1f} min → {run}", flush=True)
+    return run
+
+
+ATNORM_TUMOR = "mixed (AtNorM-MD)"
+MOSAIC_BACKGROUND = 0.5
+SYNTHETIC_DOMAINS = ["breast_xr", "lymphoma_cs2", "melanoma_xr", "lung_gt450"]
+
+
+def mosaic_stage(work: Path, catalog: pd.DataFrame) -> dict[str, list[Path]]:
+    """Mosaics of both datasets per split (the shared split) and the synthetic regions; ``split → folders``."""
+    from mitoscope.data.mosaic import write_mosaic_splits
+    from mitoscope.data.synthetic.regions import make_region_set
+
+    folders: dict[str, list[Path]] = {"train": [], "val": [], "test": []}
+    for dataset, tumor in (("AMi-Br", "human breast cancer"), ("AtNorM-MD", ATNORM_TUMOR)):
+        rows = catalog[catalog["dataset"] == dataset]
+        patches = rows[["image", "group", "split", "label"]].assign(tumor=tumor)
+        written = write_mosaic_splits(
+            patches,
+            work / "mosaics" / dataset,
+            background_fraction=MOSAIC_BACKGROUND,
+            rng=np.random.default_rng(SEED),
+            description=f"{dataset} mosaics",
+        )
+        for split, folder in written.items():
+            folders[split].append(folder)
+    for split, (n, seed) in {"train": (40, SEED), "val": (12, SEED + 1)}.items():
+        folder = work / "synthetic" / split
+        if not (folder / "annotations.json").is_file():
+            make_region_set(folder, n=n, size=(1024, 1024), domains=SYNTHETIC_DOMAINS, seed=seed)
+        folders[split].append(folder)
+    return folders
+
+
+UNSEEN_DOMAINS = ["neuroendocrine_3dh", "sarcoma_cs2"]
+
+
+def synthetic_unseen(work: Path) -> Path:
+    """Synthetic regions of two domains no bundled model saw (as benchmarks/detector_accuracy.py makes them)."""
+    from mitoscope.data.synthetic.regions import make_region_set
+
+    folder = work / "synthetic" / "test_unseen"
+    if not (folder / "annotations.json").is_file():
+        make_region_set(folder, n=16, size=(1024, 1024), domains=UNSEEN_DOMAINS, seed=SEED + 2)
+    return folder
+
+
+def detector_stage(work: Path, folders: dict[str, list[Path]], threads: int) -> Path:
+    from mitoscope.engine.detector_training import load_detector_config, train_detector
+
+    cfg = load_detector_config(ROOT / "configs" / "detector-cpu.yaml", [f"train.threads={threads}"])
+    t0 = time.perf_counter()
+    run = train_detector(
+        cfg,
+        [str(p) for p in folders["train"]],
+        work / "detector",
+        device="cpu",
+        val_data=[str(p) for p in folders["val"]],
+        progress=False,
+    )
+    print(
+        f"detector: val F1 {run.best_f1:.3f} at {run.threshold:.2f}, "
+        f"{(time.perf_counter() - t0) / 60:.1f} min → {run.best_path}",
+        flush=True,
+    )
+    assert run.best_path is not None
+    return run.best_path
+
+
+MINE_SCORE = 0.1  # candidates at or above this detector score are mined as the verifier's negatives ...
+MINE_PER_REGION = 15  # ... at most this many per region, the most confident first
+VERIFIER_OVERRIDES = [
+    "data.size=128",  # the patch at its own 0.25 µm/px, no upsampling: 3x cheaper than 224 px
+    "train.epochs=8",
+    "model.kwargs.soft_labels=false",
+]
+
+
+def candidates(
+    detector: Path, folders: list[Path], threads: int
+) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """Every detector candidate (above its score floor) with the ground truth, per region of ``folders``."""
+    from mitoscope.engine.detector_training import load_detection_data, predict_regions
+    from mitoscope.models.checkpoint import load_model
+
+    torch_threads(threads)
+    model, contract = load_model(detector)
+    data = load_detection_data([str(f) for f in folders])
+    return predict_regions(model, contract, data, overlap=32, batch_size=8)
+
+
+def torch_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def mine_points(
+    per_region: dict[str, tuple[pd.DataFrame, pd.DataFrame]], mpp: dict[str, float]
+) -> pd.DataFrame:
+    """The verifier's records: each figure where the detector put it (its annotated centre when missed), against
+    the detector's most confident candidates away from every figure and the annotated imposters."""
+    from scipy.spatial import cKDTree
+
+    from mitoscope.metrics.detection import DUPLICATE_RADIUS_UM, MIDOG_RADIUS_UM, gt_targets
+
+    rows = []
+    for region, (dets, gt) in per_region.items():
+        px = 1.0 / mpp[region]
+        figures = gt_targets(gt)[["x", "y"]].to_numpy(float)
+        imposters = gt[gt["label"] == "hard negative"][["x", "y"]].to_numpy(float)
+        found = dets[dets["score"] >= MINE_SCORE].sort_values("score", ascending=False)
+        xy = found[["x", "y"]].to_numpy(float)
+        for fx, fy in figures:
+            near = np.hypot(xy[:, 0] - fx, xy[:, 1] - fy) if len(xy) else np.zeros(0)
+            at = xy[int(np.argmin(near))] if len(near) and near.min() <= MIDOG_RADIUS_UM * px else (fx, fy)
+            rows.append((region, float(at[0]), float(at[1]), "mitotic figure"))
+        rows.extend((region, x, y, "hard negative") for x, y in imposters)
+        dist = cKDTree(figures).query(xy)[0] if len(figures) and len(xy) else np.full(len(xy), np.inf)
+        far = xy[dist > DUPLICATE_RADIUS_UM * px][:MINE_PER_REGION]
+        rows.extend((region, x, y, "hard negative") for x, y in far)
+    return pd.DataFrame(rows, columns=["slide", "x", "y", "label"])
+
+
+def verifier_stage(work: Path, folders: dict[str, list[Path]], detector: Path, threads: int) -> Path:
+    from mitoscope.data.catalog import make_catalog
+    from mitoscope.data.patch_extraction import extract_patches
+    from mitoscope.engine.detector_training import load_detection_data
+
+    parts = []
+    for split in ("train", "val"):
+        for folder in folders[split]:
+            name = f"{folder.parent.name}_{folder.name}"
+            out = work / "verifier_patches" / name
+            if not (out / "patches.csv").is_file():
+                per_region = candidates(detector, [folder], threads)
+                mpp = {p: info.mpp for p, info in load_detection_data(folder).slides.items()}
+                points = mine_points(per_region, mpp)
+                catalog = make_catalog(points.to_dict("records"))
+                extract_patches(catalog, slides_dir=folder, out_dir=out, size=128, mpp=0.25)
+            from mitoscope.data.sources import load_catalog
+
+            patches = load_catalog(out / "patches.csv").assign(split=split)
+            patches["group"] = patches["slide"]
+            print(f"verifier data {name}: {patches['label'].value_counts().to_dict()}", flush=True)
+            parts.append(patches)
+    return train_classifier_stage(work, pd.concat(parts, ignore_index=True), "verifier", VERIFIER_OVERRIDES)
+
+
+MERGE_RADII_UM = (7.5, 10.0, 12.5)
+CANDIDATE_THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.3)
+SELECT_DENSITIES = (5.0, 10.0)
+
+
+def _objective(errors: Any) -> float:
+    """The operating point's rule: the mean expected F1 at 5 and 10 figures per mm²."""
+    return float(np.mean([errors.expected_f1(d) for d in SELECT_DENSITIES]))
+
+
+def select_stage(work: Path, folders: dict[str, list[Path]], threads: int) -> dict[str, Any]:
+    """Choose the merge radius and the thresholds (detector alone; candidate + verified) on the validation
+    regions by :func:`_objective`; writes ``work/operating_point.json``."""
+    from detector_precision import region_detections
+    from mitoscope.inference.classify import Classifier
+    from mitoscope.inference.detect import Detector, merge_by_distance
+    from mitoscope.metrics.detection import tissue_errors
+    from mitoscope.utils.atomic import write_text_atomic
+
+    torch_threads(threads)
+    detector = Detector.from_path(work / "detector" / "best.pt", device="cpu", verifier=None)
+    verifier = Classifier.from_path(work / "verifier", device="cpu")
+    sets = [region_detections(detector, f, threshold=0.0) for f in folders["val"]]
+    per_image = {k: v for s in sets for k, v in s["per_image"].items()}
+    mpp = {k: v for s in sets for k, v in s["mpp"].items()}
+    areas = {k: v for s in sets for k, v in s["areas"].items()}
+    from mitoscope.data.detection import default_opener
+
+    probs: dict[str, np.ndarray] = {}
+    floor = min(CANDIDATE_THRESHOLDS)
+    for path, (found, _) in per_image.items():
+        keep = found["score"].to_numpy() >= floor
+        p = np.zeros(len(found))
+        if keep.any():
+            with default_opener(path) as slide:
+                p[keep] = verifier.classify_points(slide, found[keep])
+        probs[path] = p
+    best: dict[str, Any] = {"alone": None, "verified": None}
+    rows = []
+    for radius in MERGE_RADII_UM:
+        merged = {}
+        for path, (found, gt) in per_image.items():
+            keep = merge_by_distance(
+                found[["x", "y"]].to_numpy(), found["score"].to_numpy(), radius / mpp[path]
+            )
+            merged[path] = (found.iloc[keep].reset_index(drop=True).assign(p=probs[path][keep]), gt)
+        for t in np.round(np.arange(0.05, 0.96, 0.01), 2):
+            e = tissue_errors(merged, areas_mm2=areas, mpp=mpp, threshold=float(t))
+            rows.append(
+                {
+                    "merge_um": radius,
+                    "stage": "alone",
+                    "candidate": float(t),
+                    "verified": None,
+                    "objective": _objective(e),
+                    **e.to_dict(SELECT_DENSITIES),
+                }
+            )
+        for c in CANDIDATE_THRESHOLDS:
+            scored = {
+                k: (d[d["score"] >= c].assign(score=lambda f: f["p"]), g) for k, (d, g) in merged.items()
+            }
+            for v in np.round(np.arange(0.05, 0.996, 0.01), 2):
+                e = tissue_errors(scored, areas_mm2=areas, mpp=mpp, threshold=float(v))
+                rows.append(
+                    {
+                        "merge_um": radius,
+                        "stage": "verified",
+                        "candidate": c,
+                        "verified": float(v),
+                        "objective": _objective(e),
+                        **e.to_dict(SELECT_DENSITIES),
+                    }
+                )
+    table = pd.DataFrame(rows)
+    table.to_csv(work / "operating_points.csv", index=False)
+    for stage in ("alone", "verified"):
+        sub = table[table["stage"] == stage]
+        best[stage] = sub.loc[sub["objective"].idxmax()].to_dict()
+    write_text_atomic(work / "operating_point.json", json.dumps(best, indent=2, default=float) + "\n")
+    for stage, row in best.items():
+        print(
+            f"{stage}: merge {row['merge_um']} µm, candidate {row['candidate']}, verified {row['verified']}: "
+            f"recall {row['recall']:.3f}, dup {row['duplicates_per_figure']:.3f}, FP/mm² {row['fp_per_mm2']:.1f}, "
+            f"F1@5 {row['expected_f1_at_5']:.3f}, F1@10 {row['expected_f1_at_10']:.3f}",
+            flush=True,
+        )
+    return best
+
+
+PRETRAINED = ROOT / "src" / "mitoscope" / "pretrained"
+RESULTS = ROOT / "benchmarks" / "results" / "bundled_models.json"
+NAMES = {
+    "detector": "mitoscope-detector",
+    "verifier": "mitoscope-verifier",
+    "classifier": "mitoscope-classifier",
+}
+
+
+def score_classifier(model: str | Path, catalog: pd.DataFrame) -> dict[str, Any]:
+    """Balanced accuracy (at the model's threshold) and AUROC with 95 % bootstrap intervals on ``catalog``."""
+    from mitoscope.inference.classify import Classifier
+    from mitoscope.metrics.classification import classification_report
+
+    clf = Classifier.from_path(model, device="cpu")
+    pred = clf.predict_catalog(catalog.reset_index(drop=True))
+    y = catalog["target"].to_numpy()
+    report = classification_report(
+        y, pred["p_atypical"].to_numpy(), threshold=clf.threshold, n_bootstrap=1000
+    )
+    return report
+
+
+def score_stage(work: Path, catalog: pd.DataFrame) -> dict[str, Any]:
+    """The bundled classifier on the held-out test parts, and the leave-one-dataset-out model on AMi-Br's."""
+    from mitoscope.utils.atomic import write_text_atomic
+
+    test = catalog[catalog["split"] == "test"]
+    result = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    result["classifier"] = {
+        dataset: score_classifier(NAMES["classifier"], test[test["dataset"] == dataset])
+        for dataset in ("AMi-Br", "AtNorM-MD")
+    }
+    if (work / "classifier_atnorm_only").is_dir():
+        result["lodo_atnorm_to_amibr"] = score_classifier(
+            work / "classifier_atnorm_only", test[test["dataset"] == "AMi-Br"]
+        )
+    write_text_atomic(RESULTS, json.dumps(result, indent=2, default=float) + "\n")
+    for key, value in result.items():
+        print(key, json.dumps(value, default=float)[:400], flush=True)
+    return result
+
+
+INTENDED_USE = (
+    "Research use: counting mitotic figures and the share of atypical ones in H&E whole-slide images, and "
+    "comparing methods. Not a medical device; not for diagnosis or treatment decisions."
+)
+LIMITS = [
+    "Trained on human breast cancer (AMi-Br: MIDOG 2021, TUPAC16) and the MIDOG++ tumour types and species in "
+    "AtNorM-MD (canine and human; domain not labelled per patch), plus synthetic H&E. Other tissues, stains and "
+    "scanners are untested.",
+    "Detection figures on mosaics of patches are not figures on whole slides: mosaics are far denser in figures "
+    "and hold only tissue near figures. The expected F1 at 5 and 10 figures per mm² and the skin crop's count are "
+    "the closest measured stand-ins for a slide.",
+    "AtNorM-MD has no slide ids, so its test patches may share slides with its training patches (in-domain "
+    "figures for it are optimistic); the leave-one-dataset-out figures are the out-of-domain evidence.",
+    "Weights are stored in float16 and run in float32 (or bfloat16 on CPUs with native bf16).",
+]
+
+
+def _git_version() -> str:
+    import subprocess
+
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def render_card(name: str, info: dict[str, Any], facts: dict[str, Any]) -> str:
+    """The Markdown model card of bundled model ``name`` from its JSON and the measured ``facts``."""
+    c = info["contract"]
+    lines = [
+        f"# {name}",
+        "",
+        facts["what"],
+        "",
+        "## Input contract",
+        f"- Task: {info['task']}; architecture `{c['architecture']}` ({c['kwargs'].get('backbone', '')}).",
+        f"- Input: {c['input_size']} px at {c['mpp']:g} µm/px, RGB scaled to [0, 1], normalised with mean "
+        f"{[round(v, 3) for v in c['mean']]} and std {[round(v, 3) for v in c['std']]}.",
+        f"- Classes: {', '.join(c['class_names'])}; thresholds {json.dumps(c['thresholds'])}.",
+        f"- Weights: `{name}.safetensors`, {info['dtype']}, {info['bytes'] / 1e6:.1f} MB, sha256 `{info['sha256']}`.",
+        "",
+        "## Training data",
+        *[f"- {line}" for line in facts["data"]],
+        "",
+        "## How it was made",
+        "- Command: `make models` (`.venv/bin/python benchmarks/make_models.py`, stages "
+        f"{facts['stages']}) on ../shared/data, on the CPU.",
+        f"- Code version: mitoscope {c['code_version']}, git {facts['git']}.",
+        *[f"- {line}" for line in facts.get("recipe", [])],
+        "",
+        "## Measured",
+        *[f"- {line}" for line in facts["figures"]],
+        "",
+        "## Intended use",
+        INTENDED_USE,
+        "",
+        "## Known limits",
+        *[f"- {line}" for line in LIMITS],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+SAMPLE_MOSAICS = 2
+SAMPLES = ROOT / "src" / "mitoscope" / "samples" / "amibr_test"
+
+
+def samples_stage(work: Path) -> Path:
+    """Copy the AMi-Br test mosaics with the most atypical figures into the package (the demo's real sample)."""
+    import shutil
+
+    from mitoscope.utils.atomic import atomic_path
+
+    source = work / "mosaics" / "AMi-Br" / "test"
+    data = json.loads((source / "annotations.json").read_text())
+    atypical = {im["id"]: 0 for im in data["images"]}
+    for a in data["annotations"]:
+        atypical[a["image_id"]] += bool(a.get("atypical"))
+    chosen = sorted(atypical, key=lambda i: (-atypical[i], i))[:SAMPLE_MOSAICS]
+    images = [im for im in data["images"] if im["id"] in chosen]
+    kept = {
+        **data,
+        "images": images,
+        "annotations": [a for a in data["annotations"] if a["image_id"] in chosen],
+    }
+    kept["info"] = {
+        **data.get("info", {}),
+        "description": "AMi-Br test-slide mosaics (mitoscope demo sample)",
+    }
+    if SAMPLES.exists():
+        shutil.rmtree(SAMPLES)
+    with atomic_path(SAMPLES, suffix="") as tmp:
+        tmp.mkdir(parents=True)
+        for im in images:
+            shutil.copy2(source / im["file_name"], tmp / im["file_name"])
+        (tmp / "annotations.json").write_text(json.dumps(kept, indent=1) + "\n", encoding="utf-8")
+    n = len(kept["annotations"])
+    print(
+        f"samples: {len(images)} mosaics, {n} figures ({sum(atypical[i] for i in chosen)} atypical) → {SAMPLES}"
+    )
+    return SAMPLES
+
+
+GOLDEN_PATCHES = 6
+
+
+def golden_patches(catalog: pd.DataFrame, shared: Path) -> list[str]:
+    """A few test patches of each dataset (both classes), as paths relative to ``shared``."""
+    test = catalog[catalog["split"] == "test"].sort_values("image")
+    picked = [rows.iloc[0]["image"] for _, rows in test.groupby(["dataset", "label"], sort=True)][
+        :GOLDEN_PATCHES
+    ]
+    return [str(Path(p).relative_to(shared.resolve())) for p in picked]
+
+
+def record_golden(shared: Path, patches: list[str]) -> None:
+    """Store each bundled model's float32 outputs on real inputs in its JSON (``golden``), for the golden test."""
+    from mitoscope.data.catalog import make_catalog
+    from mitoscope.demo import region_files
+    from mitoscope.demo_bundled import sample_paths
+    from mitoscope.inference.classify import Classifier
+    from mitoscope.inference.detect import Detector
+    from mitoscope.io.slides import open_slide
+    from mitoscope.utils.atomic import write_text_atomic
+
+    catalog = make_catalog([{"image": str(shared / p)} for p in patches])
+    for key in ("classifier", "verifier"):
+        clf = Classifier.from_path(NAMES[key], device="cpu", precision="fp32")
+        probs = clf.predict_catalog(catalog, num_workers=0)["p_atypical"].round(6).tolist()
+        _update_json(NAMES[key], {"golden": {"patches": patches, "probabilities": probs}})
+    det = Detector.from_path(NAMES["detector"], device="cpu", verifier=None)
+    region = region_files(sample_paths()["regions"])[0]
+    with open_slide(region) as slide:
+        found = det.detect(slide, tissue=False, num_workers=0, progress=False)
+    _update_json(
+        NAMES["detector"],
+        {
+            "golden": {
+                "sample": f"{region.parent.name}/{region.name}",
+                "threshold": det.threshold,
+                "points": found[["x", "y", "score"]].round(4).to_dict("records"),
+            }
+        },
+    )
+    _ = write_text_atomic
+
+
+def _update_json(name: str, summary: dict[str, Any]) -> None:
+    from mitoscope.utils.atomic import write_text_atomic
+
+    path = PRETRAINED / f"{name}.json"
+    info = json.loads(path.read_text())
+    info["summary"] = {**info.get("summary", {}), **summary}
+    write_text_atomic(path, json.dumps(info, indent=2) + "\n")
+
+
+def export_stage(work: Path) -> None:
+    """Write the bundled weights (float16), contracts and cards into the package."""
+    from mitoscope.models.checkpoint import load_model
+    from mitoscope.models.pretrained import export_bundle
+
+    point = json.loads((work / "operating_point.json").read_text())
+    verified = point["verified"]
+    model, contract = load_model(work / "detector" / "best.pt")
+    contract.thresholds = {
+        "default": float(point["alone"]["candidate"]),
+        "candidate": float(verified["candidate"]),
+        "verified": float(verified["verified"]),
+    }
+    contract.config = {
+        **contract.config,
+        "verifier": NAMES["verifier"],
+        "merge_radius_um": float(verified["merge_um"]),
+    }
+    export_bundle(model, contract, PRETRAINED, NAMES["detector"], card="", verifier=NAMES["verifier"])
+    for key in ("verifier", "classifier"):
+        model, contract = load_model(work / key / "fold_0" / "model.pt")
+        export_bundle(model, contract, PRETRAINED, NAMES[key], card="")
+    print(f"bundled models written to {PRETRAINED}", flush=True)
+
+
+PRECISION_RESULTS = ROOT / "benchmarks" / "results" / "detector_precision.json"
+DATA_LINES = {
+    "amibr": "AMi-Br training split (MIT; DeepMicroscopy AMi-Br benchmark): 128 px patches at 0.25 µm/px centred on "
+    "mitotic figures of human breast cancer (MIDOG 2021, TUPAC16), three experts' votes; cut by slide into "
+    "train / validation / test groups (70 / 15 / 15 %, seed 0).",
+    "atnorm": "AtNorM-MD (MIT; same source): 2,107 patches from the MIDOG++ training set's tumour types and species "
+    "(canine and human), five experts' votes; no slide ids, so cut patch by patch the same way.",
+    "synthetic": "Synthetic H&E regions from mitoscope's generator (four stain/scanner/tumour domains, with "
+    "imposters), seed 0.",
+}
+
+
+def _ba(r: dict[str, Any]) -> str:
+    lo, hi = r.get("balanced_accuracy_ci", [float("nan")] * 2)
+    return (
+        f"balanced accuracy {r['balanced_accuracy']:.3f} [{lo:.3f}–{hi:.3f}], AUROC {r['auroc']:.3f} "
+        f"({r['n']} patches, {r['n_atypical']} atypical)"
+    )
+
+
+def cards_stage(work: Path) -> None:
+    """Write each bundled model's card (and its one-line summary for `mitoscope models`) from the results."""
+    from mitoscope.utils.atomic import write_text_atomic
+
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    precision = json.loads(PRECISION_RESULTS.read_text()) if PRECISION_RESULTS.is_file() else {}
+    point = json.loads((work / "operating_point.json").read_text())
+    git = _git_version()
+    score_cmd = (
+        "`.venv/bin/python benchmarks/make_models.py --stages score` → benchmarks/results/bundled_models.json"
+    )
+    prec_cmd = (
+        "`.venv/bin/python benchmarks/detector_precision.py --test amibr=… --test atnorm=… --test synthetic=…` "
+        "→ benchmarks/results/detector_precision.json"
+    )
+    figures: dict[str, list[str]] = {"classifier": [], "detector": [], "verifier": []}
+    cls = results.get("classifier", {})
+    for dataset, r in cls.items():
+        figures["classifier"].append(f"{dataset} test part (held out): {_ba(r)}. {score_cmd}")
+    if "lodo_atnorm_to_amibr" in results:
+        figures["classifier"].append(
+            "Leave one dataset out — trained on AtNorM-MD only, scored on the AMi-Br test slides: "
+            f"{_ba(results['lodo_atnorm_to_amibr'])}. {score_cmd}"
+        )
+    figures["classifier"].append(
+        "Leave one dataset out — trained on AMi-Br only (same recipe, 80 / 20 slide split), scored on all of "
+        "AtNorM-MD with `classify --tta`: balanced accuracy 0.779 / 0.775, AUROC 0.884 / 0.889 (seeds 0 / 1; "
+        "benchmarks/results/classifier_soft_auroc)."
+    )
+    with_v = precision.get("with verifier", {})
+    alone = precision.get("detector alone", {})
+    for label, part in (("with the verifier (the default)", with_v), ("detector alone", alone)):
+        for name, r in part.items():
+            if isinstance(r, dict) and "recall" in r:
+                figures["detector"].append(
+                    f"{label}, {name} test mosaics: recall {r['recall']:.3f}, duplicates {r['duplicates_per_figure']:.3f} "
+                    f"per figure, {r['fp_per_mm2']:.1f} false positives per mm² of tissue, expected F1 "
+                    f"{r['expected_f1_at_5']:.3f} at 5 and {r['expected_f1_at_10']:.3f} at 10 figures per mm² "
+                    f"(mosaic F1 {r['mosaic_f1']['f1']:.3f}). {prec_cmd}"
+                )
+        if "cmu" in part:
+            c = part["cmu"]
+            figures["detector"].append(
+                f"{label}, CMU-1 skin crop (no annotated figures; never used for training or thresholds): "
+                f"{c['detections']} detections on {c['tissue_mm2']:.2f} mm² = {c['per_mm2']:.1f} per mm². {prec_cmd}"
+            )
+    v = point["verified"]
+    figures["verifier"].append(
+        f"On the validation regions, with the detector: recall {v['recall']:.3f}, duplicates "
+        f"{v['duplicates_per_figure']:.3f} per figure, {v['fp_per_mm2']:.1f} false positives per mm², expected F1 "
+        f"{v['expected_f1_at_5']:.3f} / {v['expected_f1_at_10']:.3f} at 5 / 10 figures per mm² (the rule that chose "
+        "its thresholds; work/operating_points.csv). Test figures: see mitoscope-detector's card."
+    )
+    what = {
+        "detector": "Mitotic-figure detector: the multi-task RetinaNet of Zhang et al. (MIDOG 2022) with tumour-type "
+        "and foreground auxiliary heads on an EfficientNet-Lite0 backbone, 256 px tiles at 0.5 µm/px, followed by "
+        "`mitoscope-verifier`, which looks again at every candidate at 0.25 µm/px. `mitoscope detect` and "
+        f"`mitoscope analyze` use it by default. Candidates above detector score {v['candidate']} are verified; a "
+        f"figure is one with verifier probability ≥ {v['verified']}; detections within {v['merge_um']} µm are merged "
+        "(all chosen on the validation regions for the mean expected F1 at 5 and 10 figures per mm²).",
+        "verifier": "Verification stage of `mitoscope-detector`: a binary patch classifier (EfficientNet-Lite0, "
+        "128 px at 0.25 µm/px) that says mitotic figure or not for each detector candidate.",
+        "classifier": "Atypical vs normal mitotic-figure classifier (MIDOG 2025 Track 2): EfficientNet-Lite0, the "
+        "whole 128 px patch at 0.25 µm/px upsampled to 224 px, trained with the `classifier-cpu` recipe on both "
+        "real datasets. `mitoscope classify` and `mitoscope analyze` use it by default.",
+    }
+    data = {
+        "detector": [
+            f"{DATA_LINES['amibr']} Mosaics of the train slides' patches (half of the cells background quadrants "
+            "of other patches) trained it; the validation slides' mosaics chose the epoch and the thresholds.",
+            f"{DATA_LINES['atnorm']} Mosaics, as for AMi-Br.",
+            DATA_LINES["synthetic"],
+        ],
+        "verifier": [
+            "Crops at 0.25 µm/px from the detector's training and validation data (AMi-Br and AtNorM-MD mosaics, "
+            "synthetic regions): every annotated figure and each detector candidate within 7.5 µm of one "
+            f"(positives), every candidate with detector score ≥ {MINE_SCORE} farther than 12 µm from all figures "
+            "and every synthetic imposter (negatives: the detector's own false positives).",
+            DATA_LINES["amibr"],
+            DATA_LINES["atnorm"],
+        ],
+        "classifier": [
+            f"{DATA_LINES['amibr']} Train slides trained it, validation slides chose the epoch and the threshold.",
+            f"{DATA_LINES['atnorm']} Same roles.",
+        ],
+    }
+    recipe = {
+        "detector": ["Recipe: `detector-cpu` (24 epochs of 128 crops, Adam 3e-4)."],
+        "verifier": [f"Recipe: `classifier-cpu` with {', '.join(VERIFIER_OVERRIDES)}."],
+        "classifier": ["Recipe: `classifier-cpu` with `cv.scheme=split` (the shared split)."],
+    }
+    stages = {
+        "detector": "detector, select, export",
+        "verifier": "verifier, select, export",
+        "classifier": "classifier, export",
+    }
+    headline = {
+        "detector": next((f for f in figures["detector"] if "CMU" in f), ""),
+        "classifier": figures["classifier"][0] if figures["classifier"] else "",
+        "verifier": figures["verifier"][0],
+    }
+    for key, name in NAMES.items():
+        facts = {
+            "what": what[key],
+            "data": data[key],
+            "figures": figures[key],
+            "recipe": recipe[key],
+            "stages": stages[key],
+            "git": git,
+        }
+        info = json.loads((PRETRAINED / f"{name}.json").read_text())
+        info["summary"] = {
+            **info.get("summary", {}),
+            "data": "AMi-Br + AtNorM-MD" + (" + synthetic" if key != "classifier" else "") + " (MIT)",
+            "figures": headline[key].split(". `")[0][:160],
+        }
+        write_text_atomic(PRETRAINED / f"{name}.json", json.dumps(info, indent=2) + "\n")
+        write_text_atomic(PRETRAINED / f"{name}.md", render_card(name, info, facts))
+    print(f"cards written to {PRETRAINED}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--stages",
+        default="classifier,lodo,detector,verifier,select,samples,export,precision,score,cards",
+        help="comma-separated stages, in this order",
+    )
+    parser.add_argument(
+        "--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "mitoscope-models"
+    )
+    parser.add_argument("--shared", type=Path, default=SHARED)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    args.work.mkdir(parents=True, exist_ok=True)
+    catalog = shared_split(args.shared)
+    counts = catalog.groupby(["dataset", "split"]).size().unstack()
+    print(counts.to_string(), flush=True)
+    if "classifier" in stages:
+        train_classifier_stage(args.work, catalog[catalog["split"] != "test"], "classifier", [])
+    if "lodo" in stages:
+        atnorm = catalog[(catalog["dataset"] == "AtNorM-MD") & (catalog["split"] != "test")]
+        train_classifier_stage(args.work, atnorm, "classifier_atnorm_only", [])
+    folders = mosaic_stage(args.work, catalog) if {"detector", "verifier", "select"} & set(stages) else {}
+    if "detector" in stages:
+        detector_stage(args.work, folders, args.threads)
+    if "verifier" in stages:
+        verifier_stage(args.work, folders, args.work / "detector" / "best.pt", args.threads)
+    if "select" in stages:
+        select_stage(args.work, folders, args.threads)
+    if "samples" in stages:
+        samples_stage(args.work)
+    if "export" in stages:
+        export_stage(args.work)
+        record_golden(args.shared, golden_patches(catalog, args.shared))
+    if "precision" in stages:
+        import detector_precision
+
+        tests = [
+            *(f"--test={d}={args.work / 'mosaics' / d / 'test'}" for d in ("AMi-Br", "AtNorM-MD")),
+            f"--test=synthetic-unseen={synthetic_unseen(args.work)}",
+        ]
+        detector_precision.main([*tests, f"--threads={args.threads}", f"--out={PRECISION_RESULTS}"])
+    if "score" in stages:
+        score_stage(args.work, catalog)
+    if "cards" in stages:
+        cards_stage(args.work)
+
+
+if __name__ == "__main__":
+    main()
