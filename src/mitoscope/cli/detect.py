@@ -1,4 +1,4 @@
-"""``mitoscope detect``: find mitotic figures in whole slides with a detector checkpoint."""
+"""``mitoscope detect``: find mitotic figures in whole slides (the bundled detector, or a checkpoint)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def _formats(spec: str, sqlite: bool) -> tuple[str, ...]:
     return tuple(dict.fromkeys(wanted))
 
 
-def _load_detector(model: Path, device: str) -> Any:
+def _load_detector(model: str | Path, device: str) -> Any:
     """``Detector.from_path`` with any failure to load the MODEL turned into one ``error:`` line and exit 1."""
     from mitoscope.inference.detect import Detector
     from mitoscope.utils.errors import InputError
@@ -48,11 +48,15 @@ def _load_detector(model: Path, device: str) -> Any:
 
 
 def detect(
-    model: Path = typer.Argument(
-        ..., help="Detector checkpoint (.pt) or training RUN directory (best.pt/model.pt)."
-    ),
     slides: list[Path] = typer.Argument(..., help="Slide files (TIFF/SVS, OpenSlide formats, PNG/JPEG)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (one set of files per slide)."),
+    model: str = typer.Option(
+        "mitoscope-detector",
+        "--model",
+        "-m",
+        help="A bundled model's name (`mitoscope models`; with its verification stage), a detector checkpoint "
+        "(.pt) or a training RUN directory (best.pt/model.pt).",
+    ),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Tiles per forward pass."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     threshold: float | None = typer.Option(
@@ -70,7 +74,7 @@ def detect(
     reader: str = typer.Option(
         "thread",
         "--reader",
-        help="Tile readers: thread (default; faster in benchmarks/detect_speed.py) or process (each opens the slide).",
+        help="Tile readers: thread (default, faster) or process (each opens the slide).",
     ),
     overlap: int = typer.Option(64, "--overlap", min=0, help="Overlap between tiles in model pixels."),
     tissue: bool = typer.Option(True, "--tissue/--no-tissue", help="Skip tiles without tissue."),

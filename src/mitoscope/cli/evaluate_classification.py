@@ -58,7 +58,7 @@ def _json_safe(obj: Any) -> Any:
 
 LOCAL_THRESHOLD_MIN_PER_CLASS = 40
 """Labelled patches of each class from which a local threshold beat the transferred one in >= 90 % of draws on
-AtNorM-MD for the recipe's models (``benchmarks/local_threshold.py``, rule 21)."""
+AtNorM-MD for the recipe's models (``benchmarks/local_threshold.py``)."""
 
 
 def _chosen_threshold(targets: Any, probs: Any) -> dict[str, Any]:
@@ -194,14 +194,14 @@ def evaluate_classification(
             f"Threshold that maximises balanced accuracy on these labels: {c['threshold']:.4g} "
             f"(balanced accuracy {_fmt(c['balanced_accuracy'])}, sensitivity {_fmt(c['sensitivity'])}, "
             f"specificity {_fmt(c['specificity'])}; optimistic here, as it was chosen on them). "
-            f"Use it on new patches with `mitoscope classify MODEL INPUT --threshold {c['threshold']:.4g}`.",
+            f"Use it on new patches with `mitoscope classify INPUT --model MODEL --threshold {c['threshold']:.4g}`.",
             highlight=False,
         )
         if c["fewest_of_a_class"] < LOCAL_THRESHOLD_MIN_PER_CLASS:
             err.print(
                 f"[yellow]warning:[/yellow] only {c['fewest_of_a_class']} labelled patches of one class: on "
                 f"AtNorM-MD a threshold chosen on fewer than {LOCAL_THRESHOLD_MIN_PER_CLASS} of each beat the "
-                "model's own in under 90 % of random draws (rule 21, benchmarks/README.md); label more if you can",
+                "model's own in under 90 % of random draws on another lab's patches; label more if you can",
                 highlight=False,
             )
     if experts:
