@@ -38,7 +38,20 @@ def test_absurd_mpp_option_fails_naming_the_slide(tmp_path, checkpoint, mpp):
     slide = write_tiled_tiff(tmp_path / "case.tiff", paint((256, 256), BLOBS[:1]), mpp=0.25, tile=128,
                              compression="deflate")  # fmt: skip
     out = tmp_path / "out"
-    res = run("detect", checkpoint, slide, "--out", out, "--device", "cpu", "--workers", "0", "--mpp", mpp)
+    res = run(
+        "detect",
+        "--model",
+        checkpoint,
+        slide,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--mpp",
+        mpp,
+    )
     assert res.exit_code == 1, res.output
     assert "case.tiff" in res.output and "mpp" in res.output and "not plausible" in res.output
     assert not (out / "case.done.json").exists()
@@ -50,10 +63,10 @@ def test_absurd_mpp_in_the_file_fails_and_mpp_option_rescues(tmp_path, checkpoin
     tifffile.imwrite(path, paint((256, 256), BLOBS[:1]), photometric="rgb", resolution=(50, 50),
                      resolutionunit="CENTIMETER")  # fmt: skip
     out = tmp_path / "out"
-    res = run("detect", checkpoint, path, "--out", out, "--device", "cpu", "--workers", "0")
+    res = run("detect", "--model", checkpoint, path, "--out", out, "--device", "cpu", "--workers", "0")
     assert res.exit_code == 1
     assert "coarse.tif" in res.output and "200" in res.output and "--mpp" in res.output
-    res = run("detect", checkpoint, path, "--out", out, "--device", "cpu", "--workers", "0", "--mpp", "0.25",
+    res = run("detect", "--model", checkpoint, path, "--out", out, "--device", "cpu", "--workers", "0", "--mpp", "0.25",
               "--no-tissue")  # fmt: skip
     assert res.exit_code == 0, res.output
     assert len(pd.read_csv(out / "coarse.csv")) == 1
@@ -65,7 +78,18 @@ def test_all_background_slide_gives_empty_outputs(tmp_path, checkpoint, reader):
     slide = write_tiled_tiff(tmp_path / "glass.tiff", glass, mpp=0.25, tile=128, compression="deflate")
     out = tmp_path / "out"
     res = run(
-        "detect", checkpoint, slide, "--out", out, "--device", "cpu", "--workers", "1", "--reader", reader
+        "detect",
+        "--model",
+        checkpoint,
+        slide,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--workers",
+        "1",
+        "--reader",
+        reader,
     )
     assert res.exit_code == 0, res.output
     assert "no tissue" in res.output
@@ -80,7 +104,7 @@ def test_black_padding_only_slide_gives_empty_outputs(tmp_path, checkpoint):
     slide = write_tiled_tiff(tmp_path / "black.tiff", np.zeros((300, 300, 3), np.uint8), mpp=0.25, tile=128,
                              compression="deflate")  # fmt: skip
     out = tmp_path / "out"
-    res = run("detect", checkpoint, slide, "--out", out, "--device", "cpu", "--workers", "0")
+    res = run("detect", "--model", checkpoint, slide, "--out", out, "--device", "cpu", "--workers", "0")
     assert res.exit_code == 0, res.output
     assert (out / "black.done.json").is_file() and len(pd.read_csv(out / "black.csv")) == 0
 
@@ -112,7 +136,9 @@ def test_model_that_is_not_a_checkpoint_gives_one_error_line(tmp_path, checkpoin
     slide = write_tiled_tiff(tmp_path / "case.tiff", paint((256, 256), BLOBS[:1]), mpp=0.25, tile=128,
                              compression="deflate")  # fmt: skip
     for kind, model in _not_checkpoints(tmp_path, checkpoint).items():
-        res = run("detect", model, slide, "--out", tmp_path / "out", "--device", "cpu", "--workers", "0")
+        res = run(
+            "detect", "--model", model, slide, "--out", tmp_path / "out", "--device", "cpu", "--workers", "0"
+        )
         assert res.exit_code == 1, (kind, res.output)
         assert not isinstance(res.exception, Exception) or isinstance(res.exception, SystemExit), kind
         line = one_error_line(res.output)

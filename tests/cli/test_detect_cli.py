@@ -93,7 +93,7 @@ def run(*args):
 
 def test_detect_writes_outputs_and_resumes(tmp_path, checkpoint, slides):
     out = tmp_path / "out"
-    res = run("detect", checkpoint.parent, *slides, "--out", out, "--device", "cpu", "--workers", "2",
+    res = run("detect", "--model", checkpoint.parent, *slides, "--out", out, "--device", "cpu", "--workers", "2",
               "--batch-size", "4", "--overlap", "32", "--reader", "thread")  # fmt: skip
     assert res.exit_code == 0, res.output
     table = pd.read_csv(out / "case_a.csv")
@@ -109,13 +109,13 @@ def test_detect_writes_outputs_and_resumes(tmp_path, checkpoint, slides):
     assert "csv" in done["files"]
     # a second run skips finished slides and leaves their files alone
     mtime = (out / "case_a.csv").stat().st_mtime_ns
-    res = run("detect", checkpoint, *slides, "--out", out, "--device", "cpu", "--workers", "0")
+    res = run("detect", "--model", checkpoint, *slides, "--out", out, "--device", "cpu", "--workers", "0")
     assert res.exit_code == 0, res.output
     assert "skipped" in res.output
     assert (out / "case_a.csv").stat().st_mtime_ns == mtime
     # an interrupted slide (no done marker) is redone; --force redoes everything
     (out / "case_b.done.json").unlink()
-    res = run("detect", checkpoint, *slides, "--out", out, "--device", "cpu", "--workers", "0", "--force",
+    res = run("detect", "--model", checkpoint, *slides, "--out", out, "--device", "cpu", "--workers", "0", "--force",
               "--threshold", "0.99")  # fmt: skip
     assert res.exit_code == 0, res.output
     assert len(pd.read_csv(out / "case_a.csv")) == 0
@@ -125,7 +125,7 @@ def test_missing_and_unreadable_slides_are_reported_and_others_continue(tmp_path
     bad = tmp_path / "slides" / "broken.tiff"
     bad.write_bytes(b"II*\x00 not really a tiff")
     out = tmp_path / "out"
-    res = run("detect", checkpoint, tmp_path / "nope.svs", bad, slides[0], "--out", out, "--device", "cpu",
+    res = run("detect", "--model", checkpoint, tmp_path / "nope.svs", bad, slides[0], "--out", out, "--device", "cpu",
               "--workers", "0")  # fmt: skip
     assert res.exit_code == 1
     assert "nope.svs" in res.output and "broken.tiff" in res.output
@@ -139,7 +139,7 @@ def test_slide_without_mpp_needs_mpp_option(tmp_path, checkpoint):
     png = tmp_path / "region.png"
     Image.fromarray(paint((300, 300), BLOBS[:1])).save(png)
     out = tmp_path / "out"
-    res = run("detect", checkpoint, png, "--out", out, "--device", "cpu", "--workers", "0", "--mpp", "0.25",
+    res = run("detect", "--model", checkpoint, png, "--out", out, "--device", "cpu", "--workers", "0", "--mpp", "0.25",
               "--no-tissue")  # fmt: skip
     assert res.exit_code == 0, res.output
     assert len(pd.read_csv(out / "region.csv")) == 1
@@ -152,7 +152,7 @@ def test_keep_candidates_and_formats(tmp_path, checkpoint, slides):
     path = write_tiled_tiff(tmp_path / "c.tiff", paint((380, 400), BLOBS, values=values), mpp=0.25,
                             compression="deflate")  # fmt: skip
     out = tmp_path / "out"
-    res = run("detect", checkpoint, path, "--out", out, "--device", "cpu", "--workers", "0", "--keep-candidates",
+    res = run("detect", "--model", checkpoint, path, "--out", out, "--device", "cpu", "--workers", "0", "--keep-candidates",
               "--formats", "csv")  # fmt: skip
     assert res.exit_code == 0, res.output
     table = pd.read_csv(out / "c.csv")
@@ -161,11 +161,18 @@ def test_keep_candidates_and_formats(tmp_path, checkpoint, slides):
 
 
 def test_bad_model_is_one_clear_line(tmp_path, slides):
-    res = run("detect", tmp_path / "missing_run", slides[0], "--out", tmp_path / "out")
+    res = run("detect", "--model", tmp_path / "missing_run", slides[0], "--out", tmp_path / "out")
     assert res.exit_code == 1
     assert "error:" in res.output and "Traceback" not in res.output
     res = run(
-        "detect", tmp_path / "missing_run", slides[0], "--out", tmp_path / "out", "--formats", "csv,xml"
+        "detect",
+        "--model",
+        tmp_path / "missing_run",
+        slides[0],
+        "--out",
+        tmp_path / "out",
+        "--formats",
+        "csv,xml",
     )
     assert res.exit_code == 1 and "xml" in res.output
 
@@ -178,7 +185,7 @@ def test_synth_regions_detect_then_evaluate(tmp_path, checkpoint):
     slides = sorted(regions.glob("*.tif*"))
     assert len(slides) == 2
     out = tmp_path / "pred"
-    res = run("detect", checkpoint, *slides, "--out", out, "--device", "cpu", "--workers", "0", "--threshold", "0.5",
+    res = run("detect", "--model", checkpoint, *slides, "--out", out, "--device", "cpu", "--workers", "0", "--threshold", "0.5",
               "--keep-candidates", "--formats", "csv,midog")  # fmt: skip
     assert res.exit_code == 0, res.output
     scores = tmp_path / "scores.json"
