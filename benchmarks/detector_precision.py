@@ -43,9 +43,7 @@ def region_detections(detector: Any, folder: Path, **detect_kwargs: Any) -> dict
     per_image, mpp, areas = {}, {}, {}
     for path, info in data.slides.items():
         with default_opener(path) as slide:
-            found = detector.detect(
-                slide, tissue=False, num_workers=0, progress=False, overlap=32, **detect_kwargs
-            )
+            found = detector.detect(slide, tissue=False, num_workers=0, progress=False, **detect_kwargs)
             areas[path] = tissue_area_mm2(*slide_tissue_mask(slide))
         gt = data.catalog[data.catalog["slide"] == path][["x", "y", "label"]].reset_index(drop=True)
         per_image[path] = (found, gt)
@@ -90,6 +88,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--detector", default="mitoscope-detector", help="bundled name, checkpoint or run")
     parser.add_argument(
+        "--verifier",
+        default="mitoscope-verifier",
+        help="the verification stage to measure beside the detector alone",
+    )
+    parser.add_argument(
         "--test", action="append", default=[], help="NAME=FOLDER of held-out regions (repeatable)"
     )
     parser.add_argument("--cmu", type=Path, default=CMU)
@@ -110,9 +113,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "detector": args.detector,
         "densities": DENSITIES,
     }
-    variants = {"with verifier": Detector.from_path(args.detector, device="cpu")}
-    if variants["with verifier"].verifier is not None:
-        variants["detector alone"] = Detector.from_path(args.detector, device="cpu", verifier=None)
+    variants = {
+        "detector alone": Detector.from_path(args.detector, device="cpu", verifier=None),
+        "with verifier": Detector.from_path(args.detector, device="cpu", verifier=args.verifier),
+    }
     for label, det in variants.items():
         part: dict[str, Any] = {"threshold": det.threshold}
         for name, folder in tests.items():
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.cmu.is_file():
             part["cmu"] = cmu_density(det, args.cmu)
         result[label] = part
-    if "detector alone" in result and "cmu" in result["detector alone"]:
+    if "cmu" in result["detector alone"]:
         base = result["detector alone"]["cmu"]["seconds"]
         result["verifier_time_ratio_cmu"] = result["with verifier"]["cmu"]["seconds"] / base
     result["machine"] = {
