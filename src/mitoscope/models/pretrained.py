@@ -197,7 +197,7 @@ def export_bundle(
     }
     weights = out / f"{name}.safetensors"
     with atomic_path(weights) as tmp:
-        save_file(state, str(tmp), metadata={"format": BUNDLE_FORMAT, "name": name})
+        save_file(state, str(tmp))  # no metadata: its key order varies between runs, the bytes must not
         os.chmod(tmp, 0o644)  # package data, readable by everyone
     info = {
         "format": BUNDLE_FORMAT,
