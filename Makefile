@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mitoscope-installed
 DEMO_OUT ?= mitoscope-demo
 
-.PHONY: demo test lint browser clean
+.PHONY: demo test lint browser clean models
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/mitoscope demo --out $(DEMO_OUT)
+
+# Retrain the bundled models from ../shared/data on the CPU and rewrite their weights, contracts and cards
+# (src/mitoscope/pretrained/) with the benchmarks behind the cards (benchmarks/results/): about 3 h on 2 cores.
+models: $(STAMP)
+	$(PY) benchmarks/make_models.py
 
 # Headless Chromium for the HTML-report test (Debian's package).
 browser:

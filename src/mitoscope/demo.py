@@ -239,7 +239,7 @@ def analyze_step(
     return analysis
 
 
-def evaluate_step(analysis: Path, regions: Path, classifier: Path, plan: DemoPlan) -> dict[str, Any]:
+def evaluate_step(analysis: Path, regions: Path, classifier: str | Path, device: str) -> dict[str, Any]:
     """Counts against the ground truth, MIDOG F1 of the detections, balanced accuracy on the true mitoses."""
     import numpy as np
     import pandas as pd
@@ -253,7 +253,7 @@ def evaluate_step(analysis: Path, regions: Path, classifier: Path, plan: DemoPla
 
     truth = read_midogpp_json(regions / "annotations.json")
     truth["name"] = [slide_name_of(s) for s in truth["slide"]]
-    clf = Classifier.from_path(classifier, device=plan.device)
+    clf = Classifier.from_path(classifier, device=device)
     per_image: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
     rows, y_true, y_pred = [], [], []
     for path in region_files(regions):
@@ -331,7 +331,7 @@ def run_demo(
     detector = train_detector_step(out, plan, paths["regions_train"], log)
     analysis = analyze_step(out, plan, detector, classifier, paths["regions_test"], log)
     log("[5/5] evaluate against the ground truth")
-    results = evaluate_step(analysis, paths["regions_test"], classifier, plan)
+    results = evaluate_step(analysis, paths["regions_test"], classifier, plan.device)
     results.update(
         quick=quick,
         test_domain=(_done(out, "data") or {}).get("test_domain"),

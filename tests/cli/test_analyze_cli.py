@@ -170,6 +170,24 @@ def test_bad_model_path_is_one_clear_line(tmp_path) -> None:
     assert "nope.pt" in res.output and "Traceback" not in res.output
 
 
+def test_bundled_models_by_default_and_an_unknown_name(tmp_path) -> None:
+    from mitoscope.demo import region_files
+    from mitoscope.demo_bundled import sample_paths
+
+    mosaic = region_files(sample_paths()["regions"])[0]
+    res = invoke(
+        ["analyze", mosaic, "--out", tmp_path / "out", "--device", "cpu", "--workers", "0", "--no-progress"]
+    )
+    assert res.exit_code == 0, res.output
+    meta = json.loads((tmp_path / "out" / "cohort.json").read_text())
+    assert meta["settings"]["detector"]["bundled"] == "mitoscope-detector"
+    assert len(meta["settings"]["detector"]["sha256"]) == 64
+    assert meta["settings"]["classifier"]["bundled"] == "mitoscope-classifier"
+    assert pd.read_csv(tmp_path / "out" / "cohort.csv")["status"].tolist() == ["ok"]
+    res = invoke(["analyze", mosaic, "-d", "no-such-model", "--out", tmp_path / "out2"])
+    assert res.exit_code == 2 and "bundled models: mitoscope-classifier" in res.output
+
+
 SCRIPT = textwrap.dedent(
     """
     import sys

@@ -165,7 +165,9 @@ def test_track2_real_stack_then_score(tmp_path: Path, shared_data: Path) -> None
     assert "overall_balanced_accuracy" in res.output
 
 
-@pytest.mark.parametrize("case", ["no_input", "two_images", "wrong_page_size", "other_track", "no_model"])
+@pytest.mark.parametrize(
+    "case", ["no_input", "two_images", "wrong_page_size", "other_track", "unknown_model"]
+)
 def test_track2_bad_input_is_one_error_and_no_output(tmp_path: Path, case: str) -> None:
     clf = save_tiny_classifier(tmp_path / "clf.pt")
     pages = np.random.default_rng(0).integers(0, 255, (3, 128, 128, 3), dtype=np.uint8)
@@ -186,8 +188,8 @@ def test_track2_bad_input_is_one_error_and_no_output(tmp_path: Path, case: str) 
         message = "no input socket"
     else:
         track2_input(inp, pages)
-        model = []
-        message = "no bundled model yet: pass --model"
+        model = ["--model", "not-a-bundled-model"]
+        message = "no bundled model named 'not-a-bundled-model'"
     out = tmp_path / "output"
     res = invoke("challenge", "track2", "-i", inp, "-o", out, "--device", "cpu", *model)
     assert res.exit_code == 1, res.output

@@ -67,7 +67,9 @@ def test_folder_recursive(tmp_path: Path) -> None:
         Image.fromarray(p).save(name, quality=100) if name.suffix == ".jpg" else Image.fromarray(p).save(name)
     (folder / "notes.txt").write_text("ignored")
     out = tmp_path / "pred.csv"
-    res = runner.invoke(app, ["classify", str(ckpt), str(folder), "--out", str(out), "--batch-size", "2"])
+    res = runner.invoke(
+        app, ["classify", "--model", str(ckpt), str(folder), "--out", str(out), "--batch-size", "2"]
+    )
     assert res.exit_code == 0, res.output
     frame = pd.read_csv(out)
     assert list(frame.columns) == ["file", "p_atypical", "label"]
@@ -80,7 +82,7 @@ def test_folder_recursive(tmp_path: Path) -> None:
     images = [np.asarray(Image.open(n).convert("RGB")) for n in names]
     stained = tmp_path / "stained.csv"
     res = runner.invoke(
-        app, ["classify", str(ckpt), str(folder), "--out", str(stained), "--tta", "--stain-tta"]
+        app, ["classify", "--model", str(ckpt), str(folder), "--out", str(stained), "--tta", "--stain-tta"]
     )
     assert res.exit_code == 0 and "stain TTA" in res.output, res.output
     expected = Classifier.from_path(ckpt, tta=True, stain_tta=True).predict_arrays(images)
@@ -96,7 +98,9 @@ def test_threshold_overrides_the_trained_one(tmp_path: Path) -> None:
     labels = {}
     for t in ("0", "1", "0.5"):
         out = tmp_path / f"pred_{t}.csv"
-        res = runner.invoke(app, ["classify", str(ckpt), str(folder), "--out", str(out), "--threshold", t])
+        res = runner.invoke(
+            app, ["classify", "--model", str(ckpt), str(folder), "--out", str(out), "--threshold", t]
+        )
         assert res.exit_code == 0, res.output
         assert f"threshold {float(t):.3f}" in res.output
         frame = pd.read_csv(out)
@@ -105,7 +109,8 @@ def test_threshold_overrides_the_trained_one(tmp_path: Path) -> None:
         assert labels[t] == expected
     assert set(labels["0"]) == {"atypical"} and set(labels["1"]) == {"normal"}
     res = runner.invoke(
-        app, ["classify", str(ckpt), str(folder), "--out", str(tmp_path / "x.csv"), "--threshold", "2"]
+        app,
+        ["classify", "--model", str(ckpt), str(folder), "--out", str(tmp_path / "x.csv"), "--threshold", "2"],
     )
     assert res.exit_code != 0 and "threshold" in res.output.lower()
 
@@ -121,7 +126,7 @@ def test_stack_writes_track2_json_and_ensemble_votes(tmp_path: Path) -> None:
     patches = _patches(5, size=32)
     tifffile.imwrite(stack, np.stack(patches))
     out = tmp_path / "res" / "pred.csv"
-    res = runner.invoke(app, ["classify", str(run), str(stack), "--out", str(out), "--tta"])
+    res = runner.invoke(app, ["classify", "--model", str(run), str(stack), "--out", str(out), "--tta"])
     assert res.exit_code == 0, res.output
     frame = pd.read_csv(out)
     assert list(frame.columns) == ["file", "page", "p_atypical", "label", "votes"]
@@ -141,7 +146,9 @@ def test_real_track2_stack(tmp_path: Path, shared_data: Path) -> None:
     stack = shared_data / "slides" / "midog25_track2_stack_5.tiff"
     out = tmp_path / "t2.csv"
     track2 = tmp_path / "custom.json"
-    res = runner.invoke(app, ["classify", str(ckpt), str(stack), "--out", str(out), "--json", str(track2)])
+    res = runner.invoke(
+        app, ["classify", "--model", str(ckpt), str(stack), "--out", str(out), "--json", str(track2)]
+    )
     assert res.exit_code == 0, res.output
     records = json.loads(track2.read_text())
     assert len(records) == 16 and pd.read_csv(out)["page"].tolist() == list(range(16))
@@ -163,7 +170,9 @@ def test_errors_are_one_line(tmp_path: Path, model: str, inp: str, message: str)
     Image.fromarray(_patches(1)[0]).save(tmp_path / "imgs" / "a.png")
     (tmp_path / "empty").mkdir()
     out = tmp_path / "o.csv"
-    res = runner.invoke(app, ["classify", str(tmp_path / model), str(tmp_path / inp), "--out", str(out)])
+    res = runner.invoke(
+        app, ["classify", "--model", str(tmp_path / model), str(tmp_path / inp), "--out", str(out)]
+    )
     assert res.exit_code == 1
     assert message in res.output and "Traceback" not in res.output
     assert not out.exists()
@@ -182,7 +191,7 @@ def test_source_csv_then_evaluate(tmp_path: Path) -> None:
     votes = root / "expert_votes.csv"
     pd.DataFrame(rows).to_csv(votes, index=False)
     out = tmp_path / "pred.csv"
-    res = runner.invoke(app, ["classify", str(ckpt), str(votes), "--out", str(out)])
+    res = runner.invoke(app, ["classify", "--model", str(ckpt), str(votes), "--out", str(out)])
     assert res.exit_code == 0, res.output
     frame = pd.read_csv(out)
     assert len(frame) == 6 and sorted(Path(f).name for f in frame["file"]) == [f"{i}.png" for i in range(6)]
@@ -229,7 +238,8 @@ def test_adapt_bn_reestimates_statistics_on_the_input(tmp_path: Path) -> None:
     for flag in ([], ["--adapt-bn"]):
         out = tmp_path / f"pred{len(flag)}.csv"
         res = runner.invoke(
-            app, ["classify", str(ckpt), str(folder), "--out", str(out), "--precision", "fp32", *flag]
+            app,
+            ["classify", "--model", str(ckpt), str(folder), "--out", str(out), "--precision", "fp32", *flag],
         )
         assert res.exit_code == 0, res.output
         assert ("re-estimated on 40 patches" in res.output) == bool(flag)
@@ -245,7 +255,7 @@ def test_adapt_bn_reestimates_statistics_on_the_input(tmp_path: Path) -> None:
     for i, p in enumerate(_patches(5)):
         Image.fromarray(p).save(few / f"{i}.png")
     res = runner.invoke(
-        app, ["classify", str(ckpt), str(few), "--out", str(tmp_path / "f.csv"), "--adapt-bn"]
+        app, ["classify", "--model", str(ckpt), str(few), "--out", str(tmp_path / "f.csv"), "--adapt-bn"]
     )
     assert res.exit_code != 0 and "at least 32 patches" in res.output
     assert not (tmp_path / "f.csv").exists()
@@ -268,7 +278,16 @@ def test_stain_normalisation_fits_saves_and_reuses_a_reference(tmp_path: Path) -
     for i, p in enumerate(images):
         Image.fromarray(p).save(folder / f"{i}.png")
     saved = tmp_path / "stain.json"
-    base = ["classify", str(ckpt), str(folder), "--precision", "fp32", "--stain-normalize", "reinhard"]
+    base = [
+        "classify",
+        "--model",
+        str(ckpt),
+        str(folder),
+        "--precision",
+        "fp32",
+        "--stain-normalize",
+        "reinhard",
+    ]
     res = runner.invoke(
         app,
         [
@@ -302,3 +321,44 @@ def test_stain_normalisation_fits_saves_and_reuses_a_reference(tmp_path: Path) -
         res = runner.invoke(app, [*base, *extra, "--out", str(tmp_path / "c.csv")])
         assert res.exit_code != 0 and message in res.output, res.output
     assert not (tmp_path / "c.csv").exists()
+
+
+def test_unreadable_images_are_listed_and_the_rest_written(tmp_path: Path) -> None:
+    ckpt = _save(tmp_path / "m.pt")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, p in enumerate(_patches(3)):
+        Image.fromarray(p).save(folder / f"ok{i}.png")
+    whole = (folder / "ok0.png").read_bytes()
+    (folder / "cut.png").write_bytes(whole[: len(whole) // 2])  # a truncated PNG
+    (folder / "text.png").write_text("not an image")
+    out = tmp_path / "pred.csv"
+    res = runner.invoke(app, ["classify", "--model", str(ckpt), str(folder), "--out", str(out)])
+    assert res.exit_code == 1, res.output
+    assert "2 unreadable image(s) skipped" in res.output
+    assert "cut.png" in res.output and "text.png" in res.output
+    assert [Path(f).name for f in pd.read_csv(out)["file"]] == ["ok0.png", "ok1.png", "ok2.png"]
+
+
+def test_a_text_file_given_as_the_model_is_not_a_model(tmp_path: Path) -> None:
+    model = tmp_path / "model.pt"
+    model.write_text("hello")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(_patches(1)[0]).save(folder / "a.png")
+    res = runner.invoke(
+        app, ["classify", "--model", str(model), str(folder), "--out", str(tmp_path / "p.csv")]
+    )
+    assert res.exit_code == 1 and "not a mitoscope model" in res.output
+    assert "could run code" not in res.output
+
+
+def test_several_inputs_and_the_bundled_model_by_default(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, patch in zip((a, b), _patches(2, size=128), strict=True):
+        folder.mkdir()
+        Image.fromarray(patch).save(folder / "x.png")
+    out = tmp_path / "pred.csv"
+    res = runner.invoke(app, ["classify", str(a), str(b), "--out", str(out), "--precision", "fp32"])
+    assert res.exit_code == 0, res.output
+    assert len(pd.read_csv(out)) == 2 and "1 model(s)" in res.output

@@ -57,7 +57,7 @@ def test_demo_quick_runs_and_resumes(tmp_path, monkeypatch) -> None:
     assert json.loads((out / "demo_plan.json").read_text())["device"] == "cpu"
 
     # A full demo into the quick folder is refused with a clear message.
-    res = runner.invoke(app, ["demo", "--out", str(out)])
+    res = runner.invoke(app, ["demo", "--synthetic", "--out", str(out)])
     assert res.exit_code == 2 and "other settings" in res.output
 
 
@@ -66,3 +66,20 @@ def test_demo_on_a_missing_gpu_says_so(tmp_path) -> None:
     res = runner.invoke(app, ["demo", "--quick", "--device", "cuda", "--out", str(tmp_path / "demo")])
     assert res.exit_code == 2 and "CUDA is not available" in res.output
     assert not (tmp_path / "demo" / "demo_plan.json").exists()
+
+
+@pytest.mark.slow
+def test_demo_runs_the_bundled_models_on_the_real_samples(tmp_path) -> None:
+    out = tmp_path / "demo"
+    res = runner.invoke(app, ["demo", "--out", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "MIDOG F1" in res.output and "balanced accuracy" in res.output and "per mm²" in res.output
+    results = json.loads((out / "demo_results.json").read_text())
+    assert results["detector"] == "mitoscope-detector" and results["classifier"] == "mitoscope-classifier"
+    d = results["detection"]
+    assert d["tp"] + d["fn"] == 36 and d["tp"] + d["fp"] == sum(r["detected"] for r in results["regions"])
+    assert results["classification"]["n_mitoses"] == 36 and results["classification"]["n_atypical"] == 15
+    tissue = results["tissue"]
+    assert tissue["slide"] == "cmu_small_region.svs" and 0.5 < tissue["tissue_mm2"] < 0.7
+    assert tissue["per_mm2"] == pytest.approx(tissue["figures"] / tissue["tissue_mm2"])
+    assert (out / "analysis" / "report" / "index.html").is_file()

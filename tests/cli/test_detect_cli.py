@@ -200,3 +200,18 @@ def test_synth_regions_detect_then_evaluate(tmp_path, checkpoint):
     assert s["overall"]["tp"] + s["overall"]["fn"] == n_figures
     n_pred = sum(int((pd.read_csv(p)["label"] == "mitotic figure").sum()) for p in out.glob("*.csv"))
     assert s["overall"]["tp"] + s["overall"]["fp"] == n_pred
+
+
+def test_bundled_detector_with_and_without_its_verification_stage(tmp_path) -> None:
+    from mitoscope.demo import region_files
+    from mitoscope.demo_bundled import sample_paths
+    from mitoscope.models.pretrained import bundle_info
+
+    mosaic = region_files(sample_paths()["regions"])[0]
+    staged = bundle_info("mitoscope-detector")["verifier"] is not None
+    for flag, verified in (("auto", staged), ("none", False), ("mitoscope-verifier", True)):
+        out = tmp_path / flag
+        res = run("detect", mosaic, "--out", out, "--device", "cpu", "--workers", "0", "--verifier", flag)
+        assert res.exit_code == 0, res.output
+        assert ("(verified at 0.25 µm/px)" in res.output) == verified, res.output
+        assert (out / f"{mosaic.stem}.csv").is_file()

@@ -72,7 +72,7 @@ def test_train_classifier_cli_end_to_end(tmp_path):
     assert summary["oof"]["n"] == 24
     # the trained run classifies with `mitoscope classify RUN`
     result = runner.invoke(
-        app, ["classify", str(out), str(tmp_path / "data"), "-o", str(tmp_path / "pred.csv")]
+        app, ["classify", "--model", str(out), str(tmp_path / "data"), "-o", str(tmp_path / "pred.csv")]
     )
     assert result.exit_code == 0, result.output
     assert len(pd.read_csv(tmp_path / "pred.csv")) == 24

@@ -29,11 +29,23 @@ def _expand(slides: list[Path]) -> list[Path]:
 
 def analyze(
     slides: list[Path] = typer.Argument(..., help="Slide files (or folders of slides)."),
-    detector: Path = typer.Option(
-        ..., "--detector", "-d", help="Detector checkpoint or training RUN directory."
+    detector: str = typer.Option(
+        "mitoscope-detector",
+        "--detector",
+        "-d",
+        help="A bundled detector's name (`mitoscope models`), a checkpoint or a training RUN directory.",
     ),
-    classifier: Path = typer.Option(
-        ..., "--classifier", "-c", help="Classifier checkpoint, ensemble directory/JSON or RUN directory."
+    verifier: str = typer.Option(
+        "auto",
+        "--verifier",
+        help="The detector's verification stage: auto (the bundled detector's), none, or a bundled name / "
+        "checkpoint / RUN folder of a mitotic-figure classifier.",
+    ),
+    classifier: str = typer.Option(
+        "mitoscope-classifier",
+        "--classifier",
+        "-c",
+        help="A bundled classifier's name, a checkpoint, an ensemble directory/JSON or a RUN directory.",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (a previous run's is resumed)."),
     report: bool = typer.Option(
@@ -88,8 +100,13 @@ def analyze(
 
             if torch.cuda.is_available():
                 device = f"cuda:{dist.local_rank}"  # one GPU per process
+        from mitoscope.models.checkpoint import is_bundle_path
+        from mitoscope.models.pretrained import bundled_path
+
         for name, path in (("detector", detector), ("classifier", classifier)):
-            if not path.exists():
+            if is_bundle_path(path) and not path.endswith((".json", ".safetensors")):
+                bundled_path(path)  # an unknown name fails here, listing the bundled ones
+            elif not Path(path).exists():
                 raise FileNotFoundError(f"{path}: {name} not found")
         paths = _expand(slides)
         if not paths:
@@ -98,7 +115,7 @@ def analyze(
         formats = ("geojson", "midog", *(("sqlite",) if sqlite else ()))
         settings = model_settings(
             detector, classifier, detection_threshold=detection_threshold,
-            atypical_threshold=atypical_threshold, tta=tta, mpp=mpp,
+            atypical_threshold=atypical_threshold, tta=tta, mpp=mpp, verifier=verifier,
         )  # fmt: skip
 
         def log(msg: str) -> None:
@@ -115,7 +132,7 @@ def analyze(
                 detector, classifier, device=device, batch_size=batch_size,
                 classifier_batch_size=classifier_batch_size, num_workers=workers, tta=tta,
                 detection_threshold=detection_threshold, atypical_threshold=atypical_threshold,
-                tissue=tissue, progress=progress and main, log=log,
+                tissue=tissue, progress=progress and main, log=log, verifier=verifier,
             )  # fmt: skip
 
         outcome = run_cohort(

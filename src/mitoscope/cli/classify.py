@@ -15,7 +15,20 @@ if TYPE_CHECKING:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
-def _folder_catalog(folder: Path) -> Any:
+def _unreadable(path: Path) -> str | None:
+    """Why an image file cannot be decoded (None when it can)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except Exception as exc:  # PIL raises many types for broken files
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'cannot decode'}"
+    return None
+
+
+def _folder_catalog(folder: Path, bad: list[tuple[Path, str]]) -> Any:
+    """The readable images under ``folder``; each unreadable one is appended to ``bad`` with its reason."""
     from mitoscope.data.catalog import make_catalog
 
     files = sorted(
@@ -25,15 +38,22 @@ def _folder_catalog(folder: Path) -> Any:
     )
     if not files:
         raise FileNotFoundError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-    return make_catalog({"image": str(p), "source": "folder"} for p in files)
+    good = []
+    for p in files:
+        reason = _unreadable(p)
+        if reason is None:
+            good.append(p)
+        else:
+            bad.append((p, reason))
+    return make_catalog({"image": str(p), "source": "folder"} for p in good)
 
 
-def _input_catalog(path: Path) -> tuple[Any, bool]:
+def _input_catalog(path: Path, bad: list[tuple[Path, str]] | None = None) -> tuple[Any, bool]:
     """``(catalog, is_stack)`` for a folder, a TIFF stack, a single image or a source CSV/JSON."""
     from mitoscope.data.catalog import make_catalog
 
     if path.is_dir():
-        return _folder_catalog(path), False
+        return _folder_catalog(path, bad if bad is not None else []), False
     if not path.is_file():
         raise FileNotFoundError(f"{path}: input not found")
     suffix = path.suffix.lower()
@@ -76,32 +96,19 @@ def _stain_normalizer(
     return normalizer
 
 
-def _track2_records(labels: list[str], probs: Any) -> list[dict[str, Any]]:
-    return [{"class": str(lab), "confidence": float(p)} for lab, p in zip(labels, probs, strict=True)]
-
-
-def _write_track2_json(path: Path, labels: list[str], probs: Any) -> None:
-    """The MIDOG 2025 Track 2 output: ``[{"class": "normal"|"atypical", "confidence": P(atypical)}, ...]``.
-
-    ``class`` is the classifier's decision (an ensemble's majority vote may differ from thresholding the mean
-    probability, which is why this does not use :func:`mitoscope.io.midog_outputs.write_track2_json`).
-    """
-    import json
-
-    from mitoscope.utils.atomic import write_text_atomic
-
-    write_text_atomic(path, json.dumps(_track2_records(labels, probs), indent=1) + "\n")
-
-
 def classify(
-    model: Path = typer.Argument(
-        ..., help="Checkpoint (.pt), ensemble.json / ensemble directory, or RUN directory."
-    ),
-    input: Path = typer.Argument(
-        ..., help="Folder of images (recursive), source CSV, or MIDOG Track 2 TIFF stack."
+    inputs: list[Path] = typer.Argument(
+        ..., help="Folders of images (recursive), source CSVs, or MIDOG Track 2 TIFF stacks."
     ),
     out: Path = typer.Option(
         ..., "--out", "-o", help="Output CSV: file, page (stacks only), p_atypical, label."
+    ),
+    model: str = typer.Option(
+        "mitoscope-classifier",
+        "--model",
+        "-m",
+        help="A bundled model's name (`mitoscope models`), a checkpoint (.pt), an ensemble.json / ensemble "
+        "directory, or a training RUN directory.",
     ),
     tta: bool = typer.Option(False, "--tta", help="Average the 8 dihedral views (rotations x flips)."),
     stain_tta: bool = typer.Option(
@@ -157,20 +164,32 @@ def classify(
         None, "--save-stain-reference", help="Write the fitted reference stain to this JSON for reuse."
     ),
 ) -> None:
-    """Classify mitotic-figure patches as normal or atypical (P(atypical) and label per patch)."""
+    """Classify mitotic-figure patches as normal or atypical (P(atypical) and label per patch).
+
+    Unreadable images in a folder are skipped and listed at the end (exit code 1); the others are written.
+    """
     from rich.console import Console
 
     err = Console(stderr=True)
+    bad: list[tuple[Path, str]] = []
+    input = inputs[0]
     try:
+        import pandas as pd
+
         from mitoscope.engine.ensemble import RULES
         from mitoscope.inference.classify import Classifier
         from mitoscope.utils.atomic import write_text_atomic
 
         if rule is not None and rule not in RULES:
             raise ValueError(f"--rule must be one of {', '.join(RULES)}, got {rule!r}")
-        catalog, is_stack = _input_catalog(input)
+        parts = [_input_catalog(path, bad) for path in inputs]
+        is_stack = len(parts) == 1 and parts[0][1]
+        if json_out is not None and not is_stack:
+            raise ValueError("--json needs exactly one input, a Track 2 TIFF stack")
+        catalog = pd.concat([c for c, _ in parts], ignore_index=True)
+        catalog.attrs = parts[0][0].attrs
         if catalog.empty:
-            raise ValueError(f"{input}: no records to classify")
+            raise ValueError(f"{', '.join(map(str, inputs))}: no records to classify")
         normalizer = _stain_normalizer(stain_normalize, stain_reference, save_stain_reference)
         clf = Classifier.from_path(
             model,
@@ -206,6 +225,13 @@ def classify(
     )
     if is_stack:
         track2 = json_out or out.with_suffix(".json")
-        _write_track2_json(track2, frame["label"].tolist(), frame["p_atypical"].to_numpy())
+        from mitoscope.io.midog_outputs import write_track2_json
+
+        write_track2_json(track2, frame["p_atypical"].to_numpy(), labels=frame["label"].tolist())
         msg += f"; Track 2 JSON → {track2}"
     err.print(msg, highlight=False, soft_wrap=True)
+    if bad:
+        err.print(f"{len(bad)} unreadable image(s) skipped:", highlight=False)
+        for path, reason in bad:
+            err.print(f"  {path}: {reason}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)

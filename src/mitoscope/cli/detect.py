@@ -34,13 +34,24 @@ def _formats(spec: str, sqlite: bool) -> tuple[str, ...]:
     return tuple(dict.fromkeys(wanted))
 
 
-def _load_detector(model: str | Path, device: str) -> Any:
+VERIFIER_HELP = (
+    "The verification stage: auto (the one a bundled detector names), none (the detector alone), or a bundled "
+    "name / checkpoint / RUN folder of a mitotic-figure classifier."
+)
+
+
+def verifier_arg(text: str) -> str | None:
+    """The ``verifier`` argument of ``Detector.from_path`` for a ``--verifier`` value."""
+    return None if text.lower() == "none" else text
+
+
+def _load_detector(model: str | Path, device: str, verifier: str = "auto") -> Any:
     """``Detector.from_path`` with any failure to load the MODEL turned into one ``error:`` line and exit 1."""
     from mitoscope.inference.detect import Detector
     from mitoscope.utils.errors import InputError
 
     try:
-        return Detector.from_path(model, device=device)
+        return Detector.from_path(model, device=device, verifier=verifier_arg(verifier))
     except InputError as exc:
         fail(exc)
     except Exception as exc:  # a torch file that is not a usable mitoscope checkpoint: bad contract, weights
@@ -54,9 +65,10 @@ def detect(
         "mitoscope-detector",
         "--model",
         "-m",
-        help="A bundled model's name (`mitoscope models`; with its verification stage), a detector checkpoint "
-        "(.pt) or a training RUN directory (best.pt/model.pt).",
+        help="A bundled model's name (`mitoscope models`), a detector checkpoint (.pt) or a training RUN "
+        "directory (best.pt/model.pt).",
     ),
+    verifier: str = typer.Option("auto", "--verifier", help=VERIFIER_HELP),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Tiles per forward pass."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     threshold: float | None = typer.Option(
@@ -110,11 +122,12 @@ def detect(
             torch.set_num_threads(threads)
     except (ValueError, RuntimeError, OSError) as exc:
         fail(exc)
-    detector = _load_detector(model, device)
+    detector = _load_detector(model, device, verifier)
+    stage = "" if detector.verifier is None else f" (verified at {detector.verifier.mpp:g} µm/px)"
     err.print(
         f"detector {detector.path} on {detector.device}: {detector.tile_size} px tiles at "
         f"{detector.contract.mpp:g} µm/px, threshold "
-        f"{threshold if threshold is not None else detector.threshold:.3f}",
+        f"{threshold if threshold is not None else detector.threshold:.3f}{stage}",
         highlight=False,
         soft_wrap=True,
     )

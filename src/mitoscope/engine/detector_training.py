@@ -251,6 +251,8 @@ def detection_sources(
     val: list[str] = []
     for source in sources:
         path = Path(source)
+        if not path.exists():
+            raise InputError("data folder not found", path=path)
         if path.is_dir():
             try:
                 find_annotation_json(path)

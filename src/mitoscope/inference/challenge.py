@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from mitoscope.io.challenge import TRACK1, TRACK2, find_input_image
+from mitoscope.models.pretrained import DEFAULT_MODELS
 from mitoscope.utils.errors import InputError
 
 #: Side of a Track 2 crop (px): every page of a stack must have it.
@@ -26,19 +27,14 @@ TRACK2_PAGE_SIZE = 128
 
 
 def default_model(task: str) -> str:
-    """The model a challenge run uses when none is given (``task``: ``"detection"`` or ``"classification"``).
-
-    Raises:
-        InputError: no bundled model yet.
+    """The bundled model a challenge run uses when none is given (``task``: ``"detection"`` or
+    ``"classification"``).
 
     Examples:
-        >>> default_model("detection")  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        mitoscope.utils.errors.InputError: no bundled model yet: pass --model...
+        >>> default_model("detection")
+        'mitoscope-detector'
     """
-    what = "detector" if task == "detection" else "classifier"
-    raise InputError(f"no bundled model yet: pass --model (a {what} checkpoint, run folder or ensemble)")
+    return DEFAULT_MODELS[task]
 
 
 @dataclasses.dataclass

@@ -304,7 +304,20 @@ def write_cohort(
 
 
 def _file_identity(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Path, size and modification time of a model file or directory (for the settings fingerprint)."""
+    """Path, size and modification time of a model file or directory (for the settings fingerprint); a
+    bundled model by its name and weights' sha256 (and those of the verifier it names)."""
+    from mitoscope.models.checkpoint import is_bundle_path
+
+    if is_bundle_path(path) and not Path(path).exists():
+        from mitoscope.models.pretrained import bundle_info
+
+        info = bundle_info(str(path))
+        verifier = info.get("verifier")
+        return {
+            "bundled": str(path),
+            "sha256": info["sha256"],
+            **({"verifier_sha256": bundle_info(verifier)["sha256"]} if verifier else {}),
+        }
     p = Path(path)
     files = (
         [p]
@@ -326,10 +339,16 @@ def model_settings(
     atypical_threshold: float | None = None,
     tta: bool = False,
     mpp: float | None = None,
+    verifier: str = "auto",
 ) -> dict[str, Any]:
     """The settings that define an analysis's results (recorded in ``cohort.json``; fingerprinted for resume)."""
     return {
         "detector": _file_identity(detector),
+        **(
+            {}
+            if verifier == "auto"
+            else {"verifier": "none" if verifier == "none" else _file_identity(verifier)}
+        ),
         "classifier": _file_identity(classifier),
         "detection_threshold_override": detection_threshold,
         "atypical_threshold_override": atypical_threshold,
@@ -352,6 +371,7 @@ def build_pipeline(
     tissue: bool = True,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    verifier: str = "auto",
 ) -> Pipeline:
     """Load a detector and a classifier (checkpoints or run directories) into a :class:`Pipeline`.
 
@@ -368,7 +388,7 @@ def build_pipeline(
 
     log = log or logger.info
     dev = resolve_device(device)
-    det = Detector.from_path(detector, device=dev)
+    det = Detector.from_path(detector, device=dev, verifier=None if verifier == "none" else verifier)
     clf = Classifier.from_path(classifier, device=dev, tta=tta)
     det_mpp, clf_mpp = float(det.contract.mpp), float(clf.mpp)
     if not math.isclose(det_mpp, clf_mpp, rel_tol=1e-3):
@@ -413,6 +433,7 @@ def build_pipeline(
     info = {
         "detection_threshold": det_threshold,
         "detector_path": str(det.path or detector),
+        "verification_stage": det.verifier is not None,
         "classifier_path": str(classifier),
         "detector_mpp": det_mpp,
         "classifier_mpp": clf_mpp,
