@@ -217,17 +217,24 @@ def analyze_step(
     out: Path, plan: DemoPlan, detector: Path, classifier: Path, regions: Path, log: Log
 ) -> Path:
     """Analyse the unseen-domain regions (resumable cohort run) and write the HTML report."""
+    analysis = out / "analysis"
+    log(f"[4/5] analyze: {len(region_files(regions))} regions of the unseen domain -> {analysis}")
+    return analyze_slides(region_files(regions), analysis, detector, classifier, plan.device, log)
+
+
+def analyze_slides(
+    slides: list[Path], analysis: Path, detector: str | Path, classifier: str | Path, device: str, log: Log
+) -> Path:
+    """``mitoscope analyze`` of ``slides`` into ``analysis`` (resumable) with the HTML report; fails on any slide."""
     from mitoscope.inference.analyze import AnalysisConfig
     from mitoscope.inference.cohort import build_pipeline, model_settings, run_cohort
     from mitoscope.report.html import write_report
 
-    analysis = out / "analysis"
-    log(f"[4/5] analyze: {len(region_files(regions))} regions of the unseen domain -> {analysis}")
     outcome = run_cohort(
-        region_files(regions),
+        slides,
         analysis,
         make_pipeline=lambda: build_pipeline(
-            detector, classifier, device=plan.device, num_workers=0, progress=False, log=log
+            detector, classifier, device=device, num_workers=0, progress=False, log=log
         ),
         settings=model_settings(detector, classifier),
         config=AnalysisConfig(),

@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from mitoscope.demo import evaluate_step, region_files
+from mitoscope.demo import analyze_slides, evaluate_step, region_files
 from mitoscope.models.pretrained import DEFAULT_MODELS
 from mitoscope.utils.atomic import write_text_atomic
 
@@ -48,9 +48,7 @@ def run_bundled_demo(
 ) -> dict[str, Any]:
     """Analyse the shipped samples with the bundled models, score them, write the report; results also in
     ``out/demo_results.json``."""
-    from mitoscope.inference.analyze import AnalysisConfig, read_slide_result, slide_name_of
-    from mitoscope.inference.cohort import build_pipeline, model_settings, run_cohort
-    from mitoscope.report.html import write_report
+    from mitoscope.inference.analyze import read_slide_result, slide_name_of
 
     log = log or print
     out = Path(out)
@@ -60,19 +58,7 @@ def run_bundled_demo(
     analysis = out / "analysis"
     t0 = time.perf_counter()
     log(f"analysing {len(slides)} real samples with {detector} + {classifier} -> {analysis}")
-    outcome = run_cohort(
-        slides,
-        analysis,
-        make_pipeline=lambda: build_pipeline(
-            detector, classifier, device=device, num_workers=0, progress=False, log=log
-        ),
-        settings=model_settings(detector, classifier),
-        config=AnalysisConfig(),
-        log=lambda m: log("  " + m),
-    )
-    if outcome.failed:
-        raise RuntimeError(f"analysis failed for {sorted(outcome.failed)}: {outcome.failed}")
-    write_report(analysis)
+    analyze_slides(slides, analysis, detector, classifier, device, log)
     results = evaluate_step(analysis, samples["regions"], classifier, device)
     tissue = read_slide_result(analysis / "slides" / slide_name_of(samples["tissue"])).summary
     results["tissue"] = {
