@@ -66,7 +66,9 @@ def analyze(
     hpf_area_mm2: float = typer.Option(2.37, "--hpf-area-mm2", help="Area of the hotspot window (10 HPF)."),
     hpf_aspect: float = typer.Option(1.0, "--hpf-aspect", help="Hotspot window width/height (1 = square)."),
     detection_threshold: float | None = typer.Option(
-        None, "--detection-threshold", help="Override the detector's threshold (default: its checkpoint's)."
+        None,
+        "--detection-threshold",
+        help="Override the detector's threshold (with a verification stage: on its probability).",
     ),
     atypical_threshold: float | None = typer.Option(
         None, "--atypical-threshold", help="Threshold on P(atypical) (default: the classifier's own rule)."

@@ -72,7 +72,9 @@ def detect(
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Tiles per forward pass."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     threshold: float | None = typer.Option(
-        None, "--threshold", help="Detection score threshold (default: the one stored in the checkpoint)."
+        None,
+        "--threshold",
+        help="Decision threshold (default: the model's own; with a verification stage, on its probability).",
     ),
     mpp: float | None = typer.Option(
         None, "--mpp", help="Microns per pixel of the slides, for files that do not store it."
