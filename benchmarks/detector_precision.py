@@ -25,9 +25,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 ROOT = Path(__file__).resolve().parents[1]
 CMU = ROOT.parent / "shared" / "data" / "slides" / "cmu_small_region.svs"
 DENSITIES = (5.0, 10.0)
@@ -161,7 +158,6 @@ def print_table(result: dict[str, Any]) -> None:
                 f"{label:<16}{'CMU skin':<14} {c['detections']} detections on {c['tissue_mm2']:.2f} mm² = "
                 f"{c['per_mm2']:.1f}/mm², {c['mm2_per_min']:.1f} mm²/min"
             )
-    _ = np, pd
 
 
 if __name__ == "__main__":

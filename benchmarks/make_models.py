@@ -489,7 +489,6 @@ def record_golden(shared: Path, patches: list[str]) -> None:
     from mitoscope.inference.classify import Classifier
     from mitoscope.inference.detect import Detector
     from mitoscope.io.slides import open_slide
-    from mitoscope.utils.atomic import write_text_atomic
 
     catalog = make_catalog([{"image": str(shared / p)} for p in patches])
     for key in ("classifier", "verifier"):
@@ -510,7 +509,6 @@ def record_golden(shared: Path, patches: list[str]) -> None:
             }
         },
     )
-    _ = write_text_atomic
 
 
 def _update_json(name: str, summary: dict[str, Any]) -> None:
