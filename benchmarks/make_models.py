@@ -537,7 +537,7 @@ def export_stage(work: Path) -> None:
     }
     verifier = NAMES["verifier"] if VERIFIER_BY_DEFAULT else None
     contract.config = {**contract.config, "verifier": verifier, "merge_radius_um": float(alone["merge_um"])}
-    export_bundle(model, contract, PRETRAINED, NAMES["detector"], card="", verifier=verifier)
+    export_bundle(model, contract, PRETRAINED, NAMES["detector"], card="")
     for key in ("verifier", "classifier"):
         if not (work / key / "fold_0" / "metrics.json").is_file():
             print(f"{key}: not trained yet in {work}, its bundle is left as it is", flush=True)

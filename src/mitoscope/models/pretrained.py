@@ -51,17 +51,6 @@ def bundled_names() -> list[str]:
     return sorted(p.stem for p in _folder().glob("*.json"))
 
 
-def is_bundled_name(spec: str | os.PathLike[str]) -> bool:
-    """True when ``spec`` is a bare name (no folder, no suffix) rather than a path.
-
-    Examples:
-        >>> is_bundled_name("mitoscope-classifier"), is_bundled_name("runs/cls"), is_bundled_name("m.pt")
-        (True, False, False)
-    """
-    text = str(spec)
-    return bool(text) and os.sep not in text and "/" not in text and not Path(text).suffix
-
-
 def bundled_path(name: str) -> Path:
     """The JSON of bundled model ``name``; ``InputError`` listing the bundled names when there is none."""
     path = _folder() / f"{name}.json"
@@ -179,7 +168,6 @@ def export_bundle(
     *,
     card: str,
     summary: dict[str, Any] | None = None,
-    verifier: str | None = None,
     half: bool = True,
 ) -> Path:
     """Write ``name.safetensors`` (float16 when ``half``), ``name.json`` and ``name.md`` into ``out_dir``.
@@ -208,7 +196,7 @@ def export_bundle(
         "bytes": weights.stat().st_size,
         "dtype": "float16" if half else "float32",
         "contract": contract.to_dict(),
-        "verifier": verifier,
+        "verifier": contract.config.get("verifier"),  # the verification stage a detector runs by default
         "summary": summary or {},
     }
     write_text_atomic(out / f"{name}.md", card)
