@@ -23,17 +23,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed derived deterministically from integers (e.g. seed, epoch, index).
-
-    Examples:
-        >>> derive_seed(0, 1, 2) == derive_seed(0, 1, 2) != derive_seed(0, 2, 1)
-        True
-    """
-    seq = np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts])
-    return int(seq.generate_state(1, dtype=np.uint64)[0]) >> 1
-
-
 def get_rng_state() -> dict[str, Any]:
     """Snapshot of every global generator (to store in a checkpoint).
 

@@ -365,11 +365,3 @@ def feature_channels(model: nn.Module) -> list[int]:
     if info is None or not hasattr(info, "channels"):
         raise TypeError("model has no timm feature_info; build it with features_only=True")
     return list(info.channels())
-
-
-def feature_reductions(model: nn.Module) -> list[int]:
-    """Stride of each map a ``features_only`` backbone returns."""
-    info = getattr(model, "feature_info", None)
-    if info is None or not hasattr(info, "reduction"):
-        raise TypeError("model has no timm feature_info; build it with features_only=True")
-    return list(info.reduction())

@@ -95,17 +95,6 @@ def od_to_rgb(
     return out
 
 
-def rgb_to_od(rgb: np.ndarray, white: float = 255.0) -> np.ndarray:
-    """Optical density of an RGB image (inverse of the Beer–Lambert step, per channel).
-
-    Examples:
-        >>> abs(float(rgb_to_od(np.full((1, 1, 3), 255, np.uint8))[0, 0, 0]))
-        0.0
-    """
-    x = np.asarray(rgb, dtype=np.float32)
-    return -np.log(np.clip(x, 1.0, white) / white)
-
-
 def rotate_vector(vector: tuple[float, float, float], rng: np.random.Generator, degrees: float) -> np.ndarray:
     """Perturb a stain vector by a random rotation of about ``degrees`` (for per-slide variation).
 
