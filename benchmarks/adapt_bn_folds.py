@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ensemble_rules import (  # benchmarks/ensemble_rules.py (scripts run from this folder)
+from bench_helpers import member_view_probs  # benchmarks/ (scripts run from this folder)
+from ensemble_rules import (
     rows_for,
     write_report,
 )
@@ -61,7 +62,7 @@ def fold_scores(run: Path, source: str, variants: list[str], n_bootstrap: int) -
             clf = Classifier.from_path(model_path, fuse_batchnorm=variant == "none")
             if variant != "none":
                 clf.adapt_batchnorm(test, include_frozen=variant == "all")
-            probs = clf.member_view_probs(test)
+            probs = member_view_probs(clf, test)
             rows = rows_for(y, probs, clf.ensemble.member_thresholds, clf.threshold, n_bootstrap)
             table[f"fold_{fold}"][variant] = {r: rows[r] for r in ROWS}
             m = rows["fold0+tta"]

@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from machine import cpu_model  # benchmarks/machine.py (scripts run from this folder)
+from bench_helpers import member_view_probs, merge_views  # benchmarks/ (scripts run from this folder)
+from machine import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
@@ -157,8 +158,6 @@ def _metrics(y: np.ndarray, p: np.ndarray, pred: np.ndarray, n_boot: int, seed: 
 
 def _variants(clf: Any, probs: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{variant: (P(atypical), 0/1 decision)}`` from member × view probabilities ``(N, M, 8)``."""
-    from mitoscope.inference.classify import merge_views
-
     ens = clf.ensemble
     thr0 = float(ens.member_thresholds[0])
     single = probs[:, 0, 0]
@@ -356,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     eval_s: dict[str, float] = {}
     for set_name, frame in (("heldout_slides", test), ("atnorm_md_ood", ood)):
         t0 = time.perf_counter()
-        probs = clf.member_view_probs(frame, batch_size=args.batch_size, num_workers=args.num_workers)
+        probs = member_view_probs(clf, frame, batch_size=args.batch_size, num_workers=args.num_workers)
         eval_s[set_name] = time.perf_counter() - t0
         y = frame["target"].to_numpy()
         results[set_name] = {
@@ -367,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     # consistency: the one-pass variants equal what `mitoscope classify --tta` computes
     check = test.iloc[:16]
     direct = Classifier.from_path(run_dir, device=args.device, tta=True).predict_catalog(check)["p_atypical"]
-    one_pass = _variants(clf, clf.member_view_probs(check))
+    one_pass = _variants(clf, member_view_probs(clf, check))
     key = f"ensemble({len(clf.ensemble)},{clf.ensemble.rule})+tta" if len(clf.ensemble) > 1 else "single+tta"
     consistency = float(np.max(np.abs(direct.to_numpy() - one_pass[key][0])))
 

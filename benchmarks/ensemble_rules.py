@@ -2,7 +2,7 @@
 
 For every cross-validation run given (``name=RUN_DIR``, as ``mitoscope train classifier --out`` writes them),
 each fold model scores every patch of ``--source`` on the 8 dihedral views once
-(:meth:`mitoscope.inference.classify.Classifier.member_view_probs`); the probabilities, the members' own
+(``bench_helpers.member_view_probs``); the probabilities, the members' own
 validation thresholds and each run's ``ensemble.json`` threshold are saved (``--probs``). Then every row below
 is computed from them with the package's own :func:`mitoscope.engine.ensemble.combine_members`:
 
@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from bench_helpers import member_view_probs, merge_views  # benchmarks/ (scripts run from this folder)
 from mitoscope.engine.ensemble import combine_members
-from mitoscope.inference.classify import merge_views
 from mitoscope.metrics.classification import classification_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ def member_probabilities(
         clf = Classifier.from_path(run, device=device, rule="mean", fuse_batchnorm=adapt_bn is None)
         if adapt_bn is not None:
             clf.adapt_batchnorm(catalog, num_workers=num_workers, include_frozen=adapt_bn == "all")
-        saved[f"{name}/probs"] = clf.member_view_probs(catalog, num_workers=num_workers)
+        saved[f"{name}/probs"] = member_view_probs(clf, catalog, num_workers=num_workers)
         saved[f"{name}/member_thresholds"] = clf.ensemble.member_thresholds
         saved[f"{name}/threshold"] = np.array(clf.threshold)
         print(

@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from ensemble_rules import load_probs, write_report  # benchmarks/ (scripts run from this folder)
+from bench_helpers import merge_views  # benchmarks/ (scripts run from this folder)
+from ensemble_rules import load_probs, write_report
 from mitoscope.engine.crossval import choose_threshold
 from mitoscope.engine.ensemble import combine_members
-from mitoscope.inference.classify import merge_views
 from mitoscope.metrics.classification import balanced_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,8 +1,8 @@
 """How sharp the patches of each set are, and how far ``data.augment.sharpness`` moves them (rule 17).
 
-Sharpness is :func:`mitoscope.data.transforms.laplacian_variance` of the patch at its native resolution.
-Reads only images, never labels. Prints the percentiles per set and domain, and the median factor by which
-:func:`mitoscope.data.transforms.sharpen` at a few gains changes it on the first set; writes JSON.
+Sharpness is ``bench_helpers.laplacian_variance`` (the variance of the Laplacian) of the patch at its native
+resolution. Reads only images, never labels. Prints the percentiles per set and domain, and the median factor
+by which :func:`mitoscope.data.transforms.sharpen` at a few gains changes it on the first set; writes JSON.
 
     python benchmarks/sharpness_shift.py ../shared/data/amibr ../shared/data/atnorm-md \
         --json benchmarks/results/sharpness_shift.json
@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_helpers import laplacian_variance  # benchmarks/bench_helpers.py (scripts run from this folder)
 from mitoscope.data.sources import load_catalog
-from mitoscope.data.transforms import laplacian_variance, sharpen
+from mitoscope.data.transforms import sharpen
 from mitoscope.io.image_slide import read_image
 
 GAINS = (0.4, 2 / 3, 1.5, 2.5)  # the bounds of sharpness 1.5 and 0.5, both ways

@@ -3,7 +3,7 @@
 For each hold-out RUN directory given (``mitoscope train classifier --out``), its model scores the patches of
 its validation part (from the run's ``oof_predictions.csv``) on the 8 dihedral views of 5 stain variants (the
 patch, and haematoxylin / eosin each 20 % lighter and darker: :data:`mitoscope.data.stain.STAIN_TTA_SCALES`),
-once (:meth:`mitoscope.inference.classify.Classifier.member_view_probs`). Rows, all at the run's threshold:
+once (``bench_helpers.member_view_probs``). Rows, all at the run's threshold:
 ``single`` (the patch as it is), ``tta`` (8 dihedral views, what ``classify --tta`` does), ``stain`` (the 5
 stain variants), ``stain+tta`` (all 40 views, ``classify --tta --stain-tta``); mean logit over views.
 With ``--atnorm-reference`` / ``--atnorm-candidate`` (one ``mitoscope evaluate classification --json`` per run,
@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from adapt_bn_folds import run_records  # benchmarks/ (scripts run from this folder)
+from bench_helpers import member_view_probs, merge_views
 from ensemble_rules import write_report
-from mitoscope.inference.classify import merge_views
 from mitoscope.metrics.classification import classification_report
 
 METRICS = ("balanced_accuracy", "balanced_accuracy_ci", "auroc", "auroc_ci", "sensitivity", "specificity")
@@ -93,7 +93,7 @@ def score_runs(runs: list[Path], source: str, part: str, n_bootstrap: int) -> di
         records = run_records(run, catalog, 0, part, source)
         clf = Classifier.from_path(run, stain_tta=True)
         t0 = time.perf_counter()
-        probs = clf.member_view_probs(records)[:, 0, :]
+        probs = member_view_probs(clf, records)[:, 0, :]
         seconds = time.perf_counter() - t0
         rows = view_rows(records["target"].to_numpy(), probs, clf.threshold, n_bootstrap)
         table[str(run)] = {

@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ensemble_rules import write_report  # benchmarks/ensemble_rules.py (scripts run from this folder)
+from bench_helpers import member_view_probs, merge_views  # benchmarks/ (scripts run from this folder)
+from ensemble_rules import write_report
 from mitoscope.engine.crossval import choose_threshold
-from mitoscope.inference.classify import merge_views
 
 VIEWS = ("plain", "tta")
 
@@ -162,14 +162,14 @@ def evaluate_run(
         t0 = time.perf_counter()
         clf = Classifier.from_path(run / f"fold_{index}" / "model.pt")
         y_val = parts["val"]["target"].to_numpy()
-        val = _views(clf.member_view_probs(parts["val"]))
+        val = _views(member_view_probs(clf, parts["val"]))
         thresholds = {f"{v}@stored": float(clf.threshold) for v in VIEWS}
         thresholds.update({f"{v}@{r}": choose_threshold(y_val, val[v], r) for v in VIEWS for r in rules})
         entry: dict[str, Any] = {"thresholds": thresholds}
         for name, part in (("test", parts["test"]), ("external", ext)):
             if part is None or not len(part):
                 continue
-            y, preds = part["target"].to_numpy(), _views(clf.member_view_probs(part))
+            y, preds = part["target"].to_numpy(), _views(member_view_probs(clf, part))
             entry[name] = {
                 row: _report(y, preds[row.split("@")[0]], np.full(len(y), t)) for row, t in thresholds.items()
             }

@@ -13,7 +13,7 @@ from torch import nn
 from mitoscope.data.catalog import make_catalog
 from mitoscope.data.stain import STAIN_TTA_SCALES, stain_views
 from mitoscope.data.transforms import build_patch_transform, tta_views
-from mitoscope.inference.classify import Classifier, merge_views, prefetch
+from mitoscope.inference.classify import Classifier, prefetch
 from mitoscope.io.slide_base import ArraySlide
 from mitoscope.models.checkpoint import ModelContract, save_checkpoint
 from mitoscope.models.registry import register_model
@@ -255,33 +255,3 @@ def test_prefetch_reraises_and_stops_early() -> None:
         if v == 3:
             break
     assert taken == [0, 1, 2, 3]
-
-
-def test_member_view_probs_reproduce_every_variant(tmp_path: Path, patches: list[np.ndarray]) -> None:
-    run = tmp_path / "run"
-    for k in range(2):
-        save_checkpoint(run / f"fold_{k}" / "model.pt", _model(k), _contract(0.5))
-    files = []
-    for i, p in enumerate(patches):
-        files.append(str(tmp_path / f"p{i}.png"))
-        Image.fromarray(p).save(files[-1])
-    catalog = make_catalog({"image": f} for f in files)
-    clf = Classifier.from_path(run)
-    pv = clf.member_view_probs(catalog, batch_size=4)
-    assert pv.shape == (7, 2, 8)
-    np.testing.assert_allclose(pv[:, :, 0], clf.predict_arrays_full(patches).member_probs, atol=1e-6)
-    tta = Classifier.from_path(run, tta=True)
-    np.testing.assert_allclose(merge_views(pv), tta.predict_arrays_full(patches).member_probs, atol=1e-5)
-    np.testing.assert_allclose(
-        clf.ensemble.combine(merge_views(pv)).prob, tta.predict_arrays(patches), atol=1e-5
-    )
-    assert clf.member_view_probs(catalog, views=False).shape == (7, 2, 1)
-    stained = Classifier.from_path(run, stain_tta=True)
-    spv = stained.member_view_probs(catalog, batch_size=4)
-    assert spv.shape == (7, 2, 8 * (1 + len(STAIN_TTA_SCALES)))
-    np.testing.assert_allclose(spv[:, :, :8], pv, atol=1e-6)  # stain variant 0 is the unchanged patch
-    np.testing.assert_allclose(
-        merge_views(spv),
-        Classifier.from_path(run, tta=True, stain_tta=True).predict_arrays_full(patches).member_probs,
-        atol=1e-5,
-    )

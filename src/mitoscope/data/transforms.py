@@ -118,22 +118,10 @@ def sharpen(image: np.ndarray, gain: float) -> np.ndarray:
     return np.clip(np.round(x + (gain - 1.0) * detail), 0, 255).astype(np.uint8)
 
 
-def laplacian_variance(image: np.ndarray) -> float:
-    """Variance of the Laplacian of the grey image, a standard focus measure: higher is sharper.
-
-    Examples:
-        >>> laplacian_variance(np.full((8, 8, 3), 90, np.uint8))
-        0.0
-    """
-    from scipy.ndimage import laplace
-
-    return float(laplace(image[..., :3].astype(np.float32).mean(-1)).var())
-
-
 def jitter_sharpness(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
     """:func:`sharpen` with a gain drawn log-uniformly from ``[1/(1+strength), 1+strength]``: blurs or sharpens at
     random, for the spread of focus and compression between scanners (AtNorM-MD patches are about 3x sharper than
-    AMi-Br's by :func:`laplacian_variance`: ``benchmarks/sharpness_shift.py``).
+    AMi-Br's by the variance of the Laplacian, a focus measure).
     """
     bound = np.log1p(strength)
     return sharpen(image, float(np.exp(rng.uniform(-bound, bound))))

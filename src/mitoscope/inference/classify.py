@@ -496,41 +496,6 @@ class Classifier:
         )
         return (_images_of(batch) for batch in loader)
 
-    @torch.no_grad()
-    def member_view_probs(
-        self,
-        catalog: pd.DataFrame,
-        *,
-        batch_size: int = 64,
-        num_workers: int | None = None,
-        views: bool = True,
-        source: object = None,
-    ) -> np.ndarray:
-        """P(atypical) of every ensemble member on every TTA view, ``(N, M, V)``: ``V`` = 8 dihedral views (1
-        without ``views``), times 5 stain variants with ``stain_tta`` (view ``8·s + d``, stain variant 0 unchanged).
-
-        For comparing single model / ensemble / TTA from one pass over the data (benchmarks, ablations):
-        ``member_probs = merge_views(p)``; ``self.ensemble.combine(member_probs)`` gives the ensemble output.
-
-        Examples:
-            >>> p = clf.member_view_probs(catalog)  # doctest: +SKIP
-            >>> single, single_tta = p[:, 0, 0], merge_views(p)[:, 0]  # doctest: +SKIP
-        """
-        from mitoscope.data.stain import STAIN_TTA_SCALES
-        from mitoscope.engine.ensemble import model_prob
-
-        loader = self._catalog_loader(catalog, batch_size=batch_size, num_workers=num_workers, source=source)
-        chunks = []
-        for batch in prefetch(loader, nice=self.reader_nice):
-            vs = self._views(batch, views)
-            with precision_context(self.precision, self.device):
-                per_model = [torch.stack([model_prob(m, v) for v in vs], dim=1) for m in self.ensemble.models]
-            chunks.append(torch.stack(per_model, dim=1).cpu().numpy())  # (B, M, V)
-        if not chunks:
-            n_views = (8 if views else 1) * (1 + len(STAIN_TTA_SCALES) if self.stain_tta else 1)
-            return np.zeros((0, len(self.ensemble), n_views))
-        return np.concatenate(chunks).astype(np.float64)
-
     def classify_points(
         self,
         slide: Slide,
@@ -571,22 +536,6 @@ class Classifier:
 
         out = self._run(batches())
         return (out.prob, out.label) if return_labels else out.prob
-
-
-def merge_views(probs: np.ndarray, how: str = "logits", eps: float = 1e-6) -> np.ndarray:
-    """Merge the last (view) axis of probabilities: mean logit (``"logits"``) or mean probability (``"prob"``).
-
-    Examples:
-        >>> merge_views(np.array([[0.9, 0.5]]), "prob").round(3).tolist()
-        [0.7]
-    """
-    p = np.clip(np.asarray(probs, dtype=np.float64), eps, 1.0 - eps)
-    if how == "prob":
-        return p.mean(axis=-1)
-    if how != "logits":
-        raise ValueError(f"how must be 'logits' or 'prob', got {how!r}")
-    logit = np.log(p) - np.log1p(-p)
-    return 1.0 / (1.0 + np.exp(-logit.mean(axis=-1)))
 
 
 def _eval_crop(contract: ModelContract) -> int | None:
