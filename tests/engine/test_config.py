@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,26 @@ def test_works_for_other_dataclasses():
 def test_shipped_recipes_load(recipe):
     cfg = load_config(recipe, ClassifierConfig)
     assert cfg.model.name.startswith("atypical_")
+
+
+EXPERIMENTAL = ("ema_decay", "mixup_alpha", "sharpness", "scale_jitter", "train_records", "keep")
+
+
+def _keys(tree: object) -> set[str]:
+    if isinstance(tree, dict):
+        return set(tree) | {k for v in tree.values() for k in _keys(v)}
+    return set()
+
+
+@pytest.mark.parametrize(
+    "recipe", sorted((ROOT / "src/mitoscope/configs").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_shipped_recipes_speak_to_users(recipe):
+    """A recipe opens with what it is and what it measured, points to a doc that exists outside the wheel by
+    its name in the repository, and neither cites the experiment log nor sets an option measurements rejected."""
+    text = recipe.read_text()
+    header = text.split("\nmodel:", 1)[0]
+    assert header.startswith("# ") and all(line.startswith("#") for line in header.splitlines())
+    assert "docs/training.md in the mitoscope repository" in header
+    assert "benchmarks" not in text and not re.search(r"\brule \d", text, re.IGNORECASE)
+    assert not _keys(yaml.safe_load(text)) & set(EXPERIMENTAL)
