@@ -67,7 +67,7 @@ def test_absurd_mpp_in_the_file_fails_and_mpp_option_rescues(tmp_path, checkpoin
     assert res.exit_code == 1
     assert "coarse.tif" in res.output and "200" in res.output and "--mpp" in res.output
     res = run("detect", "--model", checkpoint, path, "--out", out, "--device", "cpu", "--workers", "0", "--mpp", "0.25",
-              "--no-tissue")  # fmt: skip
+              "--set", "tissue=false")  # fmt: skip
     assert res.exit_code == 0, res.output
     assert len(pd.read_csv(out / "coarse.csv")) == 1
 
@@ -88,8 +88,8 @@ def test_all_background_slide_gives_empty_outputs(tmp_path, checkpoint, reader):
         "cpu",
         "--workers",
         "1",
-        "--reader",
-        reader,
+        "--set",
+        f"reader={reader}",
     )
     assert res.exit_code == 0, res.output
     assert "no tissue" in res.output

@@ -94,7 +94,7 @@ def run(*args):
 def test_detect_writes_outputs_and_resumes(tmp_path, checkpoint, slides):
     out = tmp_path / "out"
     res = run("detect", "--model", checkpoint.parent, *slides, "--out", out, "--device", "cpu", "--workers", "2",
-              "--batch-size", "4", "--overlap", "32", "--reader", "thread")  # fmt: skip
+              "--batch-size", "4", "--set", "overlap=32", "--set", "reader=thread")  # fmt: skip
     assert res.exit_code == 0, res.output
     table = pd.read_csv(out / "case_a.csv")
     assert list(table.columns[:8]) == ["slide", "x", "y", "x_mm", "y_mm", "score", "label", "class"]
@@ -113,9 +113,9 @@ def test_detect_writes_outputs_and_resumes(tmp_path, checkpoint, slides):
     assert res.exit_code == 0, res.output
     assert "skipped" in res.output
     assert (out / "case_a.csv").stat().st_mtime_ns == mtime
-    # an interrupted slide (no done marker) is redone; --force redoes everything
+    # an interrupted slide (no done marker) is redone; --no-resume redoes everything
     (out / "case_b.done.json").unlink()
-    res = run("detect", "--model", checkpoint, *slides, "--out", out, "--device", "cpu", "--workers", "0", "--force",
+    res = run("detect", "--model", checkpoint, *slides, "--out", out, "--device", "cpu", "--workers", "0", "--no-resume",
               "--threshold", "0.99")  # fmt: skip
     assert res.exit_code == 0, res.output
     assert len(pd.read_csv(out / "case_a.csv")) == 0
@@ -140,7 +140,7 @@ def test_slide_without_mpp_needs_mpp_option(tmp_path, checkpoint):
     Image.fromarray(paint((300, 300), BLOBS[:1])).save(png)
     out = tmp_path / "out"
     res = run("detect", "--model", checkpoint, png, "--out", out, "--device", "cpu", "--workers", "0", "--mpp", "0.25",
-              "--no-tissue")  # fmt: skip
+              "--set", "tissue=false")  # fmt: skip
     assert res.exit_code == 0, res.output
     assert len(pd.read_csv(out / "region.csv")) == 1
 
@@ -152,8 +152,8 @@ def test_keep_candidates_and_formats(tmp_path, checkpoint, slides):
     path = write_tiled_tiff(tmp_path / "c.tiff", paint((380, 400), BLOBS, values=values), mpp=0.25,
                             compression="deflate")  # fmt: skip
     out = tmp_path / "out"
-    res = run("detect", "--model", checkpoint, path, "--out", out, "--device", "cpu", "--workers", "0", "--keep-candidates",
-              "--formats", "csv")  # fmt: skip
+    res = run("detect", "--model", checkpoint, path, "--out", out, "--device", "cpu", "--workers", "0", "--set",
+              "keep_candidates=true", "--set", "formats=csv")  # fmt: skip
     assert res.exit_code == 0, res.output
     table = pd.read_csv(out / "c.csv")
     assert sorted(table["label"]) == ["mitotic figure"] * 3 + ["non-mitotic figure"]
@@ -171,8 +171,8 @@ def test_bad_model_is_one_clear_line(tmp_path, slides):
         slides[0],
         "--out",
         tmp_path / "out",
-        "--formats",
-        "csv,xml",
+        "--set",
+        "formats=csv,xml",
     )
     assert res.exit_code == 1 and "xml" in res.output
 
@@ -186,7 +186,7 @@ def test_synth_regions_detect_then_evaluate(tmp_path, checkpoint):
     assert len(slides) == 2
     out = tmp_path / "pred"
     res = run("detect", "--model", checkpoint, *slides, "--out", out, "--device", "cpu", "--workers", "0", "--threshold", "0.5",
-              "--keep-candidates", "--formats", "csv,midog")  # fmt: skip
+              "--set", "keep_candidates=true", "--set", "formats=csv,midog")  # fmt: skip
     assert res.exit_code == 0, res.output
     scores = tmp_path / "scores.json"
     res = run("evaluate", "detection", out, regions, "--json", scores, "--by", "tumor")
