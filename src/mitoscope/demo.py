@@ -31,6 +31,7 @@ from typing import Any
 from mitoscope.utils.atomic import write_text_atomic
 from mitoscope.utils.device import resolve_device
 from mitoscope.utils.errors import InputError
+from mitoscope.utils.jsonable import to_jsonable
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def _done(out: Path, step: str) -> dict[str, Any] | None:
 
 
 def _finish(out: Path, step: str, info: dict[str, Any]) -> dict[str, Any]:
-    write_text_atomic(_marker(out, step), json.dumps(info, indent=2, default=str))
+    write_text_atomic(_marker(out, step), json.dumps(to_jsonable(info), indent=2, default=str))
     return info
 
 
@@ -345,5 +346,5 @@ def run_demo(
         report=str(analysis / "report" / "index.html"),
         seconds=round(time.perf_counter() - t0, 1),
     )
-    write_text_atomic(out / "demo_results.json", json.dumps(results, indent=2, default=str))
+    write_text_atomic(out / "demo_results.json", json.dumps(to_jsonable(results), indent=2, default=str))
     return results

@@ -24,6 +24,7 @@ from typing import Any
 from mitoscope.demo import analyze_slides, evaluate_step, region_files
 from mitoscope.models.pretrained import DEFAULT_MODELS
 from mitoscope.utils.atomic import write_text_atomic
+from mitoscope.utils.jsonable import to_jsonable
 
 SAMPLES = "mitoscope.samples"
 TISSUE_SAMPLE = "cmu_small_region.svs"
@@ -74,5 +75,5 @@ def run_bundled_demo(
         report=str(analysis / "report" / "index.html"),
         seconds=round(time.perf_counter() - t0, 1),
     )
-    write_text_atomic(out / "demo_results.json", json.dumps(results, indent=2, default=str))
+    write_text_atomic(out / "demo_results.json", json.dumps(to_jsonable(results), indent=2, default=str))
     return results

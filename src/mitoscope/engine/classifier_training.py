@@ -59,6 +59,7 @@ from mitoscope.models.checkpoint import ModelContract, read_checkpoint, save_che
 from mitoscope.utils.atomic import write_text_atomic
 from mitoscope.utils.device import resolve_device
 from mitoscope.utils.errors import InputError
+from mitoscope.utils.jsonable import to_jsonable
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +220,7 @@ def _contract(
     build_kwargs = dict(getattr(model, "build_kwargs", kwargs))
     return ModelContract(
         architecture=cfg.model.name,
-        kwargs=_plain(build_kwargs),
+        kwargs=to_jsonable(build_kwargs),
         task="classification",
         input_size=cfg.data.size,
         mpp=cfg.data.mpp,
@@ -229,14 +230,6 @@ def _contract(
         thresholds={"default": 0.5 if cfg.threshold.fixed is None else float(cfg.threshold.fixed)},
         config=config_to_dict(cfg),
     )
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 def eval_loader(
@@ -539,13 +532,13 @@ def train_fold(
 
         export = export_inference_model(model.cpu())
         export_contract = ModelContract.from_dict(kept["contract"])
-        export_contract.kwargs = _plain(dict(getattr(export, "build_kwargs", export_contract.kwargs)))
+        export_contract.kwargs = to_jsonable(dict(getattr(export, "build_kwargs", export_contract.kwargs)))
         export_contract.thresholds = {"default": float(thr)}
         save_checkpoint(
             fold_dir / MODEL_FILE,
             export,
             export_contract,
-            extra={"fold": fold.index, "kept_epoch": kept_epoch, "metrics": _json_safe(report)},
+            extra={"fold": fold.index, "kept_epoch": kept_epoch, "metrics": to_jsonable(report)},
         )
         frames = []
         positions = {"val": fold.val, "test": fold.test}
@@ -569,19 +562,9 @@ def train_fold(
             fold_dir / FOLD_PREDICTIONS, pd.concat(frames, ignore_index=True).to_csv(index=False)
         )
         # metrics.json last: its presence marks the fold finished
-        write_text_atomic(fold_dir / FOLD_METRICS, json.dumps(_json_safe(report), indent=2))
+        write_text_atomic(fold_dir / FOLD_METRICS, json.dumps(to_jsonable(report), indent=2))
     D.barrier()
     return report
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 # --------------------------------------------------------------------------------------------------------------

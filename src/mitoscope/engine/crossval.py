@@ -23,6 +23,7 @@ import pandas as pd
 
 from mitoscope.utils.atomic import write_text_atomic
 from mitoscope.utils.errors import InputError
+from mitoscope.utils.jsonable import to_jsonable
 
 logger = logging.getLogger(__name__)
 
@@ -403,7 +404,7 @@ def run_crossval(
     if write:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / OOF_FILE, oof.to_csv(index=False))
-        write_text_atomic(out / SUMMARY_FILE, json.dumps(_jsonable(summary), indent=2, allow_nan=True))
+        write_text_atomic(out / SUMMARY_FILE, json.dumps(to_jsonable(summary), indent=2))
     return summary
 
 
@@ -431,17 +432,3 @@ def _as_float(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj

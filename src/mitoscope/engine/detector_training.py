@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from mitoscope.utils.errors import InputError
+from mitoscope.utils.jsonable import to_jsonable
 
 logger = logging.getLogger(__name__)
 
@@ -598,7 +599,7 @@ def train_detector(
         "val_regions": len(val.slides),
         "tumor_types": tumor_types,
     }
-    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
+    write_text_atomic(out / "summary.json", json.dumps(to_jsonable(summary), indent=2))
     return DetectorRun(
         out_dir=out,
         best_path=Path(result.best_path) if result.best_path is not None else None,

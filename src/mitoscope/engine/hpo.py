@@ -35,6 +35,7 @@ import yaml
 
 from mitoscope.utils.atomic import write_text_atomic
 from mitoscope.utils.errors import InputError
+from mitoscope.utils.jsonable import to_jsonable
 
 logger = logging.getLogger(__name__)
 
@@ -401,7 +402,7 @@ def write_results(
     payload = {
         "value": float(best.value),
         "trial": int(best.number),
-        "params": {k: _plain(v) for k, v in best.params.items()},
+        "params": to_jsonable(dict(best.params)),
         "n_complete": len(completed),
         "run_dir": best.user_attrs.get("run_dir"),
     }
@@ -410,9 +411,3 @@ def write_results(
     for key, value in best.params.items():
         set_dotted(cfg, key, value)
     save_config(load(cfg), out_dir / BEST_CONFIG_FILE)
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    return value

@@ -41,6 +41,7 @@ from mitoscope.inference.hotspot import DEFAULT_HPF_AREA_MM2, Hotspot, densest_w
 from mitoscope.io.slide_base import Slide
 from mitoscope.utils.atomic import atomic_path
 from mitoscope.utils.errors import InputError
+from mitoscope.utils.jsonable import to_jsonable
 
 logger = logging.getLogger(__name__)
 
@@ -328,19 +329,6 @@ def _analysed_tissue(slide: Slide, tissue_mask: TissueMaskFn | None, area_mm2: f
 # ----------------------------------------------------------------------------------------------- writing / reading
 
 
-def json_safe(obj: Any) -> Any:
-    """``obj`` with NaN/inf as None and numpy scalars as Python numbers (for strict JSON)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return json_safe(obj.item())
-    return obj
-
-
 def _write_formats(
     staging: Path, result: SlideResult, *, mpp: float, formats: Sequence[str], slide_dims: tuple[int, int]
 ) -> dict[str, str]:
@@ -391,7 +379,7 @@ def write_slide_result(
         if result.crops is not None and result.crop_index is not None:
             np.savez_compressed(staging / CROPS_FILE, crops=result.crops, index=result.crop_index)
         summary = {**result.summary, "files": files}
-        (staging / SUMMARY_FILE).write_text(json.dumps(json_safe(summary), indent=2), encoding="utf-8")
+        (staging / SUMMARY_FILE).write_text(json.dumps(to_jsonable(summary), indent=2), encoding="utf-8")
     return slide_dir
 
 

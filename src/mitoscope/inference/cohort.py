@@ -37,13 +37,13 @@ from mitoscope.inference.analyze import (
     TissueFn,
     analyze_slide,
     is_complete,
-    json_safe,
     settings_fingerprint,
     slide_name_of,
     write_slide_result,
 )
 from mitoscope.io.slide_base import Slide
 from mitoscope.utils.atomic import write_text_atomic
+from mitoscope.utils.jsonable import to_jsonable
 
 logger = logging.getLogger(__name__)
 
@@ -299,7 +299,7 @@ def write_cohort(
         "failed": dict(failed),
         "totals": totals,
     }
-    write_text_atomic(out_dir / COHORT_JSON, json.dumps(json_safe(meta), indent=2, default=str))
+    write_text_atomic(out_dir / COHORT_JSON, json.dumps(to_jsonable(meta), indent=2, default=str))
     return csv_path
 
 

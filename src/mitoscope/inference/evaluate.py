@@ -20,6 +20,7 @@ import pandas as pd
 from mitoscope.inference.analyze import slide_name_of
 from mitoscope.metrics.scored import ScoredPredictions
 from mitoscope.utils.errors import InputError
+from mitoscope.utils.jsonable import to_jsonable
 
 GROUP_COLUMNS = ("tumor", "scanner", "origin", "species", "domain")
 
@@ -241,15 +242,8 @@ def expert_agreement(scored: ScoredPredictions, decisions: np.ndarray) -> dict[s
     return table
 
 
-def json_ready(obj: Any) -> Any:
-    """``obj`` with string keys and NaN as None (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [json_ready(v) for v in obj]
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    return obj
+# the old name, for cli.evaluate_classification until it imports to_jsonable
+json_ready = to_jsonable
 
 
 @dataclasses.dataclass

@@ -27,6 +27,7 @@ from mitoscope.io.geojson import write_geojson
 from mitoscope.io.midog_outputs import write_track1_json
 from mitoscope.io.sliderunner import write_sliderunner
 from mitoscope.utils.atomic import atomic_path, write_text_atomic
+from mitoscope.utils.jsonable import to_jsonable
 
 FORMATS = ("csv", "geojson", "midog", "sqlite")
 SUFFIXES = {"csv": ".csv", "geojson": ".geojson", "midog": ".midog.json", "sqlite": ".sqlite"}
@@ -172,7 +173,7 @@ def write_done_marker(
     """
     marker = Path(out_dir) / f"{slide_name}{DONE_SUFFIX}"
     payload = {"slide": slide_name, "files": {k: Path(v).name for k, v in written.items()}, **info}
-    return write_text_atomic(marker, json.dumps(payload, indent=2, default=str))
+    return write_text_atomic(marker, json.dumps(to_jsonable(payload), indent=2, default=str))
 
 
 def outputs_complete(

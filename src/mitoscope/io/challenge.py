@@ -16,6 +16,7 @@ from typing import Any
 
 from mitoscope.io.tables import read_json
 from mitoscope.utils.errors import InputError
+from mitoscope.utils.jsonable import to_jsonable
 
 #: Image files the reference containers look for in the interface folder.
 IMAGE_SUFFIXES = (".tif", ".tiff")
@@ -359,20 +360,5 @@ def ground_truth_track(path: str | os.PathLike[str]) -> Track:
     raise InputError("not a MIDOG 2025 ground truth (a dict for Track 1, a list for Track 2)", path=path)
 
 
-def json_ready(obj: Any) -> Any:
-    """``obj`` with NaN/inf floats as ``None`` (strict JSON) and numpy scalars as Python numbers.
-
-    Examples:
-        >>> import json
-        >>> json.dumps(json_ready({"a": float("nan"), "b": [1.5]}))
-        '{"a": null, "b": [1.5]}'
-    """
-    if isinstance(obj, dict):
-        return {str(k): json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [json_ready(v) for v in obj]
-    if hasattr(obj, "item") and not isinstance(obj, str | bytes):
-        obj = obj.item()
-    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
-        return None
-    return obj
+# the old name, for cli.challenge until it imports to_jsonable
+json_ready = to_jsonable

@@ -27,6 +27,7 @@ from mitoscope.data.catalog import make_catalog
 from mitoscope.io.tables import read_json
 from mitoscope.utils.atomic import write_text_atomic
 from mitoscope.utils.errors import InputError
+from mitoscope.utils.jsonable import to_jsonable
 
 BOX_SIZE = 50
 MIDOGPP_CATEGORIES = [{"id": 1, "name": "mitotic figure"}, {"id": 2, "name": "not mitotic figure"}]
@@ -227,19 +228,6 @@ def _truthy(value: Any) -> bool:
     return bool(value)
 
 
-def _json_safe(value: Any) -> Any:
-    """Numpy scalars and tuples to plain JSON values."""
-    if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
-        return value.item()
-    if isinstance(value, tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    return value
-
-
 def write_midogpp_json(
     path: str | os.PathLike[str],
     images: list[dict[str, Any]],
@@ -272,12 +260,12 @@ def write_midogpp_json(
     for i, img in enumerate(images):
         if "file_name" not in img or "id" not in img:
             raise InputError(f"image {i} needs 'file_name' and 'id', got {sorted(img)}", path=path)
-        entry = {"license": 1, **{k: _json_safe(v) for k, v in img.items()}}
+        entry = {"license": 1, **{k: to_jsonable(v) for k, v in img.items()}}
         out_images.append(entry)
         ids.add(entry["id"])
     out_anns = []
     for i, ann in enumerate(annotations):
-        entry = {k: _json_safe(v) for k, v in ann.items() if k not in ("x", "y", "label")}
+        entry = {k: to_jsonable(v) for k, v in ann.items() if k not in ("x", "y", "label")}
         if "bbox" not in entry:
             if "x" not in ann or "y" not in ann:
                 raise InputError(f"annotation {i} needs 'bbox' or 'x'/'y'", path=path)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mitoscope.inference.analyze import SlideResult, json_safe, read_slide_result
+from mitoscope.inference.analyze import SlideResult, read_slide_result
 from mitoscope.report.plots import (
     ATYPICAL_COLOR,
     HOTSPOT_COLOR,
@@ -39,6 +39,7 @@ from mitoscope.report.plots import (
 )
 from mitoscope.utils.atomic import write_text_atomic
 from mitoscope.utils.errors import InputError
+from mitoscope.utils.jsonable import to_jsonable
 
 REPORT_DIR = "report"
 
@@ -121,7 +122,7 @@ def _num(v: Any, digits: int = 3) -> str:
 
 
 def _page(title: str, body: str, data: dict[str, Any], script: str) -> str:
-    blob = json.dumps(json_safe(data), default=str).replace("</", "<\\/")
+    blob = json.dumps(to_jsonable(data), default=str).replace("</", "<\\/")
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title>"
