@@ -114,7 +114,7 @@ def test_analyze_end_to_end_with_missing_slide_and_resume(tmp_path) -> None:
     s1, s2 = make_slide(tmp_path / "s1.tif"), make_slide(tmp_path / "s2.tif", n_figs=3)
     out = tmp_path / "out"
     args = ["analyze", s1, tmp_path / "missing.tif", s2, "-d", det, "-c", clf, "--out", out,
-            "--device", "cpu", "--workers", "0", "--no-progress", "--report"]  # fmt: skip
+            "--device", "cpu", "--workers", "0", "--set", "progress=false", "--report"]  # fmt: skip
     res = invoke(args)
     assert res.exit_code == 1, res.output
     assert "missing" in res.output and "not found" in res.output
@@ -153,7 +153,7 @@ def test_classifier_at_other_mpp_reads_resampled_crops(tmp_path) -> None:
     det, clf = make_models(tmp_path, classifier_mpp=0.5)
     s1 = make_slide(tmp_path / "s1.tif")
     res = invoke(["analyze", s1, "-d", det, "-c", clf, "--out", tmp_path / "out", "--device", "cpu",
-                  "--workers", "0", "--no-progress", "--hpf-area-mm2", "0.01"])  # fmt: skip
+                  "--workers", "0", "--set", "progress=false", "--set", "hpf_area_mm2=0.01"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "classifier at 0.5 µm/px" in res.output and "resampled" in res.output
     summary = json.loads((tmp_path / "out" / "slides" / "s1" / "summary.json").read_text())
@@ -176,7 +176,18 @@ def test_bundled_models_by_default_and_an_unknown_name(tmp_path) -> None:
 
     mosaic = region_files(sample_paths()["regions"])[0]
     res = invoke(
-        ["analyze", mosaic, "--out", tmp_path / "out", "--device", "cpu", "--workers", "0", "--no-progress"]
+        [
+            "analyze",
+            mosaic,
+            "--out",
+            tmp_path / "out",
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+            "--set",
+            "progress=false",
+        ]
     )
     assert res.exit_code == 0, res.output
     meta = json.loads((tmp_path / "out" / "cohort.json").read_text())
@@ -206,7 +217,7 @@ def test_analyze_under_torchrun_two_processes(tmp_path) -> None:
     slides = [make_slide(tmp_path / f"s{k}.tif", n_figs=k + 1) for k in range(4)]
     out = tmp_path / "out"
     args = ["analyze", *map(str, slides), str(tmp_path / "gone.tif"), "-d", str(det), "-c", str(clf),
-            "--out", str(out), "--device", "cpu", "--workers", "0", "--no-progress"]  # fmt: skip
+            "--out", str(out), "--device", "cpu", "--workers", "0", "--set", "progress=false"]  # fmt: skip
     script = tmp_path / "run.py"
     script.write_text(SCRIPT.format(test_dir=str(Path(__file__).parent), args=args))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}

@@ -1,10 +1,10 @@
-"""Run a detector over many slides into per-slide output files; resumable and fault-tolerant.
+"""Batch runs over many slides, resumable and fault-tolerant: the library behind ``detect`` and ``analyze``.
 
-For every slide ``NAME`` the folder gets the files of :func:`mitoscope.inference.outputs.write_detection_outputs`
-(``NAME.csv`` always, then GeoJSON, MIDOG JSON, SQLite as asked) and ``NAME.done.json`` last. A slide whose
-outputs are complete is skipped; a missing or unreadable slide is recorded and the others still run.
-(:func:`mitoscope.inference.cohort.run_cohort` is the same loop for the full analysis: detection, classification
-and counts, in per-slide folders.)
+:func:`detect_slides` runs a detector and writes, for every slide ``NAME``, the files of
+:func:`mitoscope.inference.outputs.write_detection_outputs` (``NAME.csv`` always, then GeoJSON, MIDOG JSON, SQLite
+as asked) and ``NAME.done.json`` last. :func:`analyze_cohort` loads a detector and a classifier and runs
+:func:`mitoscope.inference.cohort.run_cohort` (per-slide folders, cohort table). In both a finished slide is
+skipped and a missing or unreadable slide is recorded while the others still run.
 """
 
 from __future__ import annotations
@@ -191,3 +191,122 @@ def detect_slides(
             if slide_done is not None:
                 slide_done(name)
     return run
+
+
+def expand_slides(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Slide files; a folder stands for the slide files directly inside it (sorted).
+
+    Examples:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp()); (d / "b.svs").touch(); (d / "a.tiff").touch(); (d / "notes.txt").touch()
+        >>> [p.name for p in expand_slides([d, "c.png"])]
+        ['a.tiff', 'b.svs', 'c.png']
+    """
+    from mitoscope.io.slides import SLIDE_SUFFIXES
+
+    out: list[Path] = []
+    for item in paths:
+        p = Path(item)
+        if p.is_dir():
+            found = (q for q in p.iterdir() if q.is_file() and q.name.lower().endswith(tuple(SLIDE_SUFFIXES)))
+            out.extend(sorted(found))
+        else:
+            out.append(p)
+    return out
+
+
+def _check_model(path: str, kind: str) -> None:
+    """An unknown bundled name fails listing the bundled ones; a missing file or folder fails naming it."""
+    from mitoscope.models.checkpoint import is_bundle_path
+    from mitoscope.models.pretrained import bundled_path
+
+    if is_bundle_path(path) and not path.endswith((".json", ".safetensors")):
+        bundled_path(path)
+    elif not Path(path).exists():
+        raise FileNotFoundError(f"{path}: {kind} not found")
+
+
+def analyze_cohort(
+    slides: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    *,
+    detector: str = "mitoscope-detector",
+    classifier: str = "mitoscope-classifier",
+    verifier: str = "auto",
+    device: str = "auto",
+    config: Any = None,
+    detection_threshold: float | None = None,
+    atypical_threshold: float | None = None,
+    tta: bool = False,
+    mpp: float | None = None,
+    sqlite: bool = False,
+    resume: bool = True,
+    log: Log | None = None,
+    **pipeline_options: Any,
+) -> Any:
+    """Detect, classify and count the figures of every slide into ``out_dir``: ``mitoscope analyze``.
+
+    Checks the models and the slides, then runs :func:`mitoscope.inference.cohort.run_cohort` with the models of
+    :func:`~mitoscope.inference.cohort.build_pipeline` (loaded once, only when a slide needs work). Under
+    ``torchrun`` the process group must be started (``engine.distributed.init_distributed``): the slides are
+    sharded over the ranks, each on its own GPU when ``device`` is auto/cuda, and only rank 0 logs the start.
+
+    Args:
+        slides: slide files or folders of slides (see :func:`expand_slides`).
+        out_dir: output directory (a previous run's is resumed).
+        detector: a bundled detector's name, checkpoint or RUN folder.
+        classifier: a bundled classifier's name, checkpoint, ensemble or RUN folder.
+        verifier: the detector's verification stage: ``auto``, ``none`` or a classifier.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        config: an :class:`~mitoscope.inference.analyze.AnalysisConfig` (hotspot window, report crops).
+        detection_threshold: override of the detector's threshold.
+        atypical_threshold: threshold on P(atypical) (None: the classifier's own rule).
+        tta: classifier test-time augmentation (8 dihedral views).
+        mpp: µm/px to assume for slides whose files lack it.
+        sqlite: also write a SlideRunner database per slide.
+        resume: skip slides finished with the same settings.
+        log: where progress lines go.
+        **pipeline_options: for ``build_pipeline``: ``batch_size``, ``classifier_batch_size``, ``num_workers``,
+            ``tissue``, ``progress``.
+
+    Returns:
+        The :class:`~mitoscope.inference.cohort.CohortOutcome`.
+    """
+    from mitoscope.engine.distributed import get_info
+    from mitoscope.inference.analyze import AnalysisConfig
+    from mitoscope.inference.cohort import Pipeline, build_pipeline, model_settings, run_cohort
+
+    say: Log = log or (lambda _msg: None)
+    dist = get_info()
+    if dist.is_distributed and device in ("auto", "cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            device = f"cuda:{dist.local_rank}"  # one GPU per process
+    _check_model(detector, "detector")
+    _check_model(classifier, "classifier")
+    paths = expand_slides(slides)
+    if not paths:
+        raise FileNotFoundError("no slides given (folders held no slide files)")
+    settings = model_settings(
+        detector, classifier, detection_threshold=detection_threshold, atypical_threshold=atypical_threshold,
+        tta=tta, mpp=mpp, verifier=verifier,
+    )  # fmt: skip
+    if dist.rank == 0:
+        say(
+            f"analysing {len(paths)} slide(s) into {out_dir}"
+            + (f" on {dist.world_size} ranks" if dist.is_distributed else "")
+        )
+    if dist.rank != 0:
+        pipeline_options["progress"] = False
+
+    def make_pipeline() -> Pipeline:
+        return build_pipeline(
+            detector, classifier, device=device, tta=tta, detection_threshold=detection_threshold,
+            atypical_threshold=atypical_threshold, log=say, verifier=verifier, **pipeline_options,
+        )  # fmt: skip
+
+    return run_cohort(
+        paths, out_dir, make_pipeline=make_pipeline, settings=settings, config=config or AnalysisConfig(), mpp=mpp,
+        formats=("geojson", "midog", *(("sqlite",) if sqlite else ())), resume=resume, log=say,
+    )  # fmt: skip
