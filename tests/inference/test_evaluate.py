@@ -15,11 +15,11 @@ from mitoscope.inference.evaluate import (
     evaluate_classification,
     evaluate_detections,
     find_gt_json,
-    json_ready,
     read_predictions,
 )
 from mitoscope.io.midogpp import write_midogpp_json
 from mitoscope.utils.errors import InputError
+from mitoscope.utils.jsonable import to_jsonable
 
 
 def _ground_truth(folder: Path) -> Path:
@@ -97,7 +97,7 @@ def test_classification_report_threshold_and_experts(tmp_path: Path) -> None:
     assert report["n_unmatched_predictions"] == 0 and report["n_truth_without_prediction"] == 0
     assert report["chosen_threshold"]["balanced_accuracy"] == 1.0
     assert "model" in report["expert_agreement"]["models"]
-    json.dumps(json_ready(report))
+    json.dumps(to_jsonable(report))
     assert (
         evaluate_classification(csv, truth, bootstrap=0, threshold=0.25).report["decision"]
         == "p_atypical >= 0.25"

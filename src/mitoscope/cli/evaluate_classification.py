@@ -49,12 +49,9 @@ def evaluate_classification(
     from rich.console import Console
 
     from mitoscope.cli.tables import classification_table, fmt, print_expert_agreement
-    from mitoscope.inference.evaluate import (
-        LOCAL_THRESHOLD_MIN_PER_CLASS,
-        evaluate_classification,
-        json_ready,
-    )
+    from mitoscope.inference.evaluate import LOCAL_THRESHOLD_MIN_PER_CLASS, evaluate_classification
     from mitoscope.utils.atomic import write_text_atomic
+    from mitoscope.utils.jsonable import to_jsonable
 
     console, err = Console(), Console(stderr=True)
     try:
@@ -99,5 +96,5 @@ def evaluate_classification(
             err.print("[yellow]warning:[/yellow] one class only: no ROC curve drawn")
         console.print(f"plots written to {', '.join(str(p) for p in written.values())}")
     if json_out is not None:
-        write_text_atomic(json_out, json.dumps(json_ready(report), indent=2) + "\n")
+        write_text_atomic(json_out, json.dumps(to_jsonable(report), indent=2) + "\n")
         console.print(f"report written to {json_out}")

@@ -20,7 +20,6 @@ import pandas as pd
 from mitoscope.inference.analyze import slide_name_of
 from mitoscope.metrics.scored import ScoredPredictions
 from mitoscope.utils.errors import InputError
-from mitoscope.utils.jsonable import to_jsonable
 
 GROUP_COLUMNS = ("tumor", "scanner", "origin", "species", "domain")
 
@@ -240,10 +239,6 @@ def expert_agreement(scored: ScoredPredictions, decisions: np.ndarray) -> dict[s
     table = agreement_table(votes, {"model": (decisions, scored.probs)})
     table["by_agreement"] = by_agreement(scored.targets, votes, decisions, scored.probs)
     return table
-
-
-# the old name, for cli.evaluate_classification until it imports to_jsonable
-json_ready = to_jsonable
 
 
 @dataclasses.dataclass
