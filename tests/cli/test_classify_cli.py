@@ -82,7 +82,18 @@ def test_folder_recursive(tmp_path: Path) -> None:
     images = [np.asarray(Image.open(n).convert("RGB")) for n in names]
     stained = tmp_path / "stained.csv"
     res = runner.invoke(
-        app, ["classify", "--model", str(ckpt), str(folder), "--out", str(stained), "--tta", "--stain-tta"]
+        app,
+        [
+            "classify",
+            "--model",
+            str(ckpt),
+            str(folder),
+            "--out",
+            str(stained),
+            "--tta",
+            "--set",
+            "stain_tta=true",
+        ],
     )
     assert res.exit_code == 0 and "stain TTA" in res.output, res.output
     expected = Classifier.from_path(ckpt, tta=True, stain_tta=True).predict_arrays(images)
@@ -235,7 +246,7 @@ def test_adapt_bn_reestimates_statistics_on_the_input(tmp_path: Path) -> None:
     for i, p in enumerate(_patches(40)):
         Image.fromarray(p).save(folder / f"{i:02d}.png")
     outs = {}
-    for flag in ([], ["--adapt-bn"]):
+    for flag in ([], ["--set=adapt_bn=true"]):
         out = tmp_path / f"pred{len(flag)}.csv"
         res = runner.invoke(
             app,
@@ -255,7 +266,17 @@ def test_adapt_bn_reestimates_statistics_on_the_input(tmp_path: Path) -> None:
     for i, p in enumerate(_patches(5)):
         Image.fromarray(p).save(few / f"{i}.png")
     res = runner.invoke(
-        app, ["classify", "--model", str(ckpt), str(few), "--out", str(tmp_path / "f.csv"), "--adapt-bn"]
+        app,
+        [
+            "classify",
+            "--model",
+            str(ckpt),
+            str(few),
+            "--out",
+            str(tmp_path / "f.csv"),
+            "--set",
+            "adapt_bn=true",
+        ],
     )
     assert res.exit_code != 0 and "at least 32 patches" in res.output
     assert not (tmp_path / "f.csv").exists()
@@ -285,24 +306,24 @@ def test_stain_normalisation_fits_saves_and_reuses_a_reference(tmp_path: Path) -
         str(folder),
         "--precision",
         "fp32",
-        "--stain-normalize",
-        "reinhard",
+        "--set",
+        "stain_normalize=reinhard",
     ]
     res = runner.invoke(
         app,
         [
             *base,
-            "--stain-reference",
-            str(reference),
-            "--save-stain-reference",
-            str(saved),
+            "--set",
+            f"stain_reference={reference}",
+            "--set",
+            f"save_stain_reference={saved}",
             "--out",
             str(tmp_path / "a.csv"),
         ],
     )
     assert res.exit_code == 0, res.output
     assert "reinhard stain" in res.output
-    res = runner.invoke(app, [*base, "--stain-reference", str(saved), "--out", str(tmp_path / "b.csv")])
+    res = runner.invoke(app, [*base, "--set", f"stain_reference={saved}", "--out", str(tmp_path / "b.csv")])
     assert res.exit_code == 0, res.output
     first, second = (pd.read_csv(tmp_path / n)["p_atypical"].to_numpy() for n in ("a.csv", "b.csv"))
     np.testing.assert_array_equal(first, second)
@@ -315,8 +336,8 @@ def test_stain_normalisation_fits_saves_and_reuses_a_reference(tmp_path: Path) -
     assert np.abs(first - plain.predict_arrays(images)).max() > 1e-3
 
     for extra, message in (
-        ([], "needs --stain-reference"),
-        (["--stain-reference", str(saved), "--stain-normalize", "macenko"], "a reinhard reference"),
+        ([], "needs stain_reference"),
+        (["--set", f"stain_reference={saved}", "--set", "stain_normalize=macenko"], "a reinhard reference"),
     ):
         res = runner.invoke(app, [*base, *extra, "--out", str(tmp_path / "c.csv")])
         assert res.exit_code != 0 and message in res.output, res.output

@@ -398,3 +398,69 @@ def summarize_catalog(catalog: pd.DataFrame) -> dict[str, Any]:
     if "split" in catalog:
         summary["splits"] = {str(k): int(v) for k, v in catalog["split"].value_counts().items()}
     return summary
+
+
+PATCH_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def unreadable_image(path: str | os.PathLike[str]) -> str | None:
+    """Why an image file cannot be decoded (None when it can)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except Exception as exc:  # PIL raises many types for broken files
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'cannot decode'}"
+    return None
+
+
+def _patch_folder(folder: Path, bad: list[tuple[Path, str]]) -> pd.DataFrame:
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in PATCH_SUFFIXES and not p.name.startswith(".")
+    )
+    if not files:
+        raise FileNotFoundError(f"{folder}: no image files ({', '.join(PATCH_SUFFIXES)}) in this folder")
+    good = []
+    for p in files:
+        reason = unreadable_image(p)
+        if reason is None:
+            good.append(p)
+        else:
+            bad.append((p, reason))
+    return make_catalog({"image": str(p), "source": "folder"} for p in good)
+
+
+def load_patch_input(
+    path: str | os.PathLike[str], unreadable: list[tuple[Path, str]] | None = None
+) -> tuple[pd.DataFrame, bool]:
+    """``(catalog, is_stack)`` of patches to classify: a folder of images (recursive, labels unused), a MIDOG 2025
+    Track 2 TIFF stack (one crop per page), a single image, or any source :func:`load_catalog` reads.
+
+    Images of a folder that cannot be decoded are left out and appended to ``unreadable`` with the reason.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> from PIL import Image
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(d / "a.png"); _ = (d / "b.png").write_text("no")
+        >>> bad = []
+        >>> cat, is_stack = load_patch_input(d, bad)
+        >>> len(cat), is_stack, [p.name for p, _ in bad]
+        (1, False, ['b.png'])
+    """
+    path = Path(path)
+    if path.is_dir():
+        return _patch_folder(path, unreadable if unreadable is not None else []), False
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: input not found")
+    suffix = path.suffix.lower()
+    if suffix in (".tif", ".tiff"):  # a MIDOG 2025 Track 2 stack (one crop per page; one page is a stack too)
+        from mitoscope.io.midog_outputs import read_track2_stack
+
+        return read_track2_stack(path), True
+    if suffix in PATCH_SUFFIXES:
+        return make_catalog([{"image": str(path), "source": "file"}]), False
+    return load_catalog(path), False

@@ -260,3 +260,47 @@ def fit_on_catalog(
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:
     return np.clip(np.round(values), 0, 255).astype(np.uint8)
+
+
+def reference_normalizer(
+    method: str | None,
+    reference: str | os.PathLike[str] | None,
+    *,
+    save: str | os.PathLike[str] | None = None,
+) -> StainNormalizer | None:
+    """The normaliser onto a reference stain: loaded from a saved JSON, or fitted on patches (a folder, a source
+    CSV, an image: anything :func:`mitoscope.data.sources.load_patch_input` reads), then saved to ``save``.
+
+    ``None`` when ``method`` is None (``reference`` and ``save`` need a method).
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> from PIL import Image
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> Image.fromarray(np.full((8, 8, 3), (180, 90, 160), np.uint8)).save(d / "a.png")
+        >>> reference_normalizer("reinhard", d, save=d / "ref.json").method, (d / "ref.json").is_file()
+        ('reinhard', True)
+        >>> reference_normalizer(None, None) is None
+        True
+    """
+    if method is None:
+        if reference is not None or save is not None:
+            raise ValueError("stain_reference and save_stain_reference need stain_normalize")
+        return None
+    if method not in METHODS:
+        raise ValueError(f"stain_normalize must be one of {', '.join(METHODS)}, got {method!r}")
+    if reference is None:
+        raise ValueError("stain_normalize needs stain_reference (e.g. the training data, or a saved JSON)")
+    reference = Path(reference)
+    if reference.suffix.lower() == ".json":
+        normalizer = StainNormalizer.load(reference)
+        if normalizer.method != method:
+            raise ValueError(f"{reference}: a {normalizer.method} reference, but stain_normalize {method}")
+    else:
+        from mitoscope.data.sources import load_patch_input
+
+        catalog, _ = load_patch_input(reference)
+        normalizer = fit_on_catalog(catalog, method, source=reference)
+    if save is not None:
+        normalizer.save(save)
+    return normalizer
