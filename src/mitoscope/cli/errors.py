@@ -26,3 +26,11 @@ def fail(exc: BaseException | str, *, code: int = 1, prefix: str = "") -> NoRetu
     message = exc if isinstance(exc, str) else one_line(exc)
     typer.secho(f"error: {prefix}{message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
+
+
+def input_errors() -> tuple[type[BaseException], ...]:
+    """What the library raises for bad input: caught by the commands and reported with :func:`fail`."""
+    from mitoscope.utils.errors import InputError
+    from mitoscope.utils.optional import MissingDependencyError
+
+    return (InputError, MissingDependencyError, ValueError, FileNotFoundError)

@@ -34,6 +34,9 @@ _COMMANDS: list[tuple[str | None, str, str, str]] = [
     ("evaluate", "classification", "evaluate_classification", "evaluate_classification"),
     ("evaluate", "detection", "evaluate_detection", "evaluate_detection"),
     ("tune", "classifier", "tune", "tune_classifier"),
+    ("data", "extract-patches", "data_convert", "extract_patches_command"),
+    ("data", "mosaics", "data_convert", "mosaics_command"),
+    ("data", "convert", "data_convert", "convert"),
     ("data", "masks", "masks", "masks"),
 ]
 # (group name, module whose ``app`` is a Typer group)

@@ -119,3 +119,79 @@ def cohort_table(cohort_csv: Path) -> Table:
             f(r["atypical_count"]), f(r["atypical_fraction"], 3),
         )  # fmt: skip
     return t
+
+
+def print_dataset_summary(summary: dict[str, Any]) -> None:
+    """``data info`` of a dataset: counts per class and domain, subclasses, the experts' agreement."""
+    from rich.console import Console
+
+    console = Console()
+    console.print(f"[bold]{summary['path']}[/]  format [cyan]{summary['format']}[/]")
+    head = Table(show_header=False, box=None)
+    for key in ("rows", "images", "slides", "groups", "hard"):
+        head.add_row(key if key != "hard" else "hard (experts disagree)", str(summary[key]))
+    for name, n in summary.get("splits", {}).items():
+        head.add_row(f"split {name}", str(n))
+    console.print(head)
+    labels = list(summary["labels"])
+    table = Table(title="records per class and domain")
+    table.add_column("domain")
+    for lab in labels:
+        table.add_column(lab, justify="right")
+    table.add_column("total", justify="right")
+    for dom, counts in summary["domains"].items():
+        table.add_row(dom, *(str(counts.get(lab, 0)) for lab in labels), str(sum(counts.values())))
+    table.add_row("[bold]all[/]", *(f"[bold]{summary['labels'][lab]}[/]" for lab in labels),
+                  f"[bold]{summary['rows']}[/]")  # fmt: skip
+    console.print(table)
+    if summary["subclasses"]:
+        sub = Table(title="subclasses")
+        sub.add_column("subclass")
+        sub.add_column("records", justify="right")
+        for name, n in summary["subclasses"].items():
+            sub.add_row(name, str(n))
+        console.print(sub)
+    experts = summary["experts"]
+    if experts["items_with_votes"]:
+        agree = Table(title=f"experts' agreement (Fleiss' κ = {fmt_value(experts['fleiss_kappa'])})")
+        for col in ("pair", "items", "agreement", "Cohen's κ"):
+            agree.add_column(col, justify="left" if col == "pair" else "right")
+        for row in experts["pairwise"]:
+            agree.add_row(
+                str(row["pair"]),
+                str(row["items"]),
+                fmt_value(row["agreement"]),
+                fmt_value(row["cohen_kappa"]),
+            )
+        console.print(agree)
+    if summary["skipped"]:
+        console.print(f"[yellow]skipped {len(summary['skipped'])} bad rows[/]")
+        for item in summary["skipped"][:10]:
+            console.print(f"  row {item['row']}: {item['problem']}", highlight=False)
+
+
+def slide_summary_text(summary: dict[str, Any], tiles_note: str) -> str:
+    """``data info`` of a slide: size, µm/px, levels, tissue and the detector's tiles, as lines of text."""
+    lines = [f"{summary['path']}  slide: {summary['format']}, read by {summary['backend']}"]
+    w, h = summary["width"], summary["height"]
+    mm_w, mm_h = summary["size_mm"]
+    lines.append(f"  size            {w} × {h} px ({mm_w:.3g} × {mm_h:.3g} mm)")
+    lines.append(f"  µm/px           {summary['mpp']:g} {summary['mpp_source']}")
+    for lv in summary["levels"]:
+        lines.append(
+            f"  {'levels' if lv['level'] == 0 else '':<15} {lv['level']}: {lv['width']} × {lv['height']} px, "
+            f"downsample {lv['downsample']:g} ({lv['mpp']:.3g} µm/px)"
+        )
+    t = summary["tissue"]
+    lines.append(
+        f"  tissue          {t['area_mm2']:.3g} mm² ({t['fraction']:.0%} of the slide; mask "
+        f"{t['mask_width']} × {t['mask_height']} px at {t['mask_mpp']:.3g} µm/px)"
+    )
+    tiles = summary.get("tiles")
+    if tiles:
+        lines.append(
+            f"  detector tiles  {tiles['on_tissue']} of {tiles['total']} would run ({tiles['fraction']:.0%}): "
+            f"{tiles['size']} px at {tiles['mpp']:g} µm/px, overlap {tiles['overlap']} px, "
+            f"≥ {tiles['min_tissue']:.0%} tissue per tile ({tiles_note})"
+        )
+    return "\n".join(lines)
