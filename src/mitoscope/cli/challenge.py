@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from mitoscope.cli import options as opt
 from mitoscope.cli.errors import fail, one_line
 
 app = typer.Typer(
@@ -21,7 +22,6 @@ INPUT = typer.Option(
 OUTPUT = typer.Option(
     Path("/output"), "--output", "-o", help="Output folder for the one file the evaluator reads."
 )
-DEVICE = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda or cuda:N.")
 
 
 def _run(action: Callable[[], Any]) -> Any:
@@ -37,23 +37,19 @@ def _run(action: Callable[[], Any]) -> Any:
 def track1(
     input: Path = INPUT,
     output: Path = OUTPUT,
-    model: str | None = typer.Option(
-        None, "--model", "-m", help="Detector: checkpoint, run folder or bundled name."
-    ),
+    model: str | None = opt.model_option(None, "Detector: checkpoint, run folder or bundled name."),
     classifier: str | None = typer.Option(
         None,
         "--classifier",
         help="Also tell normal from atypical figures (reported in --figures and on stderr).",
     ),
-    threshold: float | None = typer.Option(
-        None, "--threshold", help="Detection threshold (default: the model's)."
-    ),
-    mpp: float | None = typer.Option(None, "--mpp", help="Microns per pixel, for a TIFF without resolution."),
+    threshold: float | None = opt.threshold_option("Detection threshold (default: the model's)."),
+    mpp: float | None = opt.mpp_option(),
     figures: Path | None = typer.Option(
         None, "--figures", help="Also write every point as CSV here (not in OUTPUT)."
     ),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Tiles per forward pass."),
-    device: str = DEVICE,
+    batch_size: int = opt.batch_size_option(8, "Tiles"),
+    device: str = opt.device_option(),
 ) -> None:
     """Track 1: detect mitotic figures in the region and write OUTPUT/mitotic-figures.json (points in mm)."""
     from mitoscope.inference.challenge import run_track1
@@ -70,22 +66,18 @@ def track1(
 def track2(
     input: Path = INPUT,
     output: Path = OUTPUT,
-    model: str | None = typer.Option(
-        None, "--model", "-m", help="Classifier: checkpoint, ensemble, run folder or bundled name."
+    model: str | None = opt.model_option(
+        None, "Classifier: checkpoint, ensemble, run folder or bundled name."
     ),
-    tta: bool = typer.Option(False, "--tta", help="Average the 8 dihedral views (rotations x flips)."),
-    threshold: float | None = typer.Option(
-        None,
-        "--threshold",
-        min=0.0,
-        max=1.0,
-        help="Decide at this P(atypical) (default: the trained threshold).",
+    tta: bool = opt.tta_option(),
+    threshold: float | None = opt.threshold_option(
+        "Decide at this P(atypical) (default: the trained threshold).", probability=True
     ),
     page_size: int = typer.Option(
         128, "--page-size", min=0, help="Side every page must have (0: any, all alike)."
     ),
-    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Pages per forward pass."),
-    device: str = DEVICE,
+    batch_size: int = opt.batch_size_option(64, "Pages"),
+    device: str = opt.device_option(),
 ) -> None:
     """Track 2: classify each crop of the stack; write OUTPUT/multiple-mitotic-figure-classification.json."""
     from mitoscope.inference.challenge import run_track2

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from mitoscope.cli import options as opt
 from mitoscope.cli.errors import fail
 
 
@@ -20,10 +21,8 @@ def demo(
         "domain (no bundled model used).",
     ),
     quick: bool = typer.Option(False, "--quick", help="--synthetic with tiny everything (for tests)."),
-    device: str = typer.Option(
-        "cpu",
-        "--device",
-        help="Where to train and run the models: cpu (the README's figures), auto, cuda, cuda:N.",
+    device: str = opt.device_option(
+        "cpu", "Where to train and run the models: cpu (the README's figures), auto, cuda, cuda:N."
     ),
 ) -> None:
     """Analyse real H&E shipped with mitoscope with the bundled models: held-out breast-cancer mosaics with their

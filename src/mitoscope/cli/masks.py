@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from mitoscope.cli import options as opt
 from mitoscope.cli.errors import fail
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -65,7 +66,7 @@ def masks(
     source: Path = typer.Argument(
         ..., help="A folder of patch images, or a source the catalog loader reads."
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="PNG overlay sheet to write."),
+    out: Path = opt.out_option("PNG overlay sheet to write."),
     n: int = typer.Option(64, "--n", min=1, help="How many patches to draw (a random sample)."),
     method: str = typer.Option("hematoxylin", "--method", help="hematoxylin | nuclick | disk"),
     ncols: int = typer.Option(8, "--ncols", min=1, help="Columns of the sheet."),

@@ -135,3 +135,17 @@ def parse_settings(items: Sequence[str], defaults: T) -> T:
             raise ValueError(f"--set {item}: unknown key; choose from {', '.join(names)}")
         changes[key] = _convert(key, text.strip(), hints[key])
     return dataclasses.replace(defaults, **changes)  # type: ignore[type-var]
+
+
+def recipe_option(default: Any, examples: str) -> Any:
+    """``--config/-c``: a recipe, a YAML file or a bundled name."""
+    return typer.Option(
+        default, "--config", "-c", help=f"Recipe: a YAML file or a bundled name ({examples})."
+    )
+
+
+def overrides_option(example: str) -> Any:
+    """``--set/-s key.path=value`` (repeatable): override a recipe value."""
+    return typer.Option(
+        [], "--set", "-s", help=f"Override a recipe value, e.g. --set {example} (repeatable)."
+    )

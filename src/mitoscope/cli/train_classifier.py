@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from mitoscope.cli import options as opt
 from mitoscope.cli.errors import fail
 
 
@@ -37,11 +38,8 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def train_classifier(
-    config: Path | None = typer.Option(
-        None,
-        "--config",
-        "-c",
-        help="Recipe: a YAML file or a bundled name (classifier-cpu, classifier-percannella, classifier-kotte, ...); defaults when omitted.",
+    config: Path | None = opt.recipe_option(
+        None, "classifier-cpu, classifier-percannella, classifier-kotte, ...; defaults when omitted"
     ),
     data: Path = typer.Option(
         ...,
@@ -49,14 +47,10 @@ def train_classifier(
         "-d",
         help="Training data: anything `load_catalog` reads (AMi-Br CSV, catalog CSV, folder, ...).",
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory (created; reused to resume)."),
-    overrides: list[str] = typer.Option(
-        [], "--set", "-s", help="Override a recipe value, e.g. --set optim.lr=1e-4 (repeatable)."
-    ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    resume: bool = typer.Option(
-        True, "--resume/--no-resume", help="Skip finished folds and resume from last.pt."
-    ),
+    out: Path = opt.out_option("Run directory (created; reused to resume)."),
+    overrides: list[str] = opt.overrides_option("optim.lr=1e-4"),
+    device: str = opt.device_option(),
+    resume: bool = opt.resume_option("Skip finished folds and resume from last.pt."),
     folds: str | None = typer.Option(None, "--folds", help="Only these folds, e.g. 0,1 (default: all)."),
     progress: bool | None = typer.Option(
         None, "--progress/--no-progress", help="Progress bars (default: when stderr is a terminal)."

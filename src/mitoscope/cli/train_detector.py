@@ -6,16 +6,12 @@ from pathlib import Path
 
 import typer
 
+from mitoscope.cli import options as opt
 from mitoscope.cli.errors import fail
 
 
 def train_detector(
-    config: Path = typer.Option(
-        ...,
-        "--config",
-        "-c",
-        help="Recipe: a YAML file or a bundled name (detector-cpu, detector-zhang2022).",
-    ),
+    config: Path = opt.recipe_option(..., "detector-cpu, detector-zhang2022"),
     data: list[Path] = typer.Option(
         ...,
         "--data",
@@ -25,14 +21,8 @@ def train_detector(
         "CSV, AtNorM-MD, class folders: arranged into mosaics in OUT/mosaics, 20 % of their slides validate); "
         "repeatable.",
     ),
-    out: Path = typer.Option(
-        ..., "--out", "-o", help="Run folder (best.pt, last.pt, history.csv, config.yaml)."
-    ),
-    overrides: list[str] = typer.Option(
-        [],
-        "--set",
-        help="Override a recipe value, e.g. --set train.epochs=5 --set model.kwargs.aux_tumor=false.",
-    ),
+    out: Path = opt.out_option("Run folder (best.pt, last.pt, history.csv, config.yaml)."),
+    overrides: list[str] = opt.overrides_option("train.epochs=5 --set model.kwargs.aux_tumor=false"),
     val: list[Path] = typer.Option(
         [],
         "--val",
@@ -41,8 +31,8 @@ def train_detector(
     cv: str | None = typer.Option(
         None, "--cv", help="`lotd`: leave-one-tumour-out cross-validation (one run per tumour type)."
     ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1…"),
-    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue an interrupted run in OUT."),
+    device: str = opt.device_option(),
+    resume: bool = opt.resume_option("Continue an interrupted run in OUT."),
 ) -> None:
     """Train the multi-task RetinaNet mitosis detector; the checkpoint stores the validation-tuned threshold."""
     from rich.console import Console

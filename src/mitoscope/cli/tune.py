@@ -6,22 +6,16 @@ from pathlib import Path
 
 import typer
 
+from mitoscope.cli import options as opt
 from mitoscope.cli.errors import fail
 
 
 def tune_classifier(
-    config: Path = typer.Option(
-        ...,
-        "--config",
-        "-c",
-        help="Classifier recipe: a YAML file (optional 'hpo:' section) or a bundled name (classifier-kotte).",
-    ),
+    config: Path = opt.recipe_option(..., "classifier-kotte; an optional 'hpo:' section"),
     data: Path = typer.Option(
         ..., "--data", "-d", help="Training source (AMi-Br/MIDOG25 CSV, folders, catalog…)."
     ),
-    out: Path = typer.Option(
-        ..., "--out", "-o", help="Output directory (trials, study.sqlite, best_*.yaml)."
-    ),
+    out: Path = opt.out_option("Output directory (trials, study.sqlite, best_*.yaml)."),
     trials: int = typer.Option(20, "--trials", "-n", min=1, help="Total finished trials wanted (resumes)."),
     storage: str | None = typer.Option(
         None, "--storage", help="Optuna storage URL shared by machines (default sqlite:///OUT/study.sqlite)."
@@ -30,9 +24,9 @@ def tune_classifier(
     epochs: int | None = typer.Option(
         None, "--epochs", help="Epochs per trial (default: hpo.epochs or recipe)."
     ),
-    device: str = typer.Option("auto", "--device", help="Training device: auto, cpu, cuda or cuda:N."),
+    device: str = opt.device_option(),
     seed: int = typer.Option(0, "--seed", help="Sampler seed."),
-    overrides: list[str] = typer.Option([], "--set", help="Recipe override key.path=value (repeatable)."),
+    overrides: list[str] = opt.overrides_option("optim.lr=1e-4"),
 ) -> None:
     """Search focal α/γ, learning rate and dropout (or the config's hpo.space) for the best validation balanced
     accuracy; write best_params.yaml and a ready-to-use best_config.yaml."""
