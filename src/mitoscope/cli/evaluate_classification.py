@@ -88,8 +88,13 @@ def evaluate_classification(
             f"[yellow]warning:[/yellow] {report['n_truth_without_prediction']} labelled record(s) have no prediction"
         )
     if plots is not None:
+        from mitoscope.report.classification_plots import write_classification_plots
+
         try:
-            written = result.write_plots(plots)
+            written = write_classification_plots(
+                result.scored.targets, result.scored.probs, plots, preds=result.decisions,
+                threshold=result.plot_threshold,
+            )  # fmt: skip
         except (ValueError, OSError) as exc:
             fail(exc, prefix=f"--plots {plots}: ")
         if "roc_curve" not in written:

@@ -249,14 +249,10 @@ class ClassificationEvaluation:
     scored: ScoredPredictions
     decisions: np.ndarray | None  # the CSV's own decisions (None: p_atypical >= the report's threshold)
 
-    def write_plots(self, folder: str | os.PathLike[str]) -> dict[str, Path]:
-        """Write ``confusion_matrix.png`` and (with both classes) ``roc_curve.png`` into ``folder``."""
-        from mitoscope.report.classification_plots import write_classification_plots
-
-        threshold = self.report["threshold"] if self.decisions is None else 0.5
-        return write_classification_plots(
-            self.scored.targets, self.scored.probs, folder, preds=self.decisions, threshold=threshold
-        )
+    @property
+    def plot_threshold(self) -> float:
+        """The threshold the plots mark: the report's, or 0.5 when the CSV's own decisions were scored."""
+        return float(self.report["threshold"]) if self.decisions is None else 0.5
 
 
 def evaluate_classification(
