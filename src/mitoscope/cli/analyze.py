@@ -50,6 +50,7 @@ def analyze(
     ),
     verifier: str = opt.verifier_option(),
     device: str = opt.device_option(),
+    precision: str = opt.precision_option(),
     workers: int = opt.workers_option(2, " (tiles)"),
     mpp: float | None = opt.mpp_option(),
     detection_threshold: float | None = typer.Option(
@@ -90,6 +91,7 @@ def analyze(
         main = init_distributed(device="cpu" if device == "cpu" else None).rank == 0
         outcome = analyze_cohort(
             slides, out, detector=detector, classifier=classifier, verifier=verifier, device=device,
+            precision=precision,
             config=AnalysisConfig(hpf_area_mm2=extra.hpf_area_mm2, hotspot_aspect=extra.hpf_aspect),
             detection_threshold=detection_threshold, atypical_threshold=atypical_threshold, tta=tta, mpp=mpp,
             sqlite=extra.sqlite, resume=extra.resume, log=log, batch_size=extra.batch_size,

@@ -47,11 +47,7 @@ def classify(
         probability=True,
     ),
     device: str = opt.device_option(),
-    precision: str = typer.Option(
-        "auto",
-        "--precision",
-        help="auto (bf16 on a CPU with native bf16, fp16 on CUDA, else fp32), fp32, bf16 or fp16.",
-    ),
+    precision: str = opt.precision_option(),
     batch_size: int = opt.batch_size_option(64, "Patches"),
     workers: int | None = opt.workers_option(
         None, " (processes; 0: a reader thread). Default: 0 on the CPU, half the cores (≤ 8) on a GPU"

@@ -31,16 +31,19 @@ SET_HELP = (
 )
 
 
-def load_detector(model: str | Path, device: str, verifier: str = "auto") -> Any:
+def load_detector(model: str | Path, device: str, verifier: str = "auto", precision: str = "auto") -> Any:
     """``Detector.from_path`` with any failure to load the MODEL turned into one ``error:`` line and exit 1."""
     from mitoscope.inference.detect import Detector
     from mitoscope.utils.errors import InputError
 
     try:
         return Detector.from_path(
-            model, device=device, verifier=None if verifier.lower() == "none" else verifier
+            model,
+            device=device,
+            verifier=None if verifier.lower() == "none" else verifier,
+            precision=precision,
         )
-    except InputError as exc:
+    except (InputError, ValueError) as exc:
         fail(exc)
     except Exception as exc:  # a torch file that is not a usable mitoscope checkpoint: bad contract, weights
         fail(f"{model}: not a usable mitoscope detector checkpoint ({type(exc).__name__}: {one_line(exc)})")
@@ -55,6 +58,7 @@ def detect(
     ),
     verifier: str = opt.verifier_option(),
     device: str = opt.device_option(),
+    precision: str = opt.precision_option(),
     threshold: float | None = opt.threshold_option(
         "Decision threshold (default: the model's own; with a verification stage, on its probability)."
     ),
@@ -92,11 +96,11 @@ def detect(
             torch.set_num_threads(extra.threads)
     except (ValueError, RuntimeError, OSError) as exc:
         fail(exc)
-    detector = load_detector(model, device, verifier)
+    detector = load_detector(model, device, verifier, precision)
     stage = "" if detector.verifier is None else f" (verified at {detector.verifier.mpp:g} µm/px)"
     err.print(
         f"detector {detector.path} on {detector.device}: {detector.tile_size} px tiles at "
-        f"{detector.contract.mpp:g} µm/px, threshold "
+        f"{detector.contract.mpp:g} µm/px, {detector.precision}, threshold "
         f"{threshold if threshold is not None else detector.threshold:.3f}{stage}",
         highlight=False,
         soft_wrap=True,

@@ -34,6 +34,14 @@ def model_option(default: str | None, help: str) -> Any:
     return typer.Option(default, "--model", "-m", help=help)
 
 
+PRECISION_HELP = "auto (bf16 on a CPU with native bf16, fp16 on CUDA, else fp32), fp32, bf16 or fp16."
+
+
+def precision_option() -> Any:
+    """``--precision``: the models' arithmetic (one vocabulary for every model)."""
+    return typer.Option("auto", "--precision", help=PRECISION_HELP)
+
+
 def device_option(default: str = "auto", help: str = DEVICE_HELP) -> Any:
     """``--device``."""
     return typer.Option(default, "--device", help=help)

@@ -234,6 +234,7 @@ def analyze_cohort(
     classifier: str = "mitoscope-classifier",
     verifier: str = "auto",
     device: str = "auto",
+    precision: str = "auto",
     config: Any = None,
     detection_threshold: float | None = None,
     atypical_threshold: float | None = None,
@@ -258,6 +259,7 @@ def analyze_cohort(
         classifier: a bundled classifier's name, checkpoint, ensemble or RUN folder.
         verifier: the detector's verification stage: ``auto``, ``none`` or a classifier.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        precision: the models' arithmetic (:func:`mitoscope.utils.precision.resolve_precision`).
         config: an :class:`~mitoscope.inference.analyze.AnalysisConfig` (hotspot window, report crops).
         detection_threshold: override of the detector's threshold.
         atypical_threshold: threshold on P(atypical) (None: the classifier's own rule).
@@ -290,7 +292,7 @@ def analyze_cohort(
         raise FileNotFoundError("no slides given (folders held no slide files)")
     settings = model_settings(
         detector, classifier, detection_threshold=detection_threshold, atypical_threshold=atypical_threshold,
-        tta=tta, mpp=mpp, verifier=verifier,
+        tta=tta, mpp=mpp, verifier=verifier, precision=precision,
     )  # fmt: skip
     if dist.rank == 0:
         say(
@@ -303,7 +305,8 @@ def analyze_cohort(
     def make_pipeline() -> Pipeline:
         return build_pipeline(
             detector, classifier, device=device, tta=tta, detection_threshold=detection_threshold,
-            atypical_threshold=atypical_threshold, log=say, verifier=verifier, **pipeline_options,
+            atypical_threshold=atypical_threshold, log=say, verifier=verifier, precision=precision,
+            **pipeline_options,
         )  # fmt: skip
 
     return run_cohort(

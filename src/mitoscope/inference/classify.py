@@ -24,6 +24,7 @@ from mitoscope.engine.ensemble import Ensemble, EnsembleOutput, load_ensemble
 from mitoscope.io.slide_base import Slide, as_rgb_uint8
 from mitoscope.models.checkpoint import ModelContract
 from mitoscope.utils.device import resolve_device
+from mitoscope.utils.precision import precision_context, resolve_precision
 
 if TYPE_CHECKING:
     from mitoscope.data.stain_normalization import StainNormalizer
@@ -32,7 +33,6 @@ T = TypeVar("T")
 
 _END = object()
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 READER_NICE = 10  # the patch reader yields to the model's threads (see prefetch)
 ADAPT_MAX_PATCHES = 2048  # patches that re-estimate batch-norm statistics (Classifier.adapt_batchnorm)
 
@@ -51,45 +51,6 @@ def resolve_reader_workers(num_workers: int | None, device: torch.device | str) 
     if torch.device(device).type == "cpu":
         return 0
     return min(8, max(1, (os.cpu_count() or 2) // 2))
-
-
-def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """The arithmetic an inference run uses: ``"auto"`` → bf16 on a CPU with native bf16 (AVX512-BF16 or AMX),
-    fp16 on CUDA, fp32 otherwise; explicit choices are checked.
-
-    Examples:
-        >>> resolve_precision("fp32", "cpu")
-        'fp32'
-        >>> resolve_precision("int8", "cpu")
-        Traceback (most recent call last):
-        ...
-        ValueError: precision must be one of auto, fp32, bf16, fp16, got 'int8'
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    device = torch.device(device)
-    if precision != "auto":
-        if precision == "fp16" and device.type == "cpu":
-            raise ValueError("precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
-        return precision
-    if device.type == "cuda":
-        return "fp16"
-    if device.type == "cpu" and _cpu_has_native_bf16():
-        return "bf16"
-    return "fp32"
-
-
-def _cpu_has_native_bf16() -> bool:
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:  # older torch
-        return False
-
-
-def precision_context(precision: str, device: torch.device) -> torch.autocast:
-    """Autocast for a resolved precision (disabled for fp32)."""
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
-    return torch.autocast(device.type, dtype=dtype, enabled=precision != "fp32")
 
 
 def prefetch(items: Iterable[T], depth: int = 2, *, nice: int = 0) -> Iterator[T]:

@@ -340,6 +340,7 @@ def model_settings(
     tta: bool = False,
     mpp: float | None = None,
     verifier: str = "auto",
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """The settings that define an analysis's results (recorded in ``cohort.json``; fingerprinted for resume)."""
     return {
@@ -354,6 +355,7 @@ def model_settings(
         "atypical_threshold_override": atypical_threshold,
         "tta": bool(tta),
         "assumed_mpp": mpp,
+        **({} if precision == "auto" else {"precision": precision}),
     }
 
 
@@ -372,6 +374,7 @@ def build_pipeline(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     verifier: str = "auto",
+    precision: str = "auto",
 ) -> Pipeline:
     """Load a detector and a classifier (checkpoints or run directories) into a :class:`Pipeline`.
 
@@ -388,8 +391,10 @@ def build_pipeline(
 
     log = log or logger.info
     dev = resolve_device(device)
-    det = Detector.from_path(detector, device=dev, verifier=None if verifier == "none" else verifier)
-    clf = Classifier.from_path(classifier, device=dev, tta=tta)
+    det = Detector.from_path(
+        detector, device=dev, verifier=None if verifier == "none" else verifier, precision=precision
+    )
+    clf = Classifier.from_path(classifier, device=dev, tta=tta, precision=precision)
     det_mpp, clf_mpp = float(det.contract.mpp), float(clf.mpp)
     if not math.isclose(det_mpp, clf_mpp, rel_tol=1e-3):
         log(

@@ -29,6 +29,7 @@ import pandas as pd
 from mitoscope.inference.tiling import Tile, select_tissue_tiles, tile_grid
 from mitoscope.utils.device import resolve_device
 from mitoscope.utils.errors import InputError
+from mitoscope.utils.precision import precision_context, resolve_precision
 
 if TYPE_CHECKING:
     import torch
@@ -313,6 +314,7 @@ def detect_slide(
     tile_size: int | None = None,
     region: tuple[int, int, int, int] | None = None,
     pad_value: int = 255,
+    precision: str = "fp32",
 ) -> pd.DataFrame:
     """Detect mitotic figures in a whole slide (or a level-0 ``region`` of it).
 
@@ -337,6 +339,8 @@ def detect_slide(
         tile_size: tile edge in model px (default ``contract.input_size``).
         region: ``(x, y, width, height)`` in level-0 px to restrict detection to.
         pad_value: fill for areas outside the slide (255: white glass).
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` for the model's arithmetic
+            (:func:`mitoscope.utils.precision.resolve_precision`); points and scores come back in float32.
 
     Returns:
         DataFrame with ``x, y`` (level-0 px), ``score`` and ``label``, by descending score.
@@ -358,6 +362,7 @@ def detect_slide(
     import torch
 
     dev = resolve_device(device)
+    arithmetic = resolve_precision(precision, dev)
     size = int(tile_size or contract.input_size)
     model_mpp = float(contract.mpp)
     thr = float(threshold) if threshold is not None else float(contract.thresholds.get("default", 0.5))
@@ -391,7 +396,7 @@ def detect_slide(
         )
         for batch, indices in batches:
             images = batch.to(dev, non_blocking=True).float().div_(255.0)
-            with torch.inference_mode():
+            with torch.inference_mode(), precision_context(arithmetic, dev):
                 outputs = model(list(images.unbind(0)))
             for out, i in zip(outputs, indices, strict=True):
                 x, y, s = _points_in_core(out, tiles[i])
@@ -426,6 +431,7 @@ def detect_slide(
         tiles_processed=len(tiles),
         mpp=float(slide.mpp),
         model_mpp=model_mpp,
+        precision=arithmetic,
     )
     return frame
 
@@ -490,8 +496,10 @@ class Detector:
         device: str | torch.device = "cpu",
         fuse_batchnorm: bool = True,
         verifier: Classifier | None = None,
+        precision: str = "auto",
     ) -> None:
         self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
         self.model = model.to(self.device).eval()
         self.contract = contract
         if fuse_batchnorm:
@@ -506,11 +514,13 @@ class Detector:
         *,
         device: str | torch.device = "auto",
         verifier: str | os.PathLike[str] | None = "auto",
+        precision: str = "auto",
     ) -> Detector:
         """Load a detector from a bundled name, a checkpoint file or a training run directory.
 
         ``verifier``: ``"auto"`` loads the verifier a bundled detector names (none for a checkpoint), a path
-        or bundled name loads that one, ``None`` runs the detector alone.
+        or bundled name loads that one, ``None`` runs the detector alone. ``precision`` applies to both models
+        (:func:`mitoscope.utils.precision.resolve_precision`).
         """
         from mitoscope.inference.classify import Classifier
         from mitoscope.models.checkpoint import load_model
@@ -522,12 +532,12 @@ class Detector:
             raise InputError(f"checkpoint is a {contract.task!r} model, not a detection model", path=ckpt)
         if verifier == "auto":
             verifier = contract.config.get("verifier") or None
-        checker = Classifier.from_path(verifier, device=dev) if verifier else None
+        checker = Classifier.from_path(verifier, device=dev, precision=precision) if verifier else None
         if checker is not None and tuple(checker.class_names) != ("hard negative", "mitotic figure"):
             raise InputError(
                 "the verifier must be a mitotic figure / hard negative classifier", path=verifier
             )
-        det = cls(model, contract, device=dev, verifier=checker)
+        det = cls(model, contract, device=dev, verifier=checker, precision=precision)
         det.path = ckpt
         return det
 
@@ -559,6 +569,7 @@ class Detector:
         """:func:`detect_slide` with this model, contract and device, then the verifier when there is one
         (``threshold`` and ``keep_below_threshold`` then apply to the verified score)."""
         kwargs.setdefault("device", self.device)
+        kwargs.setdefault("precision", self.precision)
         kwargs.setdefault("merge_radius_um", self.merge_radius_um)
         if self.verifier is None:
             return detect_slide(self.model, self.contract, slide, **kwargs)
