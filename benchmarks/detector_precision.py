@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--cmu", type=Path, default=CMU)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", default="auto", help="auto, fp32, bf16 (what the user gets: auto)")
     parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "detector_precision.json"
     )
@@ -111,9 +112,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "densities": DENSITIES,
     }
     variants = {
-        "detector alone": Detector.from_path(args.detector, device="cpu", verifier=None),
-        "with verifier": Detector.from_path(args.detector, device="cpu", verifier=args.verifier),
+        "detector alone": Detector.from_path(
+            args.detector, device="cpu", verifier=None, precision=args.precision
+        ),
+        "with verifier": Detector.from_path(
+            args.detector, device="cpu", verifier=args.verifier, precision=args.precision
+        ),
     }
+    result["precision"] = variants["detector alone"].precision
     for label, det in variants.items():
         part: dict[str, Any] = {"threshold": det.threshold}
         for name, folder in tests.items():
