@@ -54,7 +54,7 @@ echo "training phase: $(($(date +%s) - start)) s wall for ${#variants[@]} varian
 score() {  # score VARIANT NAME MODEL [classify options]: classify AtNorM-MD and evaluate
   local v=$1 name=$2 model=$3
   shift 3
-  $PY -m mitoscope classify "$model" "$DATA/atnorm-md" --device "$DEVICE" --out "$RUNS/$v/atnorm_$name.csv" "$@" \
+  $PY -m mitoscope classify "$DATA/atnorm-md" --model "$model" --device "$DEVICE" --out "$RUNS/$v/atnorm_$name.csv" "$@" \
     >"$RUNS/$v/atnorm_$name.log" 2>&1 &&
     $PY -m mitoscope evaluate classification "$RUNS/$v/atnorm_$name.csv" --truth "$DATA/atnorm-md" \
       --json "$RUNS/$v/atnorm_$name.json" >>"$RUNS/$v/atnorm_$name.log" 2>&1
@@ -64,9 +64,9 @@ for v in "${variants[@]}"; do
     # shellcheck disable=SC2086
     $PY -m mitoscope train classifier "${common[@]}" ${SETS[$v]} --out "$RUNS/$v" >"$RUNS/$v.summary.log" 2>&1
     [ "$SCORE" = 1 ] || exit 0
-    score "$v" ensemble_mean "$RUNS/$v" --rule mean
-    score "$v" ensemble_mean_tta "$RUNS/$v" --rule mean --tta
-    score "$v" ensemble_majority "$RUNS/$v" --rule majority
+    score "$v" ensemble_mean "$RUNS/$v" --set rule=mean
+    score "$v" ensemble_mean_tta "$RUNS/$v" --set rule=mean --tta
+    score "$v" ensemble_majority "$RUNS/$v" --set rule=majority
     score "$v" fold0 "$RUNS/$v/fold_0/model.pt"
     score "$v" fold0_tta "$RUNS/$v/fold_0/model.pt" --tta
   ) &
