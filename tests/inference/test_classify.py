@@ -13,7 +13,7 @@ from torch import nn
 from mitoscope.data.catalog import make_catalog
 from mitoscope.data.stain import STAIN_TTA_SCALES, stain_views
 from mitoscope.data.transforms import build_patch_transform, tta_views
-from mitoscope.inference.classify import Classifier, prefetch
+from mitoscope.inference.classify import Classifier
 from mitoscope.io.slide_base import ArraySlide
 from mitoscope.models.checkpoint import ModelContract, save_checkpoint
 from mitoscope.models.registry import register_model
@@ -163,7 +163,7 @@ def test_bf16_precision_is_close_to_fp32(ckpt: Path, patches: list[np.ndarray]) 
 
 
 def test_precision_choices(ckpt: Path) -> None:
-    from mitoscope.inference.classify import resolve_precision
+    from mitoscope.utils.precision import resolve_precision
 
     assert resolve_precision("auto", "cuda") == "fp16"
     assert resolve_precision("auto", "cpu") in ("bf16", "fp32")
@@ -238,20 +238,3 @@ def test_run_directory_ensemble(tmp_path: Path, patches: list[np.ndarray]) -> No
     catalog = make_catalog([{"image": "x"}])
     assert Classifier.from_path(run, rule="mean").ensemble.rule == "mean"
     assert catalog.shape[0] == 1
-
-
-def test_prefetch_reraises_and_stops_early() -> None:
-    def gen():
-        yield 1
-        raise OSError("disk gone")
-
-    it = prefetch(gen())
-    assert next(it) == 1
-    with pytest.raises(OSError, match="disk gone"):
-        next(it)
-    taken = []
-    for v in prefetch(iter(range(100)), depth=1):
-        taken.append(v)
-        if v == 3:
-            break
-    assert taken == [0, 1, 2, 3]

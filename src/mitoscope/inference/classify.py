@@ -3,37 +3,31 @@
 :class:`Classifier` wraps an :class:`~mitoscope.engine.ensemble.Ensemble` (one model is an ensemble of one)
 with the preprocessing its contract asks for (size, mpp, mean/std: the same evaluation transform as training)
 and optional 8-view dihedral test-time augmentation. Reading and decoding overlap with computing: a background
-thread (and, with ``num_workers > 0``, DataLoader worker processes) prepares the next batch while the model
-runs on the current one.
+thread (:func:`mitoscope.inference.base.prefetch`; with ``num_workers > 0`` fed by DataLoader worker processes)
+prepares the next batch while the model runs on the current one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import queue
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from mitoscope.engine.ensemble import Ensemble, EnsembleOutput, load_ensemble
+from mitoscope.inference.base import InferenceModel, fold_batchnorm_for, prefetch
 from mitoscope.io.slide_base import Slide, as_rgb_uint8
 from mitoscope.models.checkpoint import ModelContract
 from mitoscope.utils.device import resolve_device
-from mitoscope.utils.precision import precision_context, resolve_precision
+from mitoscope.utils.precision import precision_context
 
 if TYPE_CHECKING:
     from mitoscope.data.stain_normalization import StainNormalizer
 
-T = TypeVar("T")
-
-_END = object()
-
-READER_NICE = 10  # the patch reader yields to the model's threads (see prefetch)
+READER_NICE = 10  # the patch reader yields to the model's threads (see base.read_ahead)
 ADAPT_MAX_PATCHES = 2048  # patches that re-estimate batch-norm statistics (Classifier.adapt_batchnorm)
 
 
@@ -53,58 +47,12 @@ def resolve_reader_workers(num_workers: int | None, device: torch.device | str) 
     return min(8, max(1, (os.cpu_count() or 2) // 2))
 
 
-def prefetch(items: Iterable[T], depth: int = 2, *, nice: int = 0) -> Iterator[T]:
-    """Iterate ``items`` in a background thread, keeping up to ``depth`` items ready.
-
-    Exceptions raised while producing an item are re-raised in the consumer. ``nice`` > 0 lowers the reader
-    thread's scheduling priority (Linux), so on a CPU without a spare core it yields to the model's compute
-    threads instead of stalling them at their synchronisation points.
-
-    Examples:
-        >>> list(prefetch(iter(range(5))))
-        [0, 1, 2, 3, 4]
-    """
-    q: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
-
-    def produce() -> None:
-        if nice > 0:  # not Linux, or not allowed: run at normal priority
-            with contextlib.suppress(AttributeError, OSError):
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(_END)
-        except BaseException as exc:  # handed to the consumer
-            q.put(exc)
-
-    thread = threading.Thread(target=produce, daemon=True, name="mitoscope-prefetch")
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-
-
 def _chunks(n: int, size: int) -> Iterator[range]:
     for start in range(0, n, size):
         yield range(start, min(n, start + size))
 
 
-class Classifier:
+class Classifier(InferenceModel):
     """Atypical-vs-normal patch classifier (one checkpoint or an ensemble of fold models).
 
     Args:
@@ -113,10 +61,10 @@ class Classifier:
         tta: average the 8 dihedral views (rotations × flips).
         stain_tta: also average over re-stained copies of each patch (haematoxylin and eosin each 20 % lighter
             and darker, :data:`mitoscope.data.stain.STAIN_TTA_SCALES`): 5 × the views.
-        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`resolve_precision`); the
-            models run in channels-last memory format, which the CPU's convolutions prefer.
-        fuse_batchnorm: fold batch norms into the convolutions before them
-            (:func:`mitoscope.models.fuse.fold_batchnorm`: the same outputs, about 1.5× faster on a CPU).
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``
+            (:func:`~mitoscope.utils.precision.resolve_precision`); the models run in channels-last memory
+            format, which the CPU's convolutions prefer.
+        fuse_batchnorm: fold batch norms into the convolutions before them (:meth:`fold_batchnorm`).
         stain_normalizer: map every patch onto a reference stain first
             (:class:`mitoscope.data.stain_normalization.StainNormalizer`, fitted).
 
@@ -144,14 +92,12 @@ class Classifier:
         fuse_batchnorm: bool = True,
         stain_normalizer: StainNormalizer | None = None,
     ) -> None:
-        self.device = resolve_device(device)
+        super().__init__(device=device, precision=precision)
         self.ensemble = ensemble.to(self.device)
         self.tta = bool(tta)
         self.stain_tta = bool(stain_tta)
-        self.precision = resolve_precision(precision, self.device)
         self.reader_nice = READER_NICE
         c = ensemble.contract
-        self.batchnorm_folded = False
         if fuse_batchnorm:
             self.fold_batchnorm()
         for member in self.ensemble.models:
@@ -199,9 +145,8 @@ class Classifier:
             stain_tta: stain test-time augmentation (see the class).
             rule: override the ensemble rule (``"majority"`` or ``"mean"``).
             tta_reduce: merge TTA views by mean ``"logits"`` or mean ``"prob"``.
-            precision: see :func:`resolve_precision`.
-            fuse_batchnorm: fold batch norms into the convolutions before them
-                (:func:`mitoscope.models.fuse.fold_batchnorm`; same outputs, faster).
+            precision: see :func:`~mitoscope.utils.precision.resolve_precision`.
+            fuse_batchnorm: fold batch norms into the convolutions before them (:meth:`fold_batchnorm`).
             threshold: decide at this P(atypical) instead of the trained threshold(s)
                 (:meth:`~mitoscope.engine.ensemble.Ensemble.override_threshold`).
             stain_normalizer: see the class.
@@ -226,14 +171,10 @@ class Classifier:
             stain_normalizer=stain_normalizer,
         )
 
-    def fold_batchnorm(self) -> None:
-        """Fold the members' batch norms into their convolutions (:func:`mitoscope.models.fuse.fold_batchnorm`)."""
-        from mitoscope.models.fuse import fold_batchnorm
-
+    def _fold_batchnorm(self) -> None:
+        """Every member, checked at the input size."""
         size = self.input_size
-        example = torch.zeros(1, 3, size, size, device=self.device)
-        self.ensemble.models = [fold_batchnorm(m, example)[0] for m in self.ensemble.models]
-        self.batchnorm_folded = True
+        self.ensemble.models = [fold_batchnorm_for(m, size, self.device) for m in self.ensemble.models]
 
     def adapt_batchnorm(
         self,

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from mitoscope.inference.base import InferenceModel, fold_batchnorm_for, load_checkpoint, read_ahead
+from mitoscope.inference.base import find_checkpoint as find_checkpoint  # re-exported: detect's public name
 from mitoscope.inference.tiling import Tile, select_tissue_tiles, tile_grid
 from mitoscope.utils.device import resolve_device
 from mitoscope.utils.errors import InputError
@@ -42,40 +44,9 @@ if TYPE_CHECKING:
 #: Label of a detection at or above the threshold, and of a kept candidate below it (MIDOG output names).
 POSITIVE_LABEL = "mitotic figure"
 BELOW_THRESHOLD_LABEL = "non-mitotic figure"
-#: File names looked for, in order, when a model path is a training run directory.
-CHECKPOINT_NAMES = ("best.pt", "model.pt", "checkpoints/best.pt", "last.pt", "checkpoints/last.pt")
 DETECTION_COLUMNS = ("x", "y", "score", "label")
 
 ProgressArg = bool | Callable[[int, int], None]
-
-
-def find_checkpoint(path: str | os.PathLike[str]) -> Path:
-    """A checkpoint file, or the best checkpoint inside a training run directory.
-
-    Examples:
-        >>> find_checkpoint("/nonexistent/run")
-        Traceback (most recent call last):
-        ...
-        mitoscope.utils.errors.InputError: /nonexistent/run: model checkpoint or run directory not found
-    """
-    from mitoscope.models.checkpoint import is_bundle_path
-
-    if is_bundle_path(path):
-        return Path(path)
-    path = Path(path)
-    if path.is_file():
-        return path
-    if path.is_dir():
-        for name in CHECKPOINT_NAMES:
-            if (path / name).is_file():
-                return path / name
-        found = sorted(path.glob("*.pt"))
-        if len(found) == 1:
-            return found[0]
-        raise InputError(
-            f"no checkpoint in run directory (looked for {', '.join(CHECKPOINT_NAMES)})", path=path
-        )
-    raise InputError("model checkpoint or run directory not found", path=path)
 
 
 # --------------------------------------------------------------------------------------------- merging
@@ -171,32 +142,6 @@ def _worker_init(_: int) -> None:
 READERS = ("process", "thread")
 
 
-def _threaded_batches(dataset: _TileDataset, batch_size: int, threads: int, depth: int = 2) -> Any:
-    """Read batches in ``threads`` threads, at most ``threads * depth`` batches ahead, yielded in order."""
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
-    n = len(dataset)
-    order = iter([list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)])
-
-    def load(indices: list[int]) -> tuple[Any, list[int]]:
-        return _collate([dataset[i] for i in indices])
-
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mitoscope-tiles") as pool:
-        pending: deque[Any] = deque()
-        for _ in range(threads * depth):
-            nxt = next(order, None)
-            if nxt is None:
-                break
-            pending.append(pool.submit(load, nxt))
-        while pending:
-            batch = pending.popleft().result()
-            nxt = next(order, None)
-            if nxt is not None:
-                pending.append(pool.submit(load, nxt))
-            yield batch
-
-
 def iterate_tile_batches(
     slide: Slide,
     tiles: Sequence[Tile],
@@ -228,7 +173,8 @@ def iterate_tile_batches(
     workers = max(0, int(num_workers))
     size = max(1, int(batch_size))
     if workers and reader == "thread":
-        batches = _threaded_batches(dataset, size, workers)
+        chunks = [list(range(i, min(i + size, len(dataset)))) for i in range(0, len(dataset), size)]
+        batches = read_ahead(lambda idx: _collate([dataset[i] for i in idx]), chunks, threads=workers)
         if pin_memory:
             batches = ((b.pin_memory(), i) for b, i in batches)
         yield from batches
@@ -459,20 +405,16 @@ def fold_backbone_batchnorm(model: nn.Module, tile_size: int) -> nn.Module:
         >>> fold_backbone_batchnorm(nn.Identity(), 64)
         Identity()
     """
-    import torch
     from torch import nn
-
-    from mitoscope.models.fuse import fold_batchnorm
 
     backbone = getattr(model, "backbone", None)
     if not isinstance(backbone, nn.Module):
         return model
-    device = next(model.parameters()).device
-    model.backbone, _ = fold_batchnorm(backbone, torch.zeros(1, 3, tile_size, tile_size, device=device))
+    model.backbone = fold_batchnorm_for(backbone, tile_size, next(model.parameters()).device)
     return model
 
 
-class Detector:
+class Detector(InferenceModel):
     """A detection model with its contract, ready to run on slides; optionally with a verifier.
 
     With a ``verifier`` (:mod:`mitoscope.inference.verify`) every detection at or above the contract's
@@ -498,12 +440,11 @@ class Detector:
         verifier: Classifier | None = None,
         precision: str = "auto",
     ) -> None:
-        self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
+        super().__init__(device=device, precision=precision)
         self.model = model.to(self.device).eval()
         self.contract = contract
         if fuse_batchnorm:
-            self.model = fold_backbone_batchnorm(self.model, int(contract.input_size))
+            self.fold_batchnorm()
         self.verifier = verifier
         self.path: Path | None = None
 
@@ -523,13 +464,9 @@ class Detector:
         (:func:`mitoscope.utils.precision.resolve_precision`).
         """
         from mitoscope.inference.classify import Classifier
-        from mitoscope.models.checkpoint import load_model
 
-        ckpt = find_checkpoint(path)
         dev = resolve_device(device)
-        model, contract = load_model(ckpt, device=dev)
-        if contract.task != "detection":
-            raise InputError(f"checkpoint is a {contract.task!r} model, not a detection model", path=ckpt)
+        model, contract, ckpt = load_checkpoint(path, task="detection", device=dev)
         if verifier == "auto":
             verifier = contract.config.get("verifier") or None
         checker = Classifier.from_path(verifier, device=dev, precision=precision) if verifier else None
@@ -540,6 +477,10 @@ class Detector:
         det = cls(model, contract, device=dev, verifier=checker, precision=precision)
         det.path = ckpt
         return det
+
+    def _fold_batchnorm(self) -> None:
+        """The backbone (:func:`fold_backbone_batchnorm`), checked at the tile size."""
+        self.model = fold_backbone_batchnorm(self.model, self.tile_size)
 
     @property
     def candidate_threshold(self) -> float:
