@@ -63,7 +63,7 @@ def test_detector_reproduces_its_recorded_points() -> None:
     from mitoscope.io.slides import open_slide
 
     golden = bundle_info("mitoscope-detector")["summary"]["golden"]
-    det = Detector.from_path("mitoscope-detector", device="cpu", verifier=None)
+    det = Detector.from_path("mitoscope-detector", device="cpu", verifier=None, precision="fp32")
     with open_slide(sample_paths()["regions"].parent / golden["sample"]) as slide:
         found = det.detect(slide, tissue=False, num_workers=0, progress=False)
     expected = json.loads(json.dumps(golden["points"]))
