@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 
@@ -13,8 +12,8 @@ import torch
 from PIL import Image
 
 from mitoscope.data.catalog import make_catalog
-from mitoscope.engine.classifier_training import build_scheduler, train_classifier
-from mitoscope.engine.config import ClassifierConfig, OptimConfig, load_config
+from mitoscope.engine.classifier_training import train_classifier
+from mitoscope.engine.config import ClassifierConfig, load_config
 from mitoscope.io.catalog_csv import read_catalog_csv
 from mitoscope.models.checkpoint import load_model, read_checkpoint
 from mitoscope.utils.errors import InputError
@@ -287,17 +286,3 @@ def test_bad_inputs(tmp_path):
     cfg = load_config(None, ClassifierConfig, [*TINY, "train.epochs=1"])
     with pytest.raises(InputError, match=r"no fold \[7\]"):
         train_classifier(cfg, cat, tmp_path / "r", device="cpu", folds=[7])
-
-
-def test_scheduler_warmup_then_cosine():
-    opt = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0)
-    sched = build_scheduler(OptimConfig(warmup_epochs=1, min_lr_ratio=0.0), opt, steps_per_epoch=4, epochs=3)
-    lrs = []
-    for _ in range(12):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
-    assert (
-        lrs[4] == pytest.approx(1.0) and lrs[-1] < 0.1 and all(a >= b for a, b in itertools.pairwise(lrs[3:]))
-    )

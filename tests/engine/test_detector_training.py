@@ -172,6 +172,15 @@ def test_leave_one_tumour_out(tmp_path: Path) -> None:
     assert table["domain"].tolist() == ["canine lymphoma", "human melanoma"]
     assert (tmp_path / "lotd" / "lotd.csv").is_file()
     assert ((table["tp"] + table["fn"]) == 3).all()
+    # the shared fold loop: a rerun skips the finished domains (their metrics.json) and gives the same table
+    history = tmp_path / "lotd" / "canine_lymphoma" / "history.csv"
+    stamp = history.stat().st_mtime_ns
+    again = cross_validate_lotd(cfg, data, tmp_path / "lotd", device="cpu", progress=False)
+    pd.testing.assert_frame_equal(again, table)
+    assert (
+        history.stat().st_mtime_ns == stamp
+        and (tmp_path / "lotd" / "canine_lymphoma" / "metrics.json").is_file()
+    )
 
 
 def test_load_detection_data_from_a_json_file(tmp_path: Path) -> None:

@@ -89,6 +89,13 @@ FIT_SCRIPT = textwrap.dedent(
     with open(f"{out_dir}/rank{info.rank}.json", "w") as fh:
         json.dump({"digest": digest, "weights": [t.tolist() for t in model.state_dict().values()],
                    "epochs": res.epochs_run, "indices": seen, "n": len(sampler)}, fh)
+
+    # the detector trains through the same core in the same process group: DDP, sharded validation regions
+    from mitoscope.engine.detector_training import load_detector_config, train_detector
+    cfg = load_detector_config("detector-cpu", json.loads(sys.argv[3]))
+    run = train_detector(cfg, sys.argv[2], f"{out_dir}/detector", device="cpu", progress=False)
+    with open(f"{out_dir}/detector_rank{info.rank}.json", "w") as fh:
+        json.dump({"epochs": run.epochs_run, "threshold": run.threshold, "f1": run.best_f1}, fh)
     D.cleanup()
     """
 )
@@ -102,13 +109,27 @@ def _torchrun(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.Comp
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def _detector_test_helpers():
+    import importlib.util
+
+    path = Path(__file__).with_name("test_detector_training.py")
+    spec = importlib.util.spec_from_file_location("detector_training_tests", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.slow
 def test_torchrun_fit_two_processes_agree_and_rank0_writes(tmp_path):
     script = tmp_path / "fit_ddp.py"
     script.write_text(FIT_SCRIPT)
     out = tmp_path / "run"
     out.mkdir()
-    proc = _torchrun([str(script), str(out)], cwd=tmp_path)
+    detector = _detector_test_helpers()
+    data = detector.write_regions(tmp_path / "regions", 6, tumors=("human melanoma", "canine lymphoma"))
+    overrides = json.dumps([*detector.TINY, "data.val_fraction=0.34"])
+    proc = _torchrun([str(script), str(out), str(data), overrides], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     r0 = json.loads((out / "rank0.json").read_text())
     r1 = json.loads((out / "rank1.json").read_text())
@@ -123,6 +144,16 @@ def test_torchrun_fit_two_processes_agree_and_rank0_writes(tmp_path):
     assert last["state_dict"]["lin.weight"].tolist() == r0["weights"][0]
     assert len(pd.read_csv(out / "history.csv")) == 3
     assert (out / "best.pt").is_file()
+
+    # the detector: both ranks ran the same epochs and read the same tuned threshold; rank 0 wrote one run
+    d0 = json.loads((out / "detector_rank0.json").read_text())
+    d1 = json.loads((out / "detector_rank1.json").read_text())
+    assert d0 == d1 and d0["epochs"] == 2
+    summary = json.loads((out / "detector" / "summary.json").read_text())
+    assert summary["val_regions"] == 2 and summary["threshold"] == pytest.approx(d0["threshold"])
+    best = read_checkpoint(out / "detector" / "best.pt")
+    assert not any(k.startswith("module.") for k in best["state_dict"])
+    assert best["contract"]["thresholds"]["default"] == pytest.approx(d0["threshold"])
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -34,7 +35,8 @@ def train_detector(
     device: str = opt.device_option(),
     resume: bool = opt.resume_option("Continue an interrupted run in OUT."),
 ) -> None:
-    """Train the multi-task RetinaNet mitosis detector; the checkpoint stores the validation-tuned threshold."""
+    """Train the multi-task RetinaNet mitosis detector; the checkpoint stores the validation-tuned threshold.
+    Launch under torchrun for several GPUs/processes."""
     from rich.console import Console
 
     err = Console(stderr=True)
@@ -43,8 +45,10 @@ def train_detector(
             cross_validate_lotd,
             detection_sources,
             load_detector_config,
+            region_detector,
         )
         from mitoscope.engine.detector_training import train_detector as run_training
+        from mitoscope.inference.detect import detect_slide
         from mitoscope.utils.device import resolve_device
 
         resolve_device(device)  # an unknown or missing device fails before any data is read
@@ -53,16 +57,29 @@ def train_detector(
             cfg_overrides.append(f"cv={cv}")
         cfg = load_detector_config(config, cfg_overrides)
         sources, patch_val = detection_sources(data, out, seed=cfg.train.seed)
+        detect = region_detector(detect_slide)  # validation detects the way `mitoscope detect` does
         if cfg.cv == "lotd":
-            table = cross_validate_lotd(cfg, sources, out, device=device, resume=resume)
+            table = cross_validate_lotd(cfg, sources, out, device=device, resume=resume, detect=detect)
             err.print(table.to_string(index=False), highlight=False)
             err.print(f"leave-one-tumour-out results → {out / 'lotd.csv'}", highlight=False)
             return
         run = run_training(
-            cfg, sources, out, device=device, resume=resume, val_data=[*map(str, val), *patch_val] or None
+            cfg,
+            sources,
+            out,
+            device=device,
+            resume=resume,
+            val_data=[*map(str, val), *patch_val] or None,
+            detect=detect,
         )
     except (ValueError, FileNotFoundError, KeyError, RuntimeError, OSError) as exc:
         fail(exc)
+    finally:
+        from mitoscope.engine.distributed import cleanup
+
+        cleanup()
+    if int(os.environ.get("RANK", 0)) != 0:  # under torchrun rank 0 reports
+        return
     err.print(
         f"best validation F1 {run.best_f1:.3f} at threshold {run.threshold:.3f} "
         f"({run.epochs_run} epochs) → {run.best_path}",

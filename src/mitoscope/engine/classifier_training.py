@@ -24,7 +24,6 @@ import dataclasses
 import functools
 import json
 import logging
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,7 +40,7 @@ from mitoscope.data.datasets import PatchDataset
 from mitoscope.data.patch_cache import PatchCache
 from mitoscope.data.samplers import ClassBalancedSampler, EpochTaggedSampler, ShardedSequentialSampler
 from mitoscope.engine import distributed as D
-from mitoscope.engine.config import ClassifierConfig, DataConfig, OptimConfig, config_to_dict, save_config
+from mitoscope.engine.config import ClassifierConfig, DataConfig, config_to_dict, save_config
 from mitoscope.engine.crossval import (
     FOLD_METRICS,
     FOLD_PREDICTIONS,
@@ -53,11 +52,19 @@ from mitoscope.engine.crossval import (
     run_crossval,
 )
 from mitoscope.engine.ensemble import RULES
-from mitoscope.engine.loop import LAST_CHECKPOINT, EpochState, autocast, fit
-from mitoscope.engine.seed import seed_everything, seed_worker
-from mitoscope.models.checkpoint import ModelContract, read_checkpoint, save_checkpoint
+from mitoscope.engine.loop import autocast
+from mitoscope.engine.training import (
+    fit_recipe,
+    kept_checkpoint,
+    prepare_model,
+    set_loader_epoch,
+    start_run,
+    store_threshold,
+    train_loader,
+    training_contract,
+)
+from mitoscope.models.checkpoint import ModelContract, save_checkpoint
 from mitoscope.utils.atomic import write_text_atomic
-from mitoscope.utils.device import resolve_device
 from mitoscope.utils.errors import InputError
 from mitoscope.utils.jsonable import to_jsonable
 
@@ -71,52 +78,6 @@ RECORD_COLUMNS = ("image", "page", "slide", "x", "y", "label", "group", "domain"
 # --------------------------------------------------------------------------------------------------------------
 # Building blocks
 # --------------------------------------------------------------------------------------------------------------
-
-
-def build_optimizer(cfg: OptimConfig, params: Any) -> torch.optim.Optimizer:
-    """Adam, AdamW or SGD (momentum, Nesterov) from the ``optim`` section.
-
-    Examples:
-        >>> build_optimizer(OptimConfig(name="adam", lr=1e-3), nn.Linear(2, 1).parameters()).__class__.__name__
-        'Adam'
-    """
-    if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.name == "sgd":
-        return torch.optim.SGD(
-            params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, nesterov=True
-        )
-    raise ValueError(f"unknown optimiser {cfg.name!r}")
-
-
-def build_scheduler(
-    cfg: OptimConfig, optimizer: torch.optim.Optimizer, *, steps_per_epoch: int, epochs: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step schedule: linear warm-up over ``warmup_epochs``, then cosine to ``min_lr_ratio`` (or constant).
-
-    Examples:
-        >>> opt = torch.optim.SGD(nn.Linear(1, 1).parameters(), lr=1.0)
-        >>> s = build_scheduler(OptimConfig(scheduler="cosine"), opt, steps_per_epoch=10, epochs=1)
-        >>> for _ in range(10): opt.step(); s.step()
-        >>> round(opt.param_groups[0]["lr"], 3)
-        0.01
-    """
-    total = max(1, steps_per_epoch * epochs)
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
-    floor = float(cfg.min_lr_ratio)
-    cosine = cfg.scheduler == "cosine"
-
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        if not cosine:
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _build_model(cfg: ClassifierConfig, train_targets: np.ndarray) -> tuple[nn.Module, dict[str, Any]]:
@@ -217,18 +178,17 @@ def _contract(
     std: Sequence[float],
     class_names: tuple[str, str] = BINARY_CLASSES[0],
 ) -> ModelContract:
-    build_kwargs = dict(getattr(model, "build_kwargs", kwargs))
-    return ModelContract(
+    return training_contract(
+        cfg,
         architecture=cfg.model.name,
-        kwargs=to_jsonable(build_kwargs),
+        kwargs=dict(getattr(model, "build_kwargs", kwargs)),
         task="classification",
         input_size=cfg.data.size,
         mpp=cfg.data.mpp,
-        mean=tuple(float(v) for v in mean),
-        std=tuple(float(v) for v in std),
+        mean=mean,
+        std=std,
         class_names=class_names,
-        thresholds={"default": 0.5 if cfg.threshold.fixed is None else float(cfg.threshold.fixed)},
-        config=config_to_dict(cfg),
+        threshold=0.5 if cfg.threshold.fixed is None else float(cfg.threshold.fixed),
     )
 
 
@@ -338,6 +298,44 @@ def _training_records(train_cat: pd.DataFrame, which: str, fold_name: str) -> pd
     return train_cat[keep]
 
 
+def _export_model(
+    model: nn.Module, contract: dict[str, Any], threshold: float, fold_dir: Path, extra: dict[str, Any]
+) -> None:
+    """``fold_dir/model.pt``: the inference model (no auxiliary decoders) with the validation threshold."""
+    from mitoscope.models.architectures.atypical_multitask import export_inference_model
+
+    export = export_inference_model(model.cpu())
+    export_contract = ModelContract.from_dict(contract)
+    export_contract.kwargs = to_jsonable(dict(getattr(export, "build_kwargs", export_contract.kwargs)))
+    export_contract.thresholds = {"default": float(threshold)}
+    save_checkpoint(fold_dir / MODEL_FILE, export, export_contract, extra=extra)
+
+
+def _fold_predictions(
+    fold: Fold, parts: Sequence[tuple[str, pd.DataFrame, np.ndarray]], threshold: float
+) -> pd.DataFrame:
+    """One row per validation (and test) record: position, record columns, target, P(atypical), threshold."""
+    frames = []
+    positions = {"val": fold.val, "test": fold.test}
+    for part, part_cat, part_probs in parts:
+        rows = part_cat.reset_index(drop=False).rename(columns={"index": "catalog_index"})
+        frames.append(
+            pd.DataFrame(
+                {
+                    "row": positions[part],
+                    "catalog_index": rows["catalog_index"].to_numpy(),
+                    "fold": fold.index,
+                    "part": part,
+                    **_record_columns(rows),
+                    "target": part_cat["target"].to_numpy(),
+                    "p_atypical": part_probs,
+                    "threshold": threshold,
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
 def train_fold(
     cfg: ClassifierConfig,
     catalog: pd.DataFrame,
@@ -357,10 +355,9 @@ def train_fold(
     from mitoscope.metrics.classification import classification_report
 
     fold_dir = Path(fold_dir)
-    dev = resolve_device(device)
-    info = D.get_info()
     seed = cfg.train.seed + 1000 * fold.index
-    seed_everything(seed)
+    dev = start_run(cfg.train, device, seed=seed)
+    info = D.get_info()
 
     train_cat = _training_records(catalog.iloc[fold.train], cfg.data.train_records, fold.dirname)
     val_cat = catalog.iloc[fold.val]
@@ -407,33 +404,16 @@ def train_fold(
             train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed
         )
     # (index, epoch) items: persistent workers keep their patch caches and still augment per epoch
-    sampler = EpochTaggedSampler(inner_sampler)
-    per_rank = len(sampler)
-    drop_last = per_rank > cfg.data.batch_size  # a batch of one breaks BatchNorm
-    train_loader = DataLoader(
+    loader = train_loader(
         train_ds,
         batch_size=cfg.data.batch_size,
-        sampler=sampler,
+        device=dev,
+        seed=seed,
+        sampler=EpochTaggedSampler(inner_sampler),
         num_workers=cfg.data.num_workers,
-        pin_memory=dev.type == "cuda",
-        drop_last=drop_last,
-        worker_init_fn=seed_worker,
-        persistent_workers=cfg.data.num_workers > 0,
+        persistent_workers=True,
     )
-    steps = len(train_loader)
-    if cfg.train.max_steps_per_epoch is not None:
-        steps = min(steps, cfg.train.max_steps_per_epoch)
-
-    model.to(dev)
-    if cfg.train.channels_last:
-        model.to(memory_format=torch.channels_last)
-    net: nn.Module = model
-    if info.is_distributed:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None
-        )
-    optimizer = build_optimizer(cfg.optim, model.parameters())
-    scheduler = build_scheduler(cfg.optim, optimizer, steps_per_epoch=steps, epochs=cfg.train.epochs)
+    net = prepare_model(model, dev, cfg.train)
     labelled = catalog["target"].to_numpy() >= 0
     names = class_names_of(set(catalog.loc[labelled, "label"].astype(str)))
     contract = _contract(cfg, model, kwargs, mean, std, names)
@@ -450,43 +430,27 @@ def train_fold(
         metrics, _ = _val_metrics(cfg, y_val, p)
         return metrics
 
-    def store_threshold(state: EpochState) -> None:
-        state.contract.thresholds = {"default": float(state.metrics["threshold"])}
-
     def on_epoch_start(epoch: int) -> None:
-        sampler.set_epoch(epoch)
+        set_loader_epoch(loader, epoch)
         train_ds.set_epoch(epoch)
 
-    result = fit(
+    result = fit_recipe(
         net,
-        train_loader,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        epochs=cfg.train.epochs,
+        loader,
+        optim=cfg.optim,
+        train=cfg.train,
         evaluate=evaluate,
-        monitor=cfg.train.monitor,
-        mode="max",
-        patience=cfg.train.patience if cfg.train.keep == "best" else None,
         out_dir=fold_dir,
         contract=contract,
         device=dev,
-        loss_weights=cfg.train.loss_weights or None,
         resume=resume,
-        callbacks=[store_threshold],
+        callbacks=[store_threshold("threshold")],
         on_epoch_start=on_epoch_start,
-        amp=cfg.train.amp,
-        cpu_bf16=cfg.train.cpu_bf16,
-        grad_clip=cfg.train.grad_clip,
-        max_steps_per_epoch=cfg.train.max_steps_per_epoch,
         progress=progress,
         checkpoint_extra={"fold": fold.index},
-        ema_decay=cfg.train.ema_decay,
     )
-    if result.best_path is None:
-        raise RuntimeError(f"fold {fold.index}: no best checkpoint was written in {fold_dir}")
-
     # the kept epoch (the best, or the last of the schedule): reload, predict the validation set, threshold, export
-    kept = read_checkpoint(result.best_path if cfg.train.keep == "best" else fold_dir / LAST_CHECKPOINT)
+    kept = kept_checkpoint(result, fold_dir, cfg.train.keep)
     kept_epoch = int(kept["extra"]["epoch"])
     average = kept["extra"].get("weight_average") if cfg.train.keep == "last" else None
     model.load_state_dict(average["module"] if average else kept["state_dict"])
@@ -528,39 +492,15 @@ def train_fold(
         }
     )
     if D.is_main_process():
-        from mitoscope.models.architectures.atypical_multitask import export_inference_model
-
-        export = export_inference_model(model.cpu())
-        export_contract = ModelContract.from_dict(kept["contract"])
-        export_contract.kwargs = to_jsonable(dict(getattr(export, "build_kwargs", export_contract.kwargs)))
-        export_contract.thresholds = {"default": float(thr)}
-        save_checkpoint(
-            fold_dir / MODEL_FILE,
-            export,
-            export_contract,
-            extra={"fold": fold.index, "kept_epoch": kept_epoch, "metrics": to_jsonable(report)},
+        _export_model(
+            model,
+            kept["contract"],
+            thr,
+            fold_dir,
+            {"fold": fold.index, "kept_epoch": kept_epoch, "metrics": to_jsonable(report)},
         )
-        frames = []
-        positions = {"val": fold.val, "test": fold.test}
-        for part, part_cat, part_probs in parts:
-            rows = part_cat.reset_index(drop=False).rename(columns={"index": "catalog_index"})
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "row": positions[part],
-                        "catalog_index": rows["catalog_index"].to_numpy(),
-                        "fold": fold.index,
-                        "part": part,
-                        **_record_columns(rows),
-                        "target": part_cat["target"].to_numpy(),
-                        "p_atypical": part_probs,
-                        "threshold": thr,
-                    }
-                )
-            )
-        write_text_atomic(
-            fold_dir / FOLD_PREDICTIONS, pd.concat(frames, ignore_index=True).to_csv(index=False)
-        )
+        predictions = _fold_predictions(fold, parts, thr)
+        write_text_atomic(fold_dir / FOLD_PREDICTIONS, predictions.to_csv(index=False))
         # metrics.json last: its presence marks the fold finished
         write_text_atomic(fold_dir / FOLD_METRICS, json.dumps(to_jsonable(report), indent=2))
     D.barrier()
@@ -621,7 +561,7 @@ def train_classifier(
         >>> train_classifier(cfg, catalog, "runs/cpu")  # doctest: +SKIP
     """
     validate_catalog(catalog)
-    D.init_distributed(device="cpu" if str(device) == "cpu" else None)
+    D.init_distributed(device="cpu" if str(device) == "cpu" else None)  # before rank 0 alone writes
     out = Path(out_dir)
     catalog = catalog.reset_index(drop=True)
     labelled = catalog["target"].to_numpy() >= 0

@@ -32,7 +32,7 @@ class ConfigError(InputError):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The classifier recipe
+# The sections every training recipe shares (classifier and detector); ``None`` switches a setting off
 # --------------------------------------------------------------------------------------------------------------
 
 
@@ -42,6 +42,56 @@ class ModelConfig:
 
     name: str = "atypical_single"
     kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule (``warmup_epochs`` of linear warm-up, then cosine or constant).
+
+    Shared by every task (:func:`mitoscope.engine.training.build_optimizer`, ``build_scheduler``); a recipe's
+    defaults may differ (the detector's: Adam, 1e-5, no weight decay, constant).
+    """
+
+    name: Literal["adam", "adamw", "sgd"] = "adamw"
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    scheduler: Literal["cosine", "none"] = "cosine"
+    warmup_epochs: float = 0.0
+    min_lr_ratio: float = 0.01
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Epochs, early stopping, seeds, mixed precision and task weights (shared by every task; ``None``: off).
+
+    ``patience``: epochs without improvement of ``monitor`` before stopping. ``amp``: float16 autocast on CUDA.
+    ``cpu_bf16``: bfloat16 autocast on the CPU (worth it on CPUs with native bf16, e.g. AVX512-BF16 or AMX).
+    ``channels_last``: NHWC memory format for the model. ``ema_decay``: evaluate and keep an exponential moving
+    average of the weights (e.g. 0.995; :class:`mitoscope.engine.loop.WeightAverage`).
+    ``keep``: export the epoch with the best ``monitor`` (``"best"``) or the last epoch of the full schedule
+    (``"last"``: no early stopping; validation then only sets the threshold). ``threads``: torch's CPU threads
+    (``None``: torch's default).
+    """
+
+    epochs: int = 10
+    patience: int | None = None
+    monitor: str = "balanced_accuracy"
+    seed: int = 0
+    amp: bool = True
+    cpu_bf16: bool = False
+    channels_last: bool = False
+    grad_clip: float | None = None
+    loss_weights: dict[str, float] = dataclasses.field(default_factory=dict)
+    max_steps_per_epoch: int | None = None
+    ema_decay: float | None = None
+    keep: Literal["best", "last"] = "best"
+    threads: int | None = None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The classifier recipe
+# --------------------------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -73,44 +123,6 @@ class DataConfig:
     mask_method: Literal["hematoxylin", "nuclick", "disk"] = "hematoxylin"
     mask_cache: str | None = None
     train_records: Literal["all", "unanimous"] = "all"
-
-
-@dataclasses.dataclass
-class OptimConfig:
-    """Optimiser and learning-rate schedule (``warmup_epochs`` of linear warm-up, then cosine or constant)."""
-
-    name: Literal["adam", "adamw", "sgd"] = "adamw"
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    scheduler: Literal["cosine", "none"] = "cosine"
-    warmup_epochs: float = 0.0
-    min_lr_ratio: float = 0.01
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Epochs, early stopping, seeds, mixed precision and task weights.
-
-    ``amp``: float16 autocast on CUDA. ``cpu_bf16``: bfloat16 autocast on the CPU (worth it on CPUs with native
-    bf16, e.g. AVX512-BF16 or AMX). ``channels_last``: NHWC memory format for the model. ``ema_decay``: evaluate
-    and keep an exponential moving average of the weights (e.g. 0.995; :class:`mitoscope.engine.loop.WeightAverage`).
-    ``keep``: export the epoch with the best ``monitor`` (``"best"``) or the last epoch of the full schedule
-    (``"last"``: no early stopping; validation then only sets the threshold).
-    """
-
-    epochs: int = 10
-    patience: int | None = None
-    monitor: str = "balanced_accuracy"
-    seed: int = 0
-    amp: bool = True
-    cpu_bf16: bool = False
-    channels_last: bool = False
-    grad_clip: float | None = None
-    loss_weights: dict[str, float] = dataclasses.field(default_factory=dict)
-    max_steps_per_epoch: int | None = None
-    ema_decay: float | None = None
-    keep: Literal["best", "last"] = "best"
 
 
 @dataclasses.dataclass
@@ -351,7 +363,8 @@ def _strip_optional(tp: Any) -> Any:
     return tp
 
 
-def _build(cls: type[T], raw: Any, prefix: str, origin: object) -> T:
+def _build(cls: type[T], raw: Any, prefix: str, origin: object, base: Any = None) -> T:
+    """``cls`` from the mapping ``raw``; keys it lacks keep ``base``'s values (else the class defaults)."""
     if isinstance(raw, cls):
         return raw
     if not isinstance(raw, dict):
@@ -365,8 +378,23 @@ def _build(cls: type[T], raw: Any, prefix: str, origin: object) -> T:
             f"unknown key {prefix + unknown[0]!r} in {where} (known: {', '.join(sorted(fields))})",
             path=origin,
         )
-    values = {name: _coerce(hints[name], raw[name], prefix + name, origin) for name in raw}
+    values = {}
+    for name in raw:
+        default = _default_of(fields[name])
+        if dataclasses.is_dataclass(default) and isinstance(raw[name], dict):
+            # a section starts from the recipe's own default for it (e.g. the detector's Adam), not the class's
+            values[name] = _build(type(default), raw[name], prefix + name + ".", origin, base=default)
+        else:
+            values[name] = _coerce(hints[name], raw[name], prefix + name, origin)
+    if base is not None:
+        return dataclasses.replace(base, **values)
     return cls(**values)
+
+
+def _default_of(field: dataclasses.Field[Any]) -> Any:
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None if field.default is dataclasses.MISSING else field.default
 
 
 def _coerce(tp: Any, value: Any, key: str, origin: object) -> Any:

@@ -1,6 +1,7 @@
 """Cross-validation: folds from a recipe, the fold loop (resumable per fold), OOF predictions, thresholds.
 
-The fold loop does not know how a fold is trained: it calls ``train_fold(fold, fold_dir)``, which must leave
+The fold loop (:func:`run_folds`, shared with the detector's leave-one-tumour-out) does not know how a fold is
+trained: it calls ``train_fold(fold, fold_dir)``. For a classifier (:func:`run_crossval`) that must leave
 ``fold_dir/predictions.csv`` (``row, fold, part, target, p_atypical, threshold`` + record columns; ``part`` is
 ``val`` or ``test``) and then ``fold_dir/metrics.json`` (written last: its presence marks the fold finished).
 :func:`run_crossval` skips finished folds, then pools the out-of-fold predictions (each fold's ``test`` part,
@@ -314,6 +315,53 @@ def fold_finished(fold_dir: str | os.PathLike[str]) -> bool:
     return (d / FOLD_METRICS).is_file() and (d / FOLD_PREDICTIONS).is_file()
 
 
+def run_folds(
+    folds: Sequence[Fold],
+    train_fold: Callable[[Fold, Path], Any],
+    out_dir: str | os.PathLike[str],
+    *,
+    resume: bool = True,
+    fold_dir: Callable[[Fold], str] = lambda fold: fold.dirname,
+    finished: Callable[[Path], bool] = fold_finished,
+) -> tuple[list[int], list[int]]:
+    """The fold loop of every task: train each fold not yet ``finished``; ``(trained, skipped)`` fold indices.
+
+    Args:
+        folds: the folds to run.
+        train_fold: ``(fold, fold_dir) -> anything``; must leave what ``finished`` looks for.
+        out_dir: run directory; a fold lives in ``out_dir / fold_dir(fold)`` (``fold_<index>`` by default).
+        resume: skip finished folds (with ``False`` every fold is retrained).
+        fold_dir: the folder name of a fold.
+        finished: whether a fold folder holds a finished fold (default :func:`fold_finished`).
+
+    Raises:
+        RuntimeError: ``train_fold`` returned without finishing its fold.
+
+    Examples:
+        >>> import tempfile
+        >>> def train(fold, d):
+        ...     d.mkdir(parents=True); (d / "done").touch()
+        >>> folds = [Fold(0, np.array([1]), np.array([0]), name="a"), Fold(1, np.array([0]), np.array([1]), name="b")]
+        >>> run_folds(folds, train, tempfile.mkdtemp(), fold_dir=lambda f: f.name, finished=lambda d: (d / "done").is_file())
+        ([0, 1], [])
+    """
+    out = Path(out_dir)
+    trained, skipped = [], []
+    for fold in folds:
+        where = out / fold_dir(fold)
+        if resume and finished(where):
+            logger.info("fold %d already finished: skipped", fold.index)
+            skipped.append(fold.index)
+            continue
+        logger.info("fold %d%s: %d train, %d validation", fold.index, f" ({fold.name})" if fold.name else "",
+                    len(fold.train), len(fold.val))  # fmt: skip
+        train_fold(fold, where)
+        if not finished(where):
+            raise RuntimeError(f"the fold left no finished outputs in {where}")
+        trained.append(fold.index)
+    return trained, skipped
+
+
 def run_crossval(
     folds: Sequence[Fold],
     train_fold: Callable[[Fold, Path], Any],
@@ -353,19 +401,7 @@ def run_crossval(
     from mitoscope.metrics.classification import classification_report
 
     out = Path(out_dir)
-    trained, skipped = [], []
-    for fold in folds:
-        fold_dir = out / fold.dirname
-        if resume and fold_finished(fold_dir):
-            logger.info("fold %d already finished: skipped", fold.index)
-            skipped.append(fold.index)
-            continue
-        logger.info("fold %d%s: %d train, %d validation", fold.index, f" ({fold.name})" if fold.name else "",
-                    len(fold.train), len(fold.val))  # fmt: skip
-        train_fold(fold, fold_dir)
-        if not fold_finished(fold_dir):
-            raise RuntimeError(f"train_fold left no {FOLD_METRICS}/{FOLD_PREDICTIONS} in {fold_dir}")
-        trained.append(fold.index)
+    trained, skipped = run_folds(folds, train_fold, out, resume=resume)
 
     # pool every finished fold in the directory (also ones run by an earlier call with other --folds)
     fold_dirs = sorted(

@@ -1,15 +1,18 @@
 """Train the multi-task RetinaNet detector (Zhang et al., MIDOG 2022) from region folders or a catalog.
 
-The recipe is a typed :class:`DetectorConfig` (YAML in ``configs/detector-*.yaml``). :func:`train_detector`
-reads the data (folders of regions + one MIDOG++-format JSON each, e.g. ``mitoscope synth regions`` output or
-:func:`mitoscope.data.mosaic.build_mosaics`), holds out whole regions for validation, draws fresh training
-crops every epoch (:class:`~mitoscope.data.detection.CropSampler`), and runs the shared loop
-:func:`mitoscope.engine.loop.fit` with validation MIDOG F1 as the monitor. Validation runs sliding-window
-detection over each held-out region; the score threshold that maximises F1 there is written into the
+The recipe is a typed :class:`DetectorConfig` (YAML in ``configs/detector-*.yaml``) whose ``optim`` and ``train``
+sections are the ones every task shares. :func:`train_detector` reads the data (folders of regions + one
+MIDOG++-format JSON each, e.g. ``mitoscope synth regions`` output or :func:`mitoscope.data.mosaic.build_mosaics`),
+holds out whole regions for validation, draws fresh training crops every epoch
+(:class:`~mitoscope.data.detection.CropSampler`), and trains through the shared core
+(:mod:`mitoscope.engine.training`: optimiser and schedule, seeds, DDP under ``torchrun``, bf16 / channels-last)
+with validation MIDOG F1 as the monitor. Validation runs sliding-window detection over each held-out region
+with the :data:`RegionDetector` it is given; the score threshold that maximises F1 there is written into the
 checkpoint contract (``thresholds["default"]``). Runs are resumable (``last.pt``).
 
-:func:`cross_validate_lotd` repeats training leaving one tumour type (domain) out at a time and scores the
-left-out domain with the threshold tuned on the training domains' validation regions (the paper's protocol).
+:func:`cross_validate_lotd` repeats training leaving one tumour type (domain) out at a time through the shared
+fold loop and scores the left-out domain with the threshold tuned on the training domains' validation regions
+(the paper's protocol).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -28,6 +31,11 @@ import pandas as pd
 import torch
 from torch import nn
 
+from mitoscope.engine import distributed as D
+from mitoscope.engine import training as core
+from mitoscope.engine.config import ModelConfig, OptimConfig, TrainConfig, load_config, save_config
+from mitoscope.engine.crossval import FOLD_METRICS, Fold, run_folds
+from mitoscope.utils.atomic import write_text_atomic
 from mitoscope.utils.errors import InputError
 from mitoscope.utils.jsonable import to_jsonable
 
@@ -39,13 +47,10 @@ DataSource: TypeAlias = str | os.PathLike[str] | pd.DataFrame | Sequence[str | o
 # --------------------------------------------------------------------------------------------- configuration
 
 
-@dataclasses.dataclass
-class DetectorModelConfig:
-    """Registered model name and builder keyword arguments (``num_tumor_types`` is set from the data)."""
-
-    name: str = "retinanet_multitask"
-    kwargs: dict[str, Any] = dataclasses.field(
-        default_factory=lambda: {"backbone": "resnet50", "pretrained": False, "tile_size": 512, "mpp": 0.25}
+def _detector_model() -> ModelConfig:
+    return ModelConfig(
+        name="retinanet_multitask",
+        kwargs={"backbone": "resnet50", "pretrained": False, "tile_size": 512, "mpp": 0.25},
     )
 
 
@@ -55,7 +60,8 @@ class DetectorDataConfig:
 
     ``proportions`` are the shares of crops centred on a mitosis, on a hard negative, and drawn at random.
     ``margin`` extra pixels are read around each crop so that the random crop can move it. Validation uses
-    ``val_dirs`` when given, otherwise ``val_fraction`` of the regions (whole regions, by seed).
+    ``val_dirs`` when given, otherwise ``val_fraction`` of the regions (whole regions, by seed), at most
+    ``max_val_regions`` of them (``None``: all).
     ``cache_regions`` keeps each region in memory at the crop mpp (regions, mosaics; not whole slides).
     """
 
@@ -72,30 +78,7 @@ class DetectorDataConfig:
     cache_regions: bool = True
     val_fraction: float = 0.2
     val_dirs: list[str] = dataclasses.field(default_factory=list)
-    max_val_regions: int = 0
-
-
-@dataclasses.dataclass
-class DetectorOptimConfig:
-    """Adam with a constant learning rate (the paper: 1e-5)."""
-
-    lr: float = 1e-5
-    weight_decay: float = 0.0
-    grad_clip: float = 0.0
-
-
-@dataclasses.dataclass
-class DetectorTrainConfig:
-    """Loop settings; ``loss_weights`` maps loss names (``loss_cls``, ``loss_box``, ``loss_tumor``,
-    ``loss_foreground``) to task weights (missing: 1.0)."""
-
-    epochs: int = 50
-    patience: int = 10
-    max_steps_per_epoch: int = 0
-    seed: int = 0
-    amp: bool = True
-    loss_weights: dict[str, float] = dataclasses.field(default_factory=dict)
-    threads: int = 0
+    max_val_regions: int | None = None
 
 
 @dataclasses.dataclass
@@ -109,14 +92,34 @@ class DetectorEvalConfig:
 
 @dataclasses.dataclass
 class DetectorConfig:
-    """The whole detector recipe (see ``configs/detector-zhang2022.yaml`` and ``configs/detector-cpu.yaml``)."""
+    """The whole detector recipe (see ``configs/detector-zhang2022.yaml`` and ``configs/detector-cpu.yaml``).
 
-    model: DetectorModelConfig = dataclasses.field(default_factory=DetectorModelConfig)
+    ``optim`` and ``train`` are the sections every task shares (:mod:`mitoscope.engine.config`), with the
+    paper's defaults: Adam at a constant 1e-5, early stopping on the validation MIDOG F1 (``val_f1``; also
+    ``val_precision``, ``val_recall``, ``val_f1_at_0.5``). ``train.loss_weights`` maps the loss names
+    (``loss_cls``, ``loss_box``, ``loss_tumor``, ``loss_foreground``) to task weights (missing: 1.0).
+    """
+
+    model: ModelConfig = dataclasses.field(default_factory=_detector_model)
     data: DetectorDataConfig = dataclasses.field(default_factory=DetectorDataConfig)
-    optim: DetectorOptimConfig = dataclasses.field(default_factory=DetectorOptimConfig)
-    train: DetectorTrainConfig = dataclasses.field(default_factory=DetectorTrainConfig)
+    optim: OptimConfig = dataclasses.field(
+        default_factory=lambda: OptimConfig(name="adam", lr=1e-5, weight_decay=0.0, scheduler="none")
+    )
+    train: TrainConfig = dataclasses.field(
+        default_factory=lambda: TrainConfig(epochs=50, patience=10, monitor="val_f1")
+    )
     eval: DetectorEvalConfig = dataclasses.field(default_factory=DetectorEvalConfig)
     cv: str = "none"
+
+
+#: Settings that recipes written before the shared sections switched off with 0 (now ``None``).
+_ZERO_MEANS_OFF = (
+    ("train", "patience"),
+    ("train", "max_steps_per_epoch"),
+    ("train", "grad_clip"),
+    ("train", "threads"),
+    ("data", "max_val_regions"),
+)
 
 
 def load_detector_config(
@@ -124,16 +127,24 @@ def load_detector_config(
 ) -> DetectorConfig:
     """Load a :class:`DetectorConfig` from YAML (or a mapping) with ``a.b=value`` overrides.
 
-    Examples:
-        >>> cfg = load_detector_config(None, ["optim.lr=1e-4", "model.kwargs.backbone=test_resnet"])
-        >>> cfg.optim.lr, cfg.model.kwargs["backbone"]
-        (0.0001, 'test_resnet')
-    """
-    from mitoscope.engine.config import load_config
+    A 0 for ``train.patience``, ``train.max_steps_per_epoch``, ``train.grad_clip``, ``train.threads`` or
+    ``data.max_val_regions`` means off, as ``null`` does.
 
+    Examples:
+        >>> cfg = load_detector_config(None, ["optim.lr=1e-4", "model.kwargs.backbone=test_resnet", "train.patience=0"])
+        >>> cfg.optim.lr, cfg.optim.name, cfg.model.kwargs["backbone"], cfg.train.patience
+        (0.0001, 'adam', 'test_resnet', None)
+    """
     cfg = load_config(source, DetectorConfig, overrides)
+    where = source if isinstance(source, str | os.PathLike) else None
     if cfg.cv not in ("none", "lotd"):
-        raise InputError(f"cv must be 'none' or 'lotd', got {cfg.cv!r}", path=source if source else None)
+        raise InputError(f"cv must be 'none' or 'lotd', got {cfg.cv!r}", path=where)
+    if cfg.train.keep != "best":
+        raise InputError("a detector keeps its best epoch: train.keep must be 'best'", path=where)
+    for section, key in _ZERO_MEANS_OFF:
+        part = getattr(cfg, section)
+        if getattr(part, key) == 0:
+            setattr(part, key, None)
     return cfg
 
 
@@ -290,37 +301,58 @@ def split_regions(paths: Sequence[str], fraction: float, *, seed: int = 0) -> tu
 
 # --------------------------------------------------------------------------------------------- detection
 
+#: ``detect(model, contract, slide, *, overlap, batch_size, device) -> DataFrame`` (``x, y`` level-0 px,
+#: ``score``, ``label``): every candidate the model keeps in a whole region, for threshold tuning. Validation and
+#: scoring take one (:func:`region_detector` builds it from a whole-slide detection function).
+RegionDetector: TypeAlias = Callable[..., pd.DataFrame]
 
-def detect_region(
-    model: nn.Module,
-    contract: Any,
-    slide: Any,
-    *,
-    overlap: int = 64,
-    batch_size: int = 4,
-    device: torch.device | str = "cpu",
-) -> pd.DataFrame:
+
+def region_detector(detect_slide: Callable[..., pd.DataFrame]) -> RegionDetector:
+    """A :data:`RegionDetector` from a whole-slide detection function with the signature of
+    :func:`mitoscope.inference.detect.detect_slide`: every candidate (threshold 0), no tissue skipping, tiles
+    read in the main thread, no progress bar.
+
+    Examples:
+        >>> from mitoscope.inference.detect import detect_slide  # doctest: +SKIP
+        >>> run = train_detector(cfg, data, "runs/det", detect=region_detector(detect_slide))  # doctest: +SKIP
+    """
+
+    def detect(
+        model: nn.Module,
+        contract: Any,
+        slide: Any,
+        *,
+        overlap: int = 64,
+        batch_size: int = 4,
+        device: torch.device | str = "cpu",
+    ) -> pd.DataFrame:
+        found = detect_slide(
+            model,
+            contract,
+            slide,
+            batch_size=batch_size,
+            overlap=overlap,
+            device=device,
+            threshold=0.0,
+            num_workers=0,
+            progress=False,
+            tissue=False,
+        )
+        return found[["x", "y", "score", "label"]].reset_index(drop=True)
+
+    return detect
+
+
+def detect_region(model: nn.Module, contract: Any, slide: Any, **options: Any) -> pd.DataFrame:
     """Sliding-window detection over a whole region: ``x, y`` (level-0 px), ``score``, ``label``.
 
-    Every candidate the model keeps (its ``score_thresh``) is returned, so that a threshold can be tuned on
-    them; a thin wrapper of :func:`mitoscope.inference.detect.detect_slide` (no tissue skipping, read in the
-    main thread).
+    ``options``: ``overlap`` (model px), ``batch_size``, ``device``. The :data:`RegionDetector` of callers that
+    pass none: :func:`region_detector` over :func:`mitoscope.inference.detect.detect_slide`, imported here (an
+    upward import kept for them; callers in higher layers pass ``detect=region_detector(detect_slide)``).
     """
     from mitoscope.inference.detect import detect_slide
 
-    found = detect_slide(
-        model,
-        contract,
-        slide,
-        batch_size=batch_size,
-        overlap=overlap,
-        device=device,
-        threshold=0.0,
-        num_workers=0,
-        progress=False,
-        tissue=False,
-    )
-    return found[["x", "y", "score", "label"]].reset_index(drop=True)
+    return region_detector(detect_slide)(model, contract, slide, **options)
 
 
 def predict_regions(
@@ -331,16 +363,19 @@ def predict_regions(
     overlap: int = 64,
     batch_size: int = 4,
     device: torch.device | str = "cpu",
+    detect: RegionDetector | None = None,
 ) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
-    """``{region: (detections, ground truth)}`` for every region of ``data`` (the input of ``midog_f1``)."""
+    """``{region: (detections, ground truth)}`` for every region of ``data`` (the input of ``midog_f1``).
+
+    ``detect`` finds the candidates of one region (default :func:`detect_region`).
+    """
     from mitoscope.data.detection import default_opener
 
+    detect = detect_region if detect is None else detect
     out: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
     for path in data.slides:
         with default_opener(path) as slide:
-            dets = detect_region(
-                model, contract, slide, overlap=overlap, batch_size=batch_size, device=device
-            )
+            dets = detect(model, contract, slide, overlap=overlap, batch_size=batch_size, device=device)
         gt = (
             data.catalog[data.catalog["slide"] == path][["x", "y", "label"]].reset_index(drop=True)
             if len(data.catalog)
@@ -377,6 +412,46 @@ def score_regions(
     }
 
 
+def validation_metrics(
+    model: nn.Module,
+    contract: Any,
+    val: DetectionData,
+    cfg: DetectorEvalConfig,
+    *,
+    device: torch.device | str = "cpu",
+    detect: RegionDetector | None = None,
+) -> dict[str, float]:
+    """The detector's validation metrics: MIDOG F1 at the best threshold (``val_f1``, ``val_threshold``,
+    ``val_precision``, ``val_recall``) and at 0.5 (``val_f1_at_0.5``).
+
+    Under ``torchrun`` each rank detects in its share of the regions and the detections are gathered.
+    """
+    info = D.get_info()
+    mine = val.subset(D.shard(sorted(val.slides), info.rank, info.world_size))
+    found = predict_regions(
+        D.unwrap_model(model),
+        contract,
+        mine,
+        overlap=cfg.overlap,
+        batch_size=cfg.batch_size,
+        device=device,
+        detect=detect,
+    )
+    gathered: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
+    for part in D.all_gather_object(found):
+        gathered.update(part)
+    per_image = {path: gathered[path] for path in val.slides}
+    tuned = score_regions(per_image, val, radius_um=cfg.radius_um)
+    at_half = score_regions(per_image, val, threshold=0.5, radius_um=cfg.radius_um)
+    return {
+        "val_f1": tuned["f1"],
+        "val_threshold": tuned["threshold"],
+        "val_precision": tuned["precision"],
+        "val_recall": tuned["recall"],
+        "val_f1_at_0.5": at_half["f1"],
+    }
+
+
 # --------------------------------------------------------------------------------------------- training
 
 
@@ -405,6 +480,33 @@ def _model_kwargs(cfg: DetectorConfig, num_tumor_types: int) -> dict[str, Any]:
     return kwargs
 
 
+def _as_data(source: DataSource | DetectionData) -> DetectionData:
+    return source if isinstance(source, DetectionData) else load_detection_data(source)
+
+
+def _train_and_val(
+    cfg: DetectorConfig, data: DataSource | DetectionData, val_data: DataSource | DetectionData | None
+) -> tuple[DetectionData, DetectionData]:
+    """The training and validation regions: ``val_data``, else ``data.val_dirs``, else a split of ``data``."""
+    train = _as_data(data)
+    if val_data is not None:
+        val = _as_data(val_data)
+    elif cfg.data.val_dirs:
+        val = load_detection_data(cfg.data.val_dirs)
+    else:
+        train_paths, val_paths = split_regions(list(train.slides), cfg.data.val_fraction, seed=cfg.train.seed)
+        train, val = train.subset(train_paths), train.subset(val_paths)
+    if not train.slides:
+        raise InputError("no training regions")
+    if not val.slides:
+        raise InputError("no validation regions: give val_dirs or at least two regions with val_fraction > 0")
+    if cfg.data.max_val_regions is not None and len(val.slides) > cfg.data.max_val_regions:
+        val = val.subset(sorted(val.slides)[: cfg.data.max_val_regions])
+    if train.catalog.empty or not (train.catalog["label"] == "mitotic figure").any():
+        raise InputError("the training data has no mitotic figures")
+    return train, val
+
+
 def train_detector(
     config: DetectorConfig | str | os.PathLike[str],
     data: DataSource | DetectionData,
@@ -414,11 +516,14 @@ def train_detector(
     resume: bool = True,
     val_data: DataSource | DetectionData | None = None,
     progress: bool | None = None,
+    detect: RegionDetector | None = None,
 ) -> DetectorRun:
     """Train the detector recipe ``config`` on ``data`` and write a run folder.
 
     ``out_dir`` gets ``config.yaml`` (resolved), ``history.csv``, ``best.pt`` (highest validation F1; its
     contract carries the tuned threshold in ``thresholds["default"]``), ``last.pt`` and ``summary.json``.
+    The loop, optimiser, schedule, seeds, mixed precision and ``torchrun`` data parallelism are the shared
+    core's (:mod:`mitoscope.engine.training`).
 
     Args:
         config: a :class:`DetectorConfig` or a YAML path.
@@ -428,6 +533,7 @@ def train_detector(
         resume: continue an interrupted run.
         val_data: explicit validation regions (else ``config.data.val_dirs`` or a ``val_fraction`` split).
         progress: progress bar (None: when stderr is a terminal).
+        detect: finds the candidates of a validation region (default :func:`detect_region`).
 
     Returns:
         A :class:`DetectorRun`.
@@ -444,52 +550,25 @@ def train_detector(
         collate_detection,
         points_by_slide,
     )
-    from mitoscope.engine.config import config_to_dict, save_config
-    from mitoscope.engine.loop import fit
-    from mitoscope.models.checkpoint import ModelContract
     from mitoscope.models.registry import create_model
-    from mitoscope.utils.atomic import write_text_atomic
-    from mitoscope.utils.device import resolve_device
 
     cfg = config if isinstance(config, DetectorConfig) else load_detector_config(config)
-    if cfg.train.threads:
-        torch.set_num_threads(int(cfg.train.threads))
-    torch.manual_seed(cfg.train.seed)
-    dev = resolve_device(device)
+    dev = core.start_run(cfg.train, device)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-
-    all_data = data if isinstance(data, DetectionData) else load_detection_data(data)
-    if val_data is not None:
-        val = val_data if isinstance(val_data, DetectionData) else load_detection_data(val_data)
-        train = all_data
-    elif cfg.data.val_dirs:
-        val = load_detection_data(cfg.data.val_dirs)
-        train = all_data
-    else:
-        train_paths, val_paths = split_regions(
-            list(all_data.slides), cfg.data.val_fraction, seed=cfg.train.seed
-        )
-        train, val = all_data.subset(train_paths), all_data.subset(val_paths)
-    if not train.slides:
-        raise InputError("no training regions")
-    if not val.slides:
-        raise InputError("no validation regions: give val_dirs or at least two regions with val_fraction > 0")
-    if cfg.data.max_val_regions and len(val.slides) > cfg.data.max_val_regions:
-        val = val.subset(sorted(val.slides)[: cfg.data.max_val_regions])
-    if train.catalog.empty or not (train.catalog["label"] == "mitotic figure").any():
-        raise InputError("the training data has no mitotic figures")
+    train, val = _train_and_val(cfg, data, val_data)
 
     tumor_types = sorted({t for t in train.tumors.values() if t} | {t for t in train.catalog["tumor"] if t})
-    tumor_index = {t: i for i, t in enumerate(tumor_types)}
     kwargs = _model_kwargs(cfg, len(tumor_types))
-    model = create_model(cfg.model.name, **kwargs).to(dev)
-    transform: Any = getattr(model, "transform")  # noqa: B009 - the detector's normalising transform
-    mean = tuple(float(v) for v in transform.image_mean)
-    std = tuple(float(v) for v in transform.image_std)
-    resolved = config_to_dict(cfg)
-    save_config(cfg, out / "config.yaml")
-    contract = ModelContract(
+    model = create_model(cfg.model.name, **kwargs)
+    normalise: Any = getattr(model, "transform")  # noqa: B009 - the detector's normalising transform
+    mean = tuple(float(v) for v in normalise.image_mean)
+    std = tuple(float(v) for v in normalise.image_std)
+    net = core.prepare_model(model, dev, cfg.train)
+    if D.is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    contract = core.training_contract(
+        cfg,
         architecture=cfg.model.name,
         kwargs={**kwargs, "pretrained": False, "mean": list(mean), "std": list(std)},
         task="detection",
@@ -498,8 +577,7 @@ def train_detector(
         mean=mean,
         std=std,
         class_names=("background", "mitotic figure"),
-        thresholds={"default": 0.5},
-        config={**resolved, "tumor_types": tumor_types},
+        tumor_types=tumor_types,
     )
 
     sampler = CropSampler(
@@ -509,86 +587,56 @@ def train_detector(
         mpp=cfg.data.mpp,
         proportions=cfg.data.proportions,
         max_shift=cfg.data.max_shift,
-        tumor_index=tumor_index,
+        tumor_index={t: i for i, t in enumerate(tumor_types)},
         slide_tumors=train.tumors,
     )
-    margin = cfg.data.margin if cfg.data.augment else 0
-    transform = DetectionTransform(
-        cfg.data.crop_size,
-        train=cfg.data.augment,
-        jitter=cfg.data.jitter if cfg.data.augment and cfg.data.jitter else None,
-        seed=cfg.train.seed,
-    )
-    box_um = float(kwargs.get("box_um", 12.5))
     dataset = DetectionCropDataset(
         sampler.sample(cfg.data.crops_per_epoch, seed=cfg.train.seed),
         points_by_slide(train.catalog),
-        transform=transform,
-        margin=margin,
-        box_um=box_um,
+        transform=DetectionTransform(
+            cfg.data.crop_size,
+            train=cfg.data.augment,
+            jitter=cfg.data.jitter if cfg.data.augment and cfg.data.jitter else None,
+            seed=cfg.train.seed,
+        ),
+        margin=cfg.data.margin if cfg.data.augment else 0,
+        box_um=float(kwargs.get("box_um", 12.5)),
         cache=cfg.data.cache_regions,
     )
-    loader = torch.utils.data.DataLoader(
+    loader = core.train_loader(
         dataset,
         batch_size=cfg.data.batch_size,
-        shuffle=True,
+        device=dev,
+        seed=cfg.train.seed,
         num_workers=cfg.data.num_workers,
         collate_fn=collate_detection,
-        drop_last=len(dataset) > cfg.data.batch_size,
-        generator=torch.Generator().manual_seed(cfg.train.seed),
     )
 
     def on_epoch_start(epoch: int) -> None:
         dataset.set_records(sampler.sample(cfg.data.crops_per_epoch, seed=cfg.train.seed * 100_003 + epoch))
+        core.set_loader_epoch(loader, epoch)
 
     def evaluate(m: nn.Module) -> dict[str, float]:
-        per_image = predict_regions(
-            m, contract, val, overlap=cfg.eval.overlap, batch_size=cfg.eval.batch_size, device=dev
-        )
-        tuned = score_regions(per_image, val, radius_um=cfg.eval.radius_um)
-        at_half = score_regions(per_image, val, threshold=0.5, radius_um=cfg.eval.radius_um)
-        return {
-            "val_f1": tuned["f1"],
-            "val_threshold": tuned["threshold"],
-            "val_precision": tuned["precision"],
-            "val_recall": tuned["recall"],
-            "val_f1_at_0.5": at_half["f1"],
-        }
+        return validation_metrics(m, contract, val, cfg.eval, device=dev, detect=detect)
 
-    def store_threshold(state: Any) -> None:
-        state.contract.thresholds = {
-            **state.contract.thresholds,
-            "default": float(state.metrics["val_threshold"]),
-        }
-
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    result = fit(
-        model,
+    result = core.fit_recipe(
+        net,
         loader,
-        optimizer=optimizer,
-        epochs=cfg.train.epochs,
+        optim=cfg.optim,
+        train=cfg.train,
         evaluate=evaluate,
-        monitor="val_f1",
-        mode="max",
-        patience=cfg.train.patience or None,
         out_dir=out,
         contract=contract,
         device=dev,
-        loss_weights=cfg.train.loss_weights or None,
         resume=resume,
-        callbacks=[store_threshold],
+        callbacks=[core.store_threshold("val_threshold")],
         on_epoch_start=on_epoch_start,
-        amp=cfg.train.amp,
-        grad_clip=cfg.optim.grad_clip or None,
-        max_steps_per_epoch=cfg.train.max_steps_per_epoch or None,
         checkpoint_extra={"val_regions": sorted(val.slides), "train_regions": sorted(train.slides)},
         progress=progress,
     )
     threshold = 0.5
     if result.best_path is not None and Path(result.best_path).is_file():
-        from mitoscope.models.checkpoint import read_checkpoint
-
-        threshold = float(read_checkpoint(result.best_path)["contract"]["thresholds"]["default"])
+        threshold = float(core.kept_checkpoint(result, out)["contract"]["thresholds"]["default"])
     best_f1 = float(result.best_score) if result.best_score is not None else float("nan")
     summary = {
         "best_val_f1": best_f1,
@@ -599,7 +647,8 @@ def train_detector(
         "val_regions": len(val.slides),
         "tumor_types": tumor_types,
     }
-    write_text_atomic(out / "summary.json", json.dumps(to_jsonable(summary), indent=2))
+    if D.is_main_process():
+        write_text_atomic(out / "summary.json", json.dumps(to_jsonable(summary), indent=2))
     return DetectorRun(
         out_dir=out,
         best_path=Path(result.best_path) if result.best_path is not None else None,
@@ -619,17 +668,21 @@ def evaluate_checkpoint(
     batch_size: int = 4,
     device: str | torch.device = "cpu",
     radius_um: float = 7.5,
+    detect: RegionDetector | None = None,
 ) -> dict[str, float]:
     """MIDOG F1 of a detector checkpoint on region data at its contract threshold (or ``threshold``)."""
     from mitoscope.models.checkpoint import load_model
 
     model, contract = load_model(checkpoint, device=device)
-    regions = data if isinstance(data, DetectionData) else load_detection_data(data)
+    regions = _as_data(data)
     per_image = predict_regions(
-        model, contract, regions, overlap=overlap, batch_size=batch_size, device=device
+        model, contract, regions, overlap=overlap, batch_size=batch_size, device=device, detect=detect
     )
     chosen = float(contract.thresholds.get("default", 0.5)) if threshold is None else float(threshold)
     return score_regions(per_image, regions, threshold=chosen, radius_um=radius_um)
+
+
+LOTD_FILE = "lotd.csv"
 
 
 def cross_validate_lotd(
@@ -641,47 +694,77 @@ def cross_validate_lotd(
     resume: bool = True,
     domains: Sequence[str] | None = None,
     progress: bool | None = None,
+    detect: RegionDetector | None = None,
 ) -> pd.DataFrame:
     """Leave-one-tumour(domain)-out: train on the other domains, score the left-out one at the tuned threshold.
 
-    Writes ``out_dir/<domain>/`` runs and ``out_dir/lotd.csv``; returns one row per left-out domain
-    (``domain, f1, precision, recall, tp, fp, fn, threshold``).
+    The folds run through the shared fold loop (:func:`mitoscope.engine.crossval.run_folds`): a finished
+    domain (its ``metrics.json``) is skipped on a rerun. Writes ``out_dir/<domain>/`` runs and
+    ``out_dir/lotd.csv``; returns one row per left-out domain (``domain, f1, precision, recall, tp, fp, fn,
+    threshold``).
     """
-    from mitoscope.utils.atomic import write_text_atomic
+    from mitoscope.utils.device import resolve_device
 
     cfg = config if isinstance(config, DetectorConfig) else load_detector_config(config)
-    full = data if isinstance(data, DetectionData) else load_detection_data(data)
+    full = _as_data(data)
     names = sorted({t for t in full.tumors.values() if t}) if domains is None else list(domains)
     if len(names) < 2:
         raise InputError(f"leave-one-domain-out needs at least two tumour types/domains, found {names}")
-    from mitoscope.utils.device import resolve_device
-
-    rows = []
+    regions = list(full.tumors)
+    domain_of = np.array([full.tumors[p] for p in regions], dtype=object)
+    folds = [
+        Fold(
+            k,
+            np.flatnonzero(domain_of != name),
+            np.zeros(0, np.int64),
+            np.flatnonzero(domain_of == name),
+            name,
+        )
+        for k, name in enumerate(names)
+    ]
     dev = resolve_device(device)
-    for name in names:
-        held = [p for p, t in full.tumors.items() if t == name]
-        rest = [p for p, t in full.tumors.items() if t != name]
+
+    def one(fold: Fold, fold_dir: Path) -> None:
         run = train_detector(
             cfg,
-            full.subset(rest),
-            Path(out_dir) / _safe(name),
+            full.subset([regions[i] for i in fold.train]),
+            fold_dir,
             device=device,
             resume=resume,
             progress=progress,
+            detect=detect,
         )
         if run.best_path is None:
-            raise RuntimeError(f"no checkpoint for left-out domain {name!r}")
+            raise RuntimeError(f"no checkpoint for left-out domain {fold.name!r}")
         scored = evaluate_checkpoint(
             run.best_path,
-            full.subset(held),
+            full.subset([regions[i] for i in fold.test]),
             overlap=cfg.eval.overlap,
             batch_size=cfg.eval.batch_size,
             device=dev,
             radius_um=cfg.eval.radius_um,
+            detect=detect,
         )
-        rows.append({"domain": name, **scored})
+        if D.is_main_process():
+            write_text_atomic(fold_dir / FOLD_METRICS, json.dumps(to_jsonable(scored), indent=2))
+        D.barrier()
+
+    out = Path(out_dir)
+    run_folds(
+        folds,
+        one,
+        out,
+        resume=resume,
+        fold_dir=lambda fold: _safe(fold.name),
+        finished=lambda fold_dir: (fold_dir / FOLD_METRICS).is_file(),
+    )
+    rows = [
+        {"domain": name, **json.loads((out / _safe(name) / FOLD_METRICS).read_text(encoding="utf-8"))}
+        for name in names
+    ]
     table = pd.DataFrame(rows)
-    write_text_atomic(Path(out_dir) / "lotd.csv", table.to_csv(index=False))
+    if D.is_main_process():
+        write_text_atomic(out / LOTD_FILE, table.to_csv(index=False))
     return table
 
 
