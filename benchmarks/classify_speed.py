@@ -197,9 +197,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import pandas as pd
 
-    from mitoscope.data.catalog import make_catalog
     from mitoscope.engine.ensemble import load_ensemble
     from mitoscope.inference.classify import Classifier, _eval_crop, resolve_reader_workers
+    from mitoscope.io.catalog import make_catalog
     from mitoscope.utils.atomic import write_text_atomic
 
     files = pick_images(args.images, args.n)

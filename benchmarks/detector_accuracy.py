@@ -86,8 +86,15 @@ def _train_and_score(
     work: Path,
     device: str,
 ) -> dict[str, Any]:
-    from mitoscope.engine.detector_training import evaluate_checkpoint, load_detector_config, train_detector
+    from mitoscope.engine.detector_training import (
+        evaluate_checkpoint,
+        load_detector_config,
+        region_detector,
+        train_detector,
+    )
+    from mitoscope.inference.detect import detect_slide
 
+    detect = region_detector(detect_slide)
     cfg = load_detector_config(ROOT / "configs" / "detector-cpu.yaml", overrides)
     t0 = time.perf_counter()
     run = train_detector(
@@ -97,6 +104,7 @@ def _train_and_score(
         device=device,
         val_data=[str(p) for p in val],
         progress=False,
+        detect=detect,
     )
     train_s = time.perf_counter() - t0
     result: dict[str, Any] = {
@@ -109,7 +117,11 @@ def _train_and_score(
     for test_name, folders in tests.items():
         t1 = time.perf_counter()
         scored = evaluate_checkpoint(
-            run.best_path, [str(p) for p in folders], overlap=cfg.eval.overlap, batch_size=cfg.eval.batch_size
+            run.best_path,
+            [str(p) for p in folders],
+            overlap=cfg.eval.overlap,
+            batch_size=cfg.eval.batch_size,
+            detect=detect,
         )
         result[test_name] = {**scored, "seconds": round(time.perf_counter() - t1, 1)}
     print(

@@ -115,7 +115,8 @@ def synthetic_unseen(work: Path) -> Path:
 
 
 def detector_stage(work: Path, folders: dict[str, list[Path]], threads: int) -> Path:
-    from mitoscope.engine.detector_training import load_detector_config, train_detector
+    from mitoscope.engine.detector_training import load_detector_config, region_detector, train_detector
+    from mitoscope.inference.detect import detect_slide
 
     cfg = load_detector_config(ROOT / "configs" / "detector-cpu.yaml", [f"train.threads={threads}"])
     t0 = time.perf_counter()
@@ -126,6 +127,7 @@ def detector_stage(work: Path, folders: dict[str, list[Path]], threads: int) -> 
         device="cpu",
         val_data=[str(p) for p in folders["val"]],
         progress=False,
+        detect=region_detector(detect_slide),
     )
     print(
         f"detector: val F1 {run.best_f1:.3f} at {run.threshold:.2f}, "
@@ -153,13 +155,16 @@ def candidates(
     detector: Path, folders: list[Path], threads: int
 ) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
     """Every detector candidate (above its score floor) with the ground truth, per region of ``folders``."""
-    from mitoscope.engine.detector_training import load_detection_data, predict_regions
+    from mitoscope.engine.detector_training import load_detection_data, predict_regions, region_detector
+    from mitoscope.inference.detect import detect_slide
     from mitoscope.models.checkpoint import load_model
 
     torch_threads(threads)
     model, contract = load_model(detector)
     data = load_detection_data([str(f) for f in folders])
-    return predict_regions(model, contract, data, overlap=32, batch_size=8)
+    return predict_regions(
+        model, contract, data, overlap=32, batch_size=8, detect=region_detector(detect_slide)
+    )
 
 
 def torch_threads(threads: int) -> None:
@@ -196,9 +201,9 @@ def mine_points(
 
 
 def verifier_stage(work: Path, folders: dict[str, list[Path]], detector: Path, threads: int) -> Path:
-    from mitoscope.data.catalog import make_catalog
     from mitoscope.data.patch_extraction import extract_patches
     from mitoscope.engine.detector_training import load_detection_data
+    from mitoscope.io.catalog import make_catalog
 
     parts = []
     for split in ("train", "val"):
@@ -483,11 +488,11 @@ def golden_patches(catalog: pd.DataFrame, shared: Path) -> list[str]:
 
 def record_golden(shared: Path, patches: list[str]) -> None:
     """Store each bundled model's float32 outputs on real inputs in its JSON (``golden``), for the golden test."""
-    from mitoscope.data.catalog import make_catalog
     from mitoscope.demo import region_files
     from mitoscope.demo_bundled import sample_paths
     from mitoscope.inference.classify import Classifier
     from mitoscope.inference.detect import Detector
+    from mitoscope.io.catalog import make_catalog
     from mitoscope.io.slides import open_slide
 
     catalog = make_catalog([{"image": str(shared / p)} for p in patches])

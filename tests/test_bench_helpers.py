@@ -12,10 +12,10 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 from torch import nn
 
-from mitoscope.data.catalog import make_catalog
 from mitoscope.data.stain import STAIN_TTA_SCALES
 from mitoscope.data.transforms import sharpen
 from mitoscope.inference.classify import Classifier
+from mitoscope.io.catalog import make_catalog
 from mitoscope.models.checkpoint import ModelContract, save_checkpoint
 from mitoscope.models.registry import register_model
 

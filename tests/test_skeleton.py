@@ -1,8 +1,7 @@
-"""The package skeleton: registry, checkpoint contract, catalog shape, atomic writes, array slide."""
+"""The package skeleton: registry, checkpoint contract, atomic writes, array slide (catalog: io/test_catalog.py)."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from mitoscope.data.catalog import CATALOG_COLUMNS, make_catalog, validate_catalog
 from mitoscope.io.slide_base import ArraySlide, as_rgb_uint8
 from mitoscope.models.checkpoint import ModelContract, load_model, read_checkpoint, save_checkpoint
 from mitoscope.models.registry import create_model, register_model
@@ -64,23 +62,6 @@ def test_atomic_path_leaves_nothing_on_error(tmp_path: Path) -> None:
         raise RuntimeError("interrupted")
     assert (tmp_path / "a.txt").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
-
-
-def test_catalog_defaults_and_derived_columns() -> None:
-    cat = make_catalog(
-        [
-            {"slide": "s1", "x": 10, "y": 20, "label": "mitotic figure", "experts": (1, 1, 1)},
-            {"image": "p.png", "label": "normal", "experts": (0, None, 1)},
-        ]
-    )
-    validate_catalog(cat)
-    assert tuple(cat.columns) == CATALOG_COLUMNS
-    assert cat["target"].tolist() == [1, 0]
-    assert cat["hard"].tolist() == [False, True]
-    assert cat["group"].tolist() == ["s1", "p.png"]
-    assert math.isnan(cat.loc[1, "x"])
-    with pytest.raises(ValueError, match="unknown label"):
-        make_catalog([{"label": "weird"}])
 
 
 @pytest.mark.parametrize(

@@ -188,12 +188,16 @@ def train_detector_step(out: Path, plan: DemoPlan, regions: Path, log: Log) -> P
     if _done(out, "detector"):
         log(f"[3/5] detector: reusing {run}")
         return run
-    from mitoscope.engine.detector_training import load_detector_config, train_detector
+    from mitoscope.engine.detector_training import load_detector_config, region_detector, train_detector
+    from mitoscope.inference.detect import detect_slide
 
     t0 = time.perf_counter()
     log(f"[3/5] detector: training ({', '.join(plan.detector_overrides) or 'detector-cpu recipe'})")
     config = load_detector_config("detector-cpu", list(plan.detector_overrides))
-    result = train_detector(config, str(regions), run, device=plan.device, resume=True, progress=False)
+    detect = region_detector(detect_slide)
+    result = train_detector(
+        config, str(regions), run, device=plan.device, resume=True, progress=False, detect=detect
+    )
     seconds = time.perf_counter() - t0
     _finish(out, "detector", {"run": str(run), "best_f1_val": result.best_f1, "threshold": result.threshold,
                               "seconds": seconds})  # fmt: skip

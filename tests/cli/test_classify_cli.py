@@ -13,8 +13,8 @@ from torch import nn
 from typer.testing import CliRunner
 
 from mitoscope.cli.main import app
-from mitoscope.data.catalog import make_catalog
 from mitoscope.inference.classify import Classifier
+from mitoscope.io.catalog import make_catalog
 from mitoscope.io.midog_outputs import read_track2_json
 from mitoscope.models.checkpoint import ModelContract, save_checkpoint
 from mitoscope.models.registry import register_model

@@ -8,9 +8,9 @@ import tifffile
 import torch
 from PIL import Image
 
-from mitoscope.data.catalog import make_catalog
 from mitoscope.data.datasets import PatchDataset, expert_matrix, read_stack_page
 from mitoscope.data.patch_cache import PatchCache
+from mitoscope.io.catalog import make_catalog
 from mitoscope.io.slide_base import ArraySlide
 from mitoscope.utils.errors import InputError
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from mitoscope.data.catalog import make_catalog
 from mitoscope.data.detection import (
     CropRecord,
     CropSampler,
@@ -26,6 +25,7 @@ from mitoscope.data.detection import (
     vflip,
     vflip_boxes,
 )
+from mitoscope.io.catalog import make_catalog
 from mitoscope.io.slide_base import ArraySlide
 from mitoscope.utils.errors import InputError
 

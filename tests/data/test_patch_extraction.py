@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mitoscope.data.catalog import make_catalog
 from mitoscope.data.patch_extraction import extract_patches
+from mitoscope.io.catalog import make_catalog
 from mitoscope.io.catalog_csv import read_catalog_csv
 from mitoscope.io.class_folders import read_class_folders
 from mitoscope.io.midog25 import MIDOG25_COLUMNS, read_midog25_csv

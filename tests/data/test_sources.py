@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from mitoscope.data.catalog import CATALOG_COLUMNS
 from mitoscope.data.sources import detect_source, load_catalog
+from mitoscope.io.catalog import CATALOG_COLUMNS
 from mitoscope.io.geojson import write_geojson
 from mitoscope.utils.errors import InputError
 

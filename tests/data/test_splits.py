@@ -3,7 +3,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mitoscope.data.catalog import make_catalog
 from mitoscope.data.splits import (
     Fold,
     check_no_leakage,
@@ -12,6 +11,7 @@ from mitoscope.data.splits import (
     stratified_group_kfold,
 )
 from mitoscope.io.amibr import read_amibr_csv
+from mitoscope.io.catalog import make_catalog
 from mitoscope.io.midogpp import read_midogpp_json
 
 

@@ -8,13 +8,13 @@ import pytest
 from PIL import Image
 from skimage.color import rgb2lab
 
-from mitoscope.data.catalog import make_catalog
 from mitoscope.data.stain_normalization import (
     StainNormalizer,
     fit_on_catalog,
     macenko_stain_matrix,
     optical_density,
 )
+from mitoscope.io.catalog import make_catalog
 from mitoscope.utils.errors import InputError
 
 H_RUIFROK = np.array([0.65, 0.70, 0.29])

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from mitoscope.data.catalog import make_catalog
 from mitoscope.engine.classifier_training import train_classifier
 from mitoscope.engine.config import ClassifierConfig, load_config
+from mitoscope.io.catalog import make_catalog
 from mitoscope.io.catalog_csv import read_catalog_csv
 from mitoscope.models.checkpoint import load_model, read_checkpoint
 from mitoscope.utils.errors import InputError

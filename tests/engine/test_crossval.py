@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mitoscope.data.catalog import make_catalog
 from mitoscope.engine.crossval import (
     FOLD_METRICS,
     FOLD_PREDICTIONS,
@@ -17,6 +16,7 @@ from mitoscope.engine.crossval import (
     make_folds,
     run_crossval,
 )
+from mitoscope.io.catalog import make_catalog
 from mitoscope.utils.errors import InputError
 
 
@@ -209,8 +209,8 @@ def test_run_crossval_requires_fold_outputs(tmp_path):
 
 
 def test_split_scheme_follows_the_split_column() -> None:
-    from mitoscope.data.catalog import make_catalog
     from mitoscope.engine.crossval import make_folds
+    from mitoscope.io.catalog import make_catalog
 
     cat = make_catalog(
         [{"image": f"{i}.png", "label": ["normal", "atypical"][i % 2], "group": f"g{i}"} for i in range(8)]

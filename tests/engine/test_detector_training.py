@@ -15,10 +15,14 @@ from mitoscope.engine.detector_training import (
     evaluate_checkpoint,
     load_detection_data,
     load_detector_config,
+    region_detector,
     split_regions,
     train_detector,
 )
+from mitoscope.inference.detect import detect_slide
 from mitoscope.utils.errors import InputError
+
+DETECT = region_detector(detect_slide)  # validation and scoring detect the way `mitoscope detect` does
 
 TINY = [
     "model.kwargs={backbone: test_resnet, fpn_channels: 16, aux_hidden: 8, feature_levels: [2, 3]}",
@@ -96,7 +100,7 @@ def test_tiny_training_writes_a_loadable_checkpoint_with_tuned_threshold(tmp_pat
 
     data = write_regions(tmp_path / "data", 5, tumors=("human melanoma", "canine lymphoma"))
     cfg = load_detector_config(None, TINY)
-    run = train_detector(cfg, data, tmp_path / "run", device="cpu", progress=False)
+    run = train_detector(cfg, data, tmp_path / "run", device="cpu", progress=False, detect=DETECT)
     assert run.epochs_run == 2 and run.best_path is not None and run.best_path.is_file()
     for name in ("last.pt", "history.csv", "config.yaml", "summary.json"):
         assert (tmp_path / "run" / name).is_file()
@@ -119,10 +123,10 @@ def test_tiny_training_writes_a_loadable_checkpoint_with_tuned_threshold(tmp_pat
     assert set(out[0]) == {"boxes", "scores", "labels"}
 
     # resuming a finished run returns at once with the same result
-    again = train_detector(cfg, data, tmp_path / "run", device="cpu", progress=False)
+    again = train_detector(cfg, data, tmp_path / "run", device="cpu", progress=False, detect=DETECT)
     assert again.epochs_run == 2 and again.threshold == pytest.approx(run.threshold)
 
-    scored = evaluate_checkpoint(run.best_path, data, overlap=16)
+    scored = evaluate_checkpoint(run.best_path, data, overlap=16, detect=DETECT)
     assert {"f1", "precision", "recall", "tp", "fp", "fn", "threshold"} <= set(scored)
     assert scored["threshold"] == pytest.approx(run.threshold)
     assert scored["tp"] + scored["fn"] == 5  # one mitosis per region; hard negatives are not targets
@@ -140,7 +144,7 @@ def test_ablation_config_trains_without_aux_losses(tmp_path: Path) -> None:
             "data.augment=false",
         ],
     )
-    train_detector(cfg, data, tmp_path / "run", device="cpu", progress=False)
+    train_detector(cfg, data, tmp_path / "run", device="cpu", progress=False, detect=DETECT)
     history = pd.read_csv(tmp_path / "run" / "history.csv")
     assert "train_loss_tumor" not in history and "train_loss_foreground" not in history
 
@@ -148,13 +152,13 @@ def test_ablation_config_trains_without_aux_losses(tmp_path: Path) -> None:
 def test_training_errors_are_clear(tmp_path: Path) -> None:
     cfg = load_detector_config(None, TINY)
     with pytest.raises(InputError, match="data folder not found"):
-        train_detector(cfg, tmp_path / "nope", tmp_path / "run", device="cpu")
+        train_detector(cfg, tmp_path / "nope", tmp_path / "run", device="cpu", detect=DETECT)
     one = write_regions(tmp_path / "one", 1)
     with pytest.raises(InputError, match="no validation regions"):
-        train_detector(cfg, one, tmp_path / "run", device="cpu")
+        train_detector(cfg, one, tmp_path / "run", device="cpu", detect=DETECT)
     bad = load_detector_config(None, [*TINY, "model.kwargs.tile_size=128"])
     with pytest.raises(InputError, match="must match"):
-        train_detector(bad, write_regions(tmp_path / "d", 2), tmp_path / "run", device="cpu")
+        train_detector(bad, write_regions(tmp_path / "d", 2), tmp_path / "run", device="cpu", detect=DETECT)
 
 
 def test_load_detection_data_from_a_catalog(tmp_path: Path) -> None:
@@ -168,14 +172,14 @@ def test_load_detection_data_from_a_catalog(tmp_path: Path) -> None:
 def test_leave_one_tumour_out(tmp_path: Path) -> None:
     data = write_regions(tmp_path / "data", 6, tumors=("human melanoma", "canine lymphoma"))
     cfg = load_detector_config(None, [*TINY, "train.epochs=1"])
-    table = cross_validate_lotd(cfg, data, tmp_path / "lotd", device="cpu", progress=False)
+    table = cross_validate_lotd(cfg, data, tmp_path / "lotd", device="cpu", progress=False, detect=DETECT)
     assert table["domain"].tolist() == ["canine lymphoma", "human melanoma"]
     assert (tmp_path / "lotd" / "lotd.csv").is_file()
     assert ((table["tp"] + table["fn"]) == 3).all()
     # the shared fold loop: a rerun skips the finished domains (their metrics.json) and gives the same table
     history = tmp_path / "lotd" / "canine_lymphoma" / "history.csv"
     stamp = history.stat().st_mtime_ns
-    again = cross_validate_lotd(cfg, data, tmp_path / "lotd", device="cpu", progress=False)
+    again = cross_validate_lotd(cfg, data, tmp_path / "lotd", device="cpu", progress=False, detect=DETECT)
     pd.testing.assert_frame_equal(again, table)
     assert (
         history.stat().st_mtime_ns == stamp

@@ -91,9 +91,11 @@ FIT_SCRIPT = textwrap.dedent(
                    "epochs": res.epochs_run, "indices": seen, "n": len(sampler)}, fh)
 
     # the detector trains through the same core in the same process group: DDP, sharded validation regions
-    from mitoscope.engine.detector_training import load_detector_config, train_detector
+    from mitoscope.engine.detector_training import load_detector_config, region_detector, train_detector
+    from mitoscope.inference.detect import detect_slide
     cfg = load_detector_config("detector-cpu", json.loads(sys.argv[3]))
-    run = train_detector(cfg, sys.argv[2], f"{out_dir}/detector", device="cpu", progress=False)
+    run = train_detector(cfg, sys.argv[2], f"{out_dir}/detector", device="cpu", progress=False,
+                         detect=region_detector(detect_slide))
     with open(f"{out_dir}/detector_rank{info.rank}.json", "w") as fh:
         json.dump({"epochs": run.epochs_run, "threshold": run.threshold, "f1": run.best_f1}, fh)
     D.cleanup()

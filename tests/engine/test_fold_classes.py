@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mitoscope.data.catalog import make_catalog
 from mitoscope.engine.classifier_training import train_classifier
 from mitoscope.engine.config import ClassifierConfig, load_config
 from mitoscope.engine.crossval import Fold, check_fold_classes, class_counts
+from mitoscope.io.catalog import make_catalog
 from mitoscope.utils.errors import InputError
 
 TINY = ["model.kwargs.backbone=test_resnet", "data.size=32", "data.batch_size=6", "train.epochs=1"]

@@ -145,7 +145,7 @@ def test_two_real_trials_on_tiny_data(tmp_path: Path) -> None:
     import numpy as np
     from PIL import Image
 
-    from mitoscope.data.catalog import make_catalog
+    from mitoscope.io.catalog import make_catalog
 
     rng = np.random.default_rng(0)
     rows = []

@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from mitoscope.data.catalog import make_catalog
 from mitoscope.data.stain import STAIN_TTA_SCALES, stain_views
 from mitoscope.data.transforms import build_patch_transform, tta_views
 from mitoscope.inference.classify import Classifier
+from mitoscope.io.catalog import make_catalog
 from mitoscope.io.slide_base import ArraySlide
 from mitoscope.models.checkpoint import ModelContract, save_checkpoint
 from mitoscope.models.registry import register_model

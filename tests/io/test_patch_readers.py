@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mitoscope.data.catalog import make_catalog
 from mitoscope.io.amibr import read_amibr_csv
+from mitoscope.io.catalog import make_catalog
 from mitoscope.io.catalog_csv import read_catalog_csv, write_catalog_csv
 from mitoscope.io.class_folders import read_atnorm_votes, read_class_folders
 from mitoscope.io.midog25 import MIDOG25_COLUMNS, read_midog25_csv

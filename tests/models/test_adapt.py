@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from mitoscope.data.catalog import make_catalog
 from mitoscope.engine.ensemble import Ensemble
 from mitoscope.inference.classify import Classifier
+from mitoscope.io.catalog import make_catalog
 from mitoscope.models.adapt import adapt_batchnorm
 from mitoscope.models.checkpoint import ModelContract
 from mitoscope.models.registry import create_model

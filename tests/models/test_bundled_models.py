@@ -47,8 +47,8 @@ def test_all_bundled_files_fit_the_size_budget() -> None:
 
 @pytest.mark.parametrize("name", ["mitoscope-classifier", "mitoscope-verifier"])
 def test_classifiers_reproduce_their_recorded_outputs(name: str, shared_data: Path) -> None:
-    from mitoscope.data.catalog import make_catalog
     from mitoscope.inference.classify import Classifier
+    from mitoscope.io.catalog import make_catalog
 
     golden = bundle_info(name)["summary"]["golden"]
     catalog = make_catalog([{"image": str(shared_data / p)} for p in golden["patches"]])

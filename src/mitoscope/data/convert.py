@@ -33,7 +33,7 @@ def write_annotations(catalog: pd.DataFrame, out: str | os.PathLike[str], target
 
     Examples:
         >>> import tempfile
-        >>> from mitoscope.data.catalog import make_catalog
+        >>> from mitoscope.io.catalog import make_catalog
         >>> cat = make_catalog([{"slide": "a.tiff", "x": 10.0, "y": 20.0, "label": "mitotic figure"}])
         >>> p = Path(tempfile.mkdtemp()) / "a.geojson"
         >>> write_annotations(cat, p, "geojson"); p.is_file()

@@ -19,8 +19,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from mitoscope.data.catalog import validate_catalog
 from mitoscope.data.patch_cache import PatchCache
+from mitoscope.io.catalog import validate_catalog
 from mitoscope.utils.errors import InputError
 
 #: ``transform(rgb_uint8 (H, W, 3), mask (H, W) bool or None, rng) -> (image tensor, mask tensor or None)``
@@ -99,7 +99,7 @@ class PatchDataset(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
     """Catalog records as ``(image_tensor, targets)`` pairs for a classifier.
 
     Args:
-        catalog: a catalog DataFrame (see :mod:`mitoscope.data.catalog`); the index is kept for error messages.
+        catalog: a catalog DataFrame (see :mod:`mitoscope.io.catalog`); the index is kept for error messages.
         transform: ``(rgb, mask, rng) -> (tensor, mask_tensor)``, e.g. ``build_patch_transform(...)``.
         size: patch side in output pixels for records read from slides (patch files are read whole and the
             transform resizes or crops them).
@@ -116,7 +116,7 @@ class PatchDataset(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
     float ``(E,)`` with -1 for a missing vote, ``hard`` int64.
 
     Examples:
-        >>> from mitoscope.data.catalog import make_catalog
+        >>> from mitoscope.io.catalog import make_catalog
         >>> from mitoscope.io.slide_base import ArraySlide
         >>> slide = ArraySlide(np.zeros((64, 64, 3), np.uint8), mpp=0.25)
         >>> cat = make_catalog([{"slide": "s", "x": 32, "y": 32, "label": "atypical", "experts": (1, 0)}])

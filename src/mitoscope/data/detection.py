@@ -179,7 +179,7 @@ class CropSampler:
         slide_tumors: tumour name of each slide (for random crops and slides without points).
 
     Examples:
-        >>> from mitoscope.data.catalog import make_catalog
+        >>> from mitoscope.io.catalog import make_catalog
         >>> cat = make_catalog([{"slide": "s", "x": 500, "y": 500, "label": "mitotic figure"}])
         >>> sampler = CropSampler(cat, {"s": SlideInfo(1000, 1000, 0.25)}, size=128, mpp=0.25)
         >>> recs = sampler.sample(10, seed=0)

@@ -73,7 +73,7 @@ def extract_patches(
 
     Examples:
         >>> import tempfile, pathlib
-        >>> from mitoscope.data.catalog import make_catalog
+        >>> from mitoscope.io.catalog import make_catalog
         >>> from mitoscope.io.tiff_writer import write_tiled_tiff
         >>> d = pathlib.Path(tempfile.mkdtemp())
         >>> _ = write_tiled_tiff(d / "s.tiff", np.full((300, 300, 3), 200, np.uint8), mpp=0.25)

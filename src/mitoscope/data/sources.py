@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mitoscope.data.catalog import make_catalog, validate_catalog
+from mitoscope.io.catalog import make_catalog, validate_catalog
 from mitoscope.utils.errors import InputError
 
 FORMATS = (
@@ -216,7 +216,7 @@ def load_catalog(
     xvalidation_csv: str | os.PathLike[str] | None = None,
     slide: str | None = None,
 ) -> pd.DataFrame:
-    """Load any supported dataset as a catalog (see :mod:`mitoscope.data.catalog`).
+    """Load any supported dataset as a catalog (see :mod:`mitoscope.io.catalog`).
 
     Args:
         source: a file or folder of a supported format, or an existing catalog (returned as is).
@@ -360,7 +360,7 @@ def summarize_catalog(catalog: pd.DataFrame) -> dict[str, Any]:
     """Counts per label, domain, hardness and subclass, and the experts' agreement, as plain JSON-able values.
 
     Examples:
-        >>> from mitoscope.data.catalog import make_catalog
+        >>> from mitoscope.io.catalog import make_catalog
         >>> cat = make_catalog([{"image": "a", "label": "atypical", "experts": (1, 1)},
         ...                     {"image": "b", "label": "normal", "experts": (0, 1)}])
         >>> s = summarize_catalog(cat)

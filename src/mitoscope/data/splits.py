@@ -62,7 +62,7 @@ def stratified_group_kfold(
         seed: shuffling seed.
 
     Examples:
-        >>> from mitoscope.data.catalog import make_catalog
+        >>> from mitoscope.io.catalog import make_catalog
         >>> cat = make_catalog({"image": f"{i}.png", "slide": f"s{i % 10}", "label": ["normal", "atypical"][i % 2]}
         ...                    for i in range(60))
         >>> folds = stratified_group_kfold(cat, n_splits=5)
@@ -112,7 +112,7 @@ def leave_one_domain_out(
         seed: seed for ``random``.
 
     Examples:
-        >>> from mitoscope.data.catalog import make_catalog
+        >>> from mitoscope.io.catalog import make_catalog
         >>> cat = make_catalog({"image": f"{i}.png", "domain": "abc"[i % 3], "label": "normal"} for i in range(9))
         >>> [(f.name, f.info["val_domain"]) for f in leave_one_domain_out(cat)]
         [('test=a', 'b'), ('test=b', 'c'), ('test=c', 'a')]
@@ -158,7 +158,7 @@ def check_no_leakage(folds: list[Fold], catalog: pd.DataFrame) -> None:
     """Raise ``AssertionError`` if a group appears in two parts of a fold or a row in two parts.
 
     Examples:
-        >>> from mitoscope.data.catalog import make_catalog
+        >>> from mitoscope.io.catalog import make_catalog
         >>> cat = make_catalog([{"image": "a"}, {"image": "a"}])
         >>> check_no_leakage([Fold("f", np.array([0]), np.array([], int), np.array([1]))], cat)
         Traceback (most recent call last):
@@ -184,7 +184,7 @@ def describe_folds(folds: list[Fold], catalog: pd.DataFrame) -> pd.DataFrame:
     """One row per fold and part: rows, groups, positives, positive rate, hard cases and domains.
 
     Examples:
-        >>> from mitoscope.data.catalog import make_catalog
+        >>> from mitoscope.io.catalog import make_catalog
         >>> cat = make_catalog({"image": f"{i}.png", "domain": "abc"[i % 3], "label": "normal"} for i in range(9))
         >>> describe_folds(leave_one_domain_out(cat), cat).columns.tolist()[:4]
         ['fold', 'part', 'rows', 'groups']

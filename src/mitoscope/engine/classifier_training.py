@@ -35,7 +35,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from mitoscope.data.catalog import validate_catalog
 from mitoscope.data.datasets import PatchDataset
 from mitoscope.data.patch_cache import PatchCache
 from mitoscope.data.samplers import ClassBalancedSampler, EpochTaggedSampler, ShardedSequentialSampler
@@ -63,6 +62,7 @@ from mitoscope.engine.training import (
     train_loader,
     training_contract,
 )
+from mitoscope.io.catalog import validate_catalog
 from mitoscope.models.checkpoint import ModelContract, save_checkpoint
 from mitoscope.utils.atomic import write_text_atomic
 from mitoscope.utils.errors import InputError

@@ -182,7 +182,7 @@ def make_folds(
         InputError: too few groups or domains for the scheme, no labelled rows, an empty part.
 
     Examples:
-        >>> from mitoscope.data.catalog import make_catalog
+        >>> from mitoscope.io.catalog import make_catalog
         >>> cat = make_catalog([{"image": f"{i}.png", "slide": f"s{i % 6}", "label": ["normal", "atypical"][i % 2]}
         ...                     for i in range(24)])
         >>> folds = make_folds(cat, scheme="group_kfold", n_splits=3)
@@ -251,7 +251,7 @@ def class_counts(catalog: pd.DataFrame, rows: np.ndarray | Sequence[int]) -> dic
     """``{"normal": n, "atypical": m}`` over the rows (positions) of ``catalog`` (target 0 / 1).
 
     Examples:
-        >>> from mitoscope.data.catalog import make_catalog
+        >>> from mitoscope.io.catalog import make_catalog
         >>> cat = make_catalog([{"image": "a", "label": "normal"}, {"image": "b", "label": "atypical"}])
         >>> class_counts(cat, [0, 1, 1])
         {'normal': 1, 'atypical': 2}
@@ -283,7 +283,7 @@ def check_fold_classes(catalog: pd.DataFrame, folds: Sequence[Fold]) -> None:
         InputError: naming each bad fold and the normal/atypical counts of its parts.
 
     Examples:
-        >>> from mitoscope.data.catalog import make_catalog
+        >>> from mitoscope.io.catalog import make_catalog
         >>> cat = make_catalog([{"image": str(i), "label": ["normal", "atypical"][i % 2]} for i in range(4)])
         >>> check_fold_classes(cat, [Fold(0, np.array([0, 1]), np.array([2, 3]))])  # both classes: fine
         >>> check_fold_classes(cat, [Fold(1, np.array([0, 2]), np.array([1, 3]))])

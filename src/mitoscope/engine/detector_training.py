@@ -343,18 +343,6 @@ def region_detector(detect_slide: Callable[..., pd.DataFrame]) -> RegionDetector
     return detect
 
 
-def detect_region(model: nn.Module, contract: Any, slide: Any, **options: Any) -> pd.DataFrame:
-    """Sliding-window detection over a whole region: ``x, y`` (level-0 px), ``score``, ``label``.
-
-    ``options``: ``overlap`` (model px), ``batch_size``, ``device``. The :data:`RegionDetector` of callers that
-    pass none: :func:`region_detector` over :func:`mitoscope.inference.detect.detect_slide`, imported here (an
-    upward import kept for them; callers in higher layers pass ``detect=region_detector(detect_slide)``).
-    """
-    from mitoscope.inference.detect import detect_slide
-
-    return region_detector(detect_slide)(model, contract, slide, **options)
-
-
 def predict_regions(
     model: nn.Module,
     contract: Any,
@@ -363,15 +351,14 @@ def predict_regions(
     overlap: int = 64,
     batch_size: int = 4,
     device: torch.device | str = "cpu",
-    detect: RegionDetector | None = None,
+    detect: RegionDetector,
 ) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
     """``{region: (detections, ground truth)}`` for every region of ``data`` (the input of ``midog_f1``).
 
-    ``detect`` finds the candidates of one region (default :func:`detect_region`).
+    ``detect`` finds the candidates of one region (:func:`region_detector`).
     """
     from mitoscope.data.detection import default_opener
 
-    detect = detect_region if detect is None else detect
     out: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
     for path in data.slides:
         with default_opener(path) as slide:
@@ -419,7 +406,7 @@ def validation_metrics(
     cfg: DetectorEvalConfig,
     *,
     device: torch.device | str = "cpu",
-    detect: RegionDetector | None = None,
+    detect: RegionDetector,
 ) -> dict[str, float]:
     """The detector's validation metrics: MIDOG F1 at the best threshold (``val_f1``, ``val_threshold``,
     ``val_precision``, ``val_recall``) and at 0.5 (``val_f1_at_0.5``).
@@ -516,7 +503,7 @@ def train_detector(
     resume: bool = True,
     val_data: DataSource | DetectionData | None = None,
     progress: bool | None = None,
-    detect: RegionDetector | None = None,
+    detect: RegionDetector,
 ) -> DetectorRun:
     """Train the detector recipe ``config`` on ``data`` and write a run folder.
 
@@ -533,13 +520,15 @@ def train_detector(
         resume: continue an interrupted run.
         val_data: explicit validation regions (else ``config.data.val_dirs`` or a ``val_fraction`` split).
         progress: progress bar (None: when stderr is a terminal).
-        detect: finds the candidates of a validation region (default :func:`detect_region`).
+        detect: finds the candidates of a validation region (:func:`region_detector`).
 
     Returns:
         A :class:`DetectorRun`.
 
     Examples:
-        >>> run = train_detector("configs/detector-cpu.yaml", "synth/", "runs/det")  # doctest: +SKIP
+        >>> from mitoscope.inference.detect import detect_slide  # doctest: +SKIP
+        >>> detect = region_detector(detect_slide)  # doctest: +SKIP
+        >>> run = train_detector("configs/detector-cpu.yaml", "synth/", "runs/det", detect=detect)  # doctest: +SKIP
         >>> run.threshold  # doctest: +SKIP
         0.41
     """
@@ -668,9 +657,10 @@ def evaluate_checkpoint(
     batch_size: int = 4,
     device: str | torch.device = "cpu",
     radius_um: float = 7.5,
-    detect: RegionDetector | None = None,
+    detect: RegionDetector,
 ) -> dict[str, float]:
-    """MIDOG F1 of a detector checkpoint on region data at its contract threshold (or ``threshold``)."""
+    """MIDOG F1 of a detector checkpoint on region data at its contract threshold (or ``threshold``), the
+    candidates found by ``detect`` (:func:`region_detector`)."""
     from mitoscope.models.checkpoint import load_model
 
     model, contract = load_model(checkpoint, device=device)
@@ -694,12 +684,13 @@ def cross_validate_lotd(
     resume: bool = True,
     domains: Sequence[str] | None = None,
     progress: bool | None = None,
-    detect: RegionDetector | None = None,
+    detect: RegionDetector,
 ) -> pd.DataFrame:
     """Leave-one-tumour(domain)-out: train on the other domains, score the left-out one at the tuned threshold.
 
     The folds run through the shared fold loop (:func:`mitoscope.engine.crossval.run_folds`): a finished
-    domain (its ``metrics.json``) is skipped on a rerun. Writes ``out_dir/<domain>/`` runs and
+    domain (its ``metrics.json``) is skipped on a rerun. ``detect`` validates and scores (:func:`region_detector`).
+    Writes ``out_dir/<domain>/`` runs and
     ``out_dir/lotd.csv``; returns one row per left-out domain (``domain, f1, precision, recall, tp, fp, fn,
     threshold``).
     """

@@ -348,7 +348,7 @@ class Classifier(InferenceModel):
         pixels the model sees at inference are the pixels it saw in validation.
 
         Args:
-            catalog: a mitoscope catalog (see :mod:`mitoscope.data.catalog`).
+            catalog: a mitoscope catalog (see :mod:`mitoscope.io.catalog`).
             batch_size: patches per forward pass.
             num_workers: DataLoader worker processes for reading (0: a background thread reads; ``None``:
                 :func:`resolve_reader_workers` picks by device).

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mitoscope.data.catalog import make_catalog
+from mitoscope.io.catalog import make_catalog
 from mitoscope.io.tables import BadRows, parse_vote, read_table, require_columns
 
 AMIBR_COLUMNS = (

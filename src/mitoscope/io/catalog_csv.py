@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from mitoscope.data.catalog import CATALOG_COLUMNS, make_catalog, target_of
+from mitoscope.io.catalog import CATALOG_COLUMNS, make_catalog, target_of
 from mitoscope.io.tables import BadRows, read_table
 from mitoscope.utils.atomic import atomic_path
 from mitoscope.utils.errors import InputError

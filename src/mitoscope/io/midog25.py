@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mitoscope.data.catalog import make_catalog
+from mitoscope.io.catalog import make_catalog
 from mitoscope.io.midogpp import canonical_tumor
 from mitoscope.io.tables import BadRows, find_files, parse_vote, read_table, require_columns
 

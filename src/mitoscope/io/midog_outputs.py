@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mitoscope.data.catalog import make_catalog
+from mitoscope.io.catalog import make_catalog
 from mitoscope.io.slide_base import as_rgb_uint8
 from mitoscope.io.tables import read_json
 from mitoscope.utils.atomic import write_text_atomic

@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from mitoscope.data.catalog import make_catalog
+from mitoscope.io.catalog import make_catalog
 from mitoscope.io.tables import read_json
 from mitoscope.utils.atomic import write_text_atomic
 from mitoscope.utils.errors import InputError

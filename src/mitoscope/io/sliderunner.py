@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mitoscope.data.catalog import make_catalog
+from mitoscope.io.catalog import make_catalog
 from mitoscope.utils.atomic import atomic_path
 from mitoscope.utils.errors import InputError
 
