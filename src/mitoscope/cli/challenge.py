@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
 from pathlib import Path
-from typing import Any
 
 import typer
 
 from mitoscope.cli import options as opt
-from mitoscope.cli.errors import fail, one_line
+from mitoscope.cli.errors import run_reported
+
+#: A library call whose bad input (``InputError`` is a ``ValueError``) or unusable model is one ``error:`` line.
+_run = functools.partial(
+    run_reported, errors=(ValueError, OSError, KeyError, RuntimeError), unusable_model=True
+)
 
 app = typer.Typer(
     help="MIDOG 2025: answer the grand-challenge interface (/input → /output) and score outputs locally.",
@@ -22,16 +26,6 @@ INPUT = typer.Option(
 OUTPUT = typer.Option(
     Path("/output"), "--output", "-o", help="Output folder for the one file the evaluator reads."
 )
-
-
-def _run(action: Callable[[], Any]) -> Any:
-    """Run a library call; bad input or an unusable model becomes one ``error:`` line and exit code 1."""
-    try:
-        return action()
-    except (ValueError, OSError, KeyError, RuntimeError) as exc:  # InputError is a ValueError
-        fail(exc)
-    except Exception as exc:  # a model file torch cannot use
-        fail(f"{type(exc).__name__}: {one_line(exc)}")
 
 
 def track1(
@@ -105,13 +99,13 @@ def score(
     """Score container outputs with the MIDOG 2025 evaluators' arithmetic (F1, AP, FROC / balanced accuracy, AUROC)."""
     import json
 
-    from mitoscope.io.challenge import json_ready
     from mitoscope.metrics.challenge import format_metrics, score_outputs
     from mitoscope.utils.atomic import write_text_atomic
+    from mitoscope.utils.jsonable import to_jsonable
 
     metrics = _run(lambda: score_outputs(outputs, ground_truth, partial=partial))
     if out is not None:
-        write_text_atomic(out, json.dumps(json_ready(metrics), indent=2) + "\n")
+        write_text_atomic(out, json.dumps(to_jsonable(metrics), indent=2) + "\n")
     typer.echo(f"{metrics['track']}: {len(metrics['results'])} images scored", err=True)
     if metrics["missing"]:
         typer.echo(f"no output (not scored): {', '.join(metrics['missing'])}", err=True)

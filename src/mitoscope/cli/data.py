@@ -13,33 +13,10 @@ from typing import Any
 import typer
 
 from mitoscope.cli import options as opt
-from mitoscope.cli.errors import fail, input_errors, one_line
+from mitoscope.cli.errors import fail, input_errors, one_line, quietly
 
 app = typer.Typer(help="Inspect slides and datasets; extract and convert datasets (formats auto-detected).",
                   no_args_is_help=True)  # fmt: skip
-
-_TILES = "defaults: `mitoscope detect` with the CPU detector"
-TILE_SIZE = typer.Option(256, "--tile-size", min=16, help=f"Detector tile edge in px ({_TILES}).")
-TILE_MPP = typer.Option(0.5, "--tile-mpp", min=0.01, help="Detector tile resolution in µm/px.")
-OVERLAP = typer.Option(64, "--overlap", min=0, help="Overlap between detector tiles in px.")
-
-
-def _tile_settings(tile_size: int, tile_mpp: float, overlap: int) -> Any:
-    from mitoscope.inference.slide_info import TileSettings
-    from mitoscope.utils.errors import InputError
-
-    if not 0 <= overlap < tile_size:
-        raise InputError(f"--overlap must be in [0, --tile-size), got {overlap} for {tile_size} px tiles")
-    return TileSettings(size=tile_size, mpp=tile_mpp, overlap=overlap)
-
-
-def _quietly(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """``fn(*args, **kwargs)`` without warnings: what it would warn about (an assumed mpp) the summary says itself."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*args, **kwargs)
 
 
 @app.command("info")
@@ -60,9 +37,9 @@ def info(
         None, "--images", help="Folder of the patch images, if elsewhere."
     ),
     mpp: float | None = opt.mpp_option(),
-    tile_size: int = TILE_SIZE,
-    tile_mpp: float = TILE_MPP,
-    overlap: int = OVERLAP,
+    tile_size: int = opt.tile_size_option(),
+    tile_mpp: float = opt.tile_mpp_option(),
+    overlap: int = opt.overlap_option(),
 ) -> None:
     """Summarise slides or datasets.
 
@@ -80,10 +57,10 @@ def info(
     for source in sources:
         try:
             if format is None and is_slide_source(source):
-                with _quietly(open_slide, source, mpp=mpp) as slide:
-                    summary = slide_summary(slide, tiles=_tile_settings(tile_size, tile_mpp, overlap))
+                with quietly(open_slide, source, mpp=mpp) as slide:
+                    summary = slide_summary(slide, tiles=opt.tile_settings(tile_size, tile_mpp, overlap))
             else:
-                catalog = _quietly(
+                catalog = quietly(
                     load_catalog, source, format=format, skip_bad=skip_bad, images_dir=images_dir
                 )
                 summary = summarize_catalog(catalog)
@@ -95,7 +72,7 @@ def info(
             continue
         summaries.append(summary)
         if not as_json and summary.get("kind") == "slide":
-            typer.echo(slide_summary_text(summary, _TILES))
+            typer.echo(slide_summary_text(summary, opt.TILES_NOTE))
         elif not as_json:
             print_dataset_summary(summary)
     if as_json and summaries:
@@ -112,9 +89,9 @@ def thumbnail(
     tiles: bool = typer.Option(False, "--tiles", help="Draw the detector's tiles where it would run."),
     size: int = typer.Option(1024, "--size", min=16, help="Longer side of the image in px."),
     mpp: float | None = opt.mpp_option(),
-    tile_size: int = TILE_SIZE,
-    tile_mpp: float = TILE_MPP,
-    overlap: int = OVERLAP,
+    tile_size: int = opt.tile_size_option(),
+    tile_mpp: float = opt.tile_mpp_option(),
+    overlap: int = opt.overlap_option(),
 ) -> None:
     """Write a thumbnail of a slide, read from the lowest pyramid level that serves (never level 0 whole)."""
     from mitoscope.io.slides import open_slide
@@ -122,8 +99,8 @@ def thumbnail(
 
     try:
         image_format(out)
-        settings = _tile_settings(tile_size, tile_mpp, overlap) if tiles else None
-        with _quietly(open_slide, slide_path, mpp=mpp) as slide:
+        settings = opt.tile_settings(tile_size, tile_mpp, overlap) if tiles else None
+        with quietly(open_slide, slide_path, mpp=mpp) as slide:
             image = slide_thumbnail(slide, max_size=size, outline=mask, tiles=settings)
         write_image(out, image)
     except input_errors() as exc:

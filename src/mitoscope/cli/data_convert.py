@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mitoscope.cli.errors import fail, input_errors
+from mitoscope.cli.errors import fail, input_errors, quietly
 
 
 def extract_patches_command(
@@ -88,16 +88,12 @@ def convert(
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad rows instead of failing."),
 ) -> None:
     """Convert annotations between formats (e.g. MIDOG++ JSON → SlideRunner SQLite or QuPath GeoJSON)."""
-    import warnings
-
     from mitoscope.data.convert import convert_target, write_annotations
     from mitoscope.data.sources import load_catalog
 
     try:
         target = convert_target(out, to)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            catalog = load_catalog(source, format=format, skip_bad=skip_bad, check_files=False)
+        catalog = quietly(load_catalog, source, format=format, skip_bad=skip_bad, check_files=False)
         write_annotations(catalog, out, target)
     except input_errors() as exc:
         fail(exc)

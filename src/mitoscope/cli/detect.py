@@ -78,8 +78,8 @@ def detect(
     unreadable slide is reported and the others continue; the exit code is then 1.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from mitoscope.cli.progress import slide_bars
     from mitoscope.inference.batch import detect_slides, detection_formats
 
     err = Console(stderr=True)
@@ -97,29 +97,12 @@ def detect(
     except (ValueError, RuntimeError, OSError) as exc:
         fail(exc)
     detector = load_detector(model, device, verifier, precision)
-    stage = "" if detector.verifier is None else f" (verified at {detector.verifier.mpp:g} µm/px)"
-    err.print(
-        f"detector {detector.path} on {detector.device}: {detector.tile_size} px tiles at "
-        f"{detector.contract.mpp:g} µm/px, {detector.precision}, threshold "
-        f"{threshold if threshold is not None else detector.threshold:.3f}{stage}",
-        highlight=False,
-        soft_wrap=True,
-    )
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err, transient=False) as bar:
-        slides_task = bar.add_task("slides", total=len(slides))
-        tiles_task = bar.add_task("tiles", total=None)
-
-        def tiles(name: str, done: int, total: int | None) -> None:
-            bar.update(tiles_task, description=f"tiles of {name}", completed=done, total=total)
-
+    err.print(detector.describe(threshold), highlight=False, soft_wrap=True)
+    with slide_bars(err, len(slides)) as callbacks:
         run = detect_slides(
-            detector, slides, out, formats=formats, resume=resume, mpp=mpp,
-            log=lambda msg: bar.console.print(msg, highlight=False, markup=False),
-            error=lambda msg: bar.console.print(f"[red]{msg}[/red]", highlight=False),
-            tile_progress=tiles, slide_done=lambda _name: bar.advance(slides_task),
-            batch_size=batch_size, threshold=threshold, num_workers=workers, reader=extra.reader,
-            overlap=extra.overlap, tissue=extra.tissue, keep_below_threshold=extra.keep_candidates,
+            detector, slides, out, formats=formats, resume=resume, mpp=mpp, **callbacks, batch_size=batch_size,
+            threshold=threshold, num_workers=workers, reader=extra.reader, overlap=extra.overlap,
+            tissue=extra.tissue, keep_below_threshold=extra.keep_candidates,
         )  # fmt: skip
     for name, why in run.failed:
         typer.echo(f"failed: {why}" if name in why else f"failed: {name}: {why}", err=True)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+import warnings
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
 
 import typer
+
+T = TypeVar("T")
 
 
 def one_line(exc: BaseException) -> str:
@@ -34,3 +38,39 @@ def input_errors() -> tuple[type[BaseException], ...]:
     from mitoscope.utils.optional import MissingDependencyError
 
     return (InputError, MissingDependencyError, ValueError, FileNotFoundError)
+
+
+def run_reported(
+    action: Callable[[], T],
+    errors: tuple[type[BaseException], ...] = (ValueError, OSError),
+    *,
+    unusable_model: bool = False,
+) -> T:
+    """``action()`` (a library call) with the ``errors`` it raises for bad input (``InputError`` is a
+    ``ValueError``) reported by :func:`fail`: one ``error:`` line and exit code 1, not a traceback.
+    ``unusable_model``: any other exception too (a model file torch cannot use), named by its type.
+
+    Examples:
+        >>> run_reported(lambda: 2 + 2)
+        4
+    """
+    try:
+        return action()
+    except errors as exc:
+        fail(exc)
+    except Exception as exc:
+        if not unusable_model:
+            raise
+        fail(f"{type(exc).__name__}: {one_line(exc)}")
+
+
+def quietly(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` without warnings, where the command reports what they would say itself.
+
+    Examples:
+        >>> quietly(int, "7")
+        7
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)

@@ -157,3 +157,41 @@ def overrides_option(example: str) -> Any:
     return typer.Option(
         [], "--set", "-s", help=f"Override a recipe value, e.g. --set {example} (repeatable)."
     )
+
+
+#: Where the tile options' defaults come from (``data info`` and ``data thumbnail`` count and draw the tiles).
+TILES_NOTE = "defaults: `mitoscope detect` with the CPU detector"
+
+
+def tile_size_option() -> Any:
+    """``--tile-size``: the detector's tile edge."""
+    return typer.Option(256, "--tile-size", min=16, help=f"Detector tile edge in px ({TILES_NOTE}).")
+
+
+def tile_mpp_option() -> Any:
+    """``--tile-mpp``: the detector's tile resolution."""
+    return typer.Option(0.5, "--tile-mpp", min=0.01, help="Detector tile resolution in µm/px.")
+
+
+def overlap_option() -> Any:
+    """``--overlap``: between the detector's tiles."""
+    return typer.Option(64, "--overlap", min=0, help="Overlap between detector tiles in px.")
+
+
+def tile_settings(tile_size: int, tile_mpp: float, overlap: int) -> Any:
+    """The :class:`~mitoscope.inference.slide_info.TileSettings` of ``--tile-size``, ``--tile-mpp`` and
+    ``--overlap``; an ``InputError`` unless the overlap is smaller than the tile.
+
+    Examples:
+        >>> tile_settings(256, 0.5, 64).describe()
+        '256 px tiles at 0.5 µm/px, overlap 64 px, ≥ 1% tissue per tile'
+        >>> tile_settings(64, 0.5, 64)  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        mitoscope.utils.errors.InputError: --overlap must be in [0, --tile-size), got 64 for 64 px tiles
+    """
+    from mitoscope.inference.slide_info import TileSettings
+    from mitoscope.utils.errors import InputError
+
+    if not 0 <= overlap < tile_size:
+        raise InputError(f"--overlap must be in [0, --tile-size), got {overlap} for {tile_size} px tiles")
+    return TileSettings(size=tile_size, mpp=tile_mpp, overlap=overlap)

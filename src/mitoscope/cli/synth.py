@@ -2,51 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import typer
 
-from mitoscope.cli.errors import fail
+from mitoscope.cli.errors import run_reported
+from mitoscope.cli.progress import Bar
 
 app = typer.Typer(
     help="Make synthetic H&E data: labelled patches, annotated regions, a gallery of all kinds.",
     no_args_is_help=True,
 )
-
-
-def _run(action: Callable[[], Any]) -> Any:
-    """Run a library call; bad input becomes one red line and exit code 1, not a traceback."""
-    from mitoscope.utils.errors import InputError
-
-    try:
-        return action()
-    except (InputError, ValueError, OSError) as exc:
-        fail(exc)
-
-
-class _Bar:
-    """A rich progress bar usable as a ``progress(done, total)`` callback."""
-
-    def __init__(self, what: str) -> None:
-        from rich.progress import Progress
-
-        self.what = what
-        self.bar = Progress(transient=True)
-        self.task: Any = None
-
-    def __enter__(self) -> _Bar:
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.__exit__(*exc)  # type: ignore[arg-type]
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.task is None:
-            self.task = self.bar.add_task(self.what, total=total)
-        self.bar.update(self.task, completed=done)
 
 
 @app.command("patches")
@@ -63,8 +29,8 @@ def patches(
     """N patches centred on a mitotic figure, labelled by 3 simulated experts (AMi-Br layout)."""
     from mitoscope.data.synthetic import make_patch_set
 
-    with _Bar("patches") as bar:
-        path = _run(
+    with Bar("patches") as bar:
+        path = run_reported(
             lambda: make_patch_set(
                 out,
                 n=n,
@@ -94,8 +60,8 @@ def regions(
     """N regions as tiled pyramidal TIFFs (0.25 µm/px) with MIDOG++ JSON annotations."""
     from mitoscope.data.synthetic import make_region_set
 
-    with _Bar("regions") as bar:
-        path = _run(
+    with Bar("regions") as bar:
+        path = run_reported(
             lambda: make_region_set(
                 out,
                 n=n,
@@ -120,7 +86,7 @@ def gallery(
     """A labelled contact sheet: rows = figure kinds, columns = domains."""
     from mitoscope.data.synthetic import make_gallery
 
-    path = _run(lambda: make_gallery(out, domains=domains, seed=seed))
+    path = run_reported(lambda: make_gallery(out, domains=domains, seed=seed))
     typer.echo(f"wrote gallery to {path}")
 
 

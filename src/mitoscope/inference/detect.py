@@ -510,6 +510,25 @@ class Detector(InferenceModel):
         """Tile edge in model px (the contract's input size)."""
         return int(self.contract.input_size)
 
+    def describe(self, threshold: float | None = None) -> str:
+        """The detector in one line: its file, device, tiles, precision, decision threshold (``threshold`` when
+        given, else its own) and the verification stage.
+
+        Examples:
+            >>> import torch
+            >>> from mitoscope.models.checkpoint import ModelContract
+            >>> d = Detector(torch.nn.Identity(), ModelContract("x", {}, "detection", input_size=256, mpp=0.5),
+            ...              precision="fp32")
+            >>> d.describe(0.4)
+            'detector None on cpu: 256 px tiles at 0.5 µm/px, fp32, threshold 0.400'
+        """
+        stage = "" if self.verifier is None else f" (verified at {self.verifier.mpp:g} µm/px)"
+        chosen = self.threshold if threshold is None else threshold
+        return (
+            f"detector {self.path} on {self.device}: {self.tile_size} px tiles at {self.contract.mpp:g} µm/px, "
+            f"{self.precision}, threshold {chosen:.3f}{stage}"
+        )
+
     def detect(self, slide: Slide, **kwargs: Any) -> pd.DataFrame:
         """:func:`detect_slide` with this model, contract and device, then the verifier when there is one
         (``threshold`` and ``keep_below_threshold`` then apply to the verified score)."""

@@ -16,7 +16,6 @@ from typing import Any
 
 from mitoscope.io.tables import read_json
 from mitoscope.utils.errors import InputError
-from mitoscope.utils.jsonable import to_jsonable
 
 #: Image files the reference containers look for in the interface folder.
 IMAGE_SUFFIXES = (".tif", ".tiff")
@@ -358,7 +357,3 @@ def ground_truth_track(path: str | os.PathLike[str]) -> Track:
     if isinstance(data, list):
         return TRACK2
     raise InputError("not a MIDOG 2025 ground truth (a dict for Track 1, a list for Track 2)", path=path)
-
-
-# the old name, for cli.challenge until it imports to_jsonable
-json_ready = to_jsonable
