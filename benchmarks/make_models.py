@@ -138,6 +138,79 @@ def detector_stage(work: Path, folders: dict[str, list[Path]], threads: int) -> 
     return run.best_path
 
 
+MINED_PROPORTIONS = [
+    0.5,
+    0.3,
+    0.2,
+]  # crops centred on a figure / on a hard negative / at random (recipe: 0.6/0.2/0.2)
+
+
+def mined_folders(work: Path, folders: list[Path]) -> list[Path]:
+    """Copies of the training ``folders`` whose annotations also hold, as hard negatives ("not mitotic figure"),
+    the detector's confident candidates away from every figure (mined by the ``verifier`` stage: the points
+    verifier 1 trained on). Images are linked, not copied."""
+    from mitoscope.utils.atomic import write_text_atomic
+
+    out_folders = []
+    for folder in folders:
+        name = f"{folder.parent.name}_{folder.name}"
+        mined = pd.read_csv(work / "verifier_patches" / name / "patches.csv")
+        mined = mined[mined["label"] == "hard negative"]
+        coco = json.loads((folder / "annotations.json").read_text())
+        image_id = {(folder / im["file_name"]).resolve(): im["id"] for im in coco["images"]}
+        taken = {
+            (
+                a["image_id"],
+                round((a["bbox"][0] + a["bbox"][2]) / 2),
+                round((a["bbox"][1] + a["bbox"][3]) / 2),
+            )
+            for a in coco["annotations"]
+            if a["category_id"] == 2
+        }
+        next_id = max((a["id"] for a in coco["annotations"]), default=0) + 1
+        added = 0
+        for row in mined.itertuples(index=False):
+            img = image_id[Path(row.slide).resolve()]
+            if (img, round(row.x), round(row.y)) in taken:
+                continue  # an annotated imposter, already a hard negative
+            bbox = [row.x - 25.0, row.y - 25.0, row.x + 25.0, row.y + 25.0]
+            coco["annotations"].append({"image_id": img, "bbox": bbox, "category_id": 2, "id": next_id})
+            next_id += 1
+            added += 1
+        target = work / "mined" / name
+        target.mkdir(parents=True, exist_ok=True)
+        for im in coco["images"]:
+            link = target / im["file_name"]
+            if not link.exists():
+                link.symlink_to((folder / im["file_name"]).resolve())
+        write_text_atomic(target / "annotations.json", json.dumps(coco) + "\n")
+        print(f"mined hard negatives: {name} +{added}", flush=True)
+        out_folders.append(target)
+    return out_folders
+
+
+def detector_mined_stage(work: Path, folders: dict[str, list[Path]], threads: int) -> Path:
+    """The detector retrained with its own mined false positives as hard negatives (benchmarks/README.md)."""
+    from mitoscope.engine.detector_training import load_detector_config, region_detector, train_detector
+    from mitoscope.inference.detect import detect_slide
+
+    overrides = [f"train.threads={threads}", f"data.proportions={json.dumps(MINED_PROPORTIONS)}"]
+    cfg = load_detector_config(ROOT / "configs" / "detector-cpu.yaml", overrides)
+    t0 = time.perf_counter()
+    run = train_detector(
+        cfg,
+        [str(p) for p in mined_folders(work, folders["train"])],
+        work / "detector_mined",
+        device="cpu",
+        val_data=[str(p) for p in folders["val"]],
+        progress=False,
+        detect=region_detector(detect_slide),
+    )
+    print(f"detector_mined: {(time.perf_counter() - t0) / 60:.1f} min → {run.best_path}", flush=True)
+    assert run.best_path is not None
+    return run.best_path
+
+
 MINE_SCORE = 0.1  # candidates at or above this detector score are mined as the verifier's negatives ...
 MINE_PER_REGION = 15  # ... at most this many per region, the most confident first
 VERIFIER_OVERRIDES = [
@@ -740,9 +813,15 @@ def main(argv: list[str] | None = None) -> None:
     if "lodo" in stages:
         atnorm = catalog[(catalog["dataset"] == "AtNorM-MD") & (catalog["split"] != "test")]
         train_classifier_stage(args.work, atnorm, "classifier_atnorm_only", [])
-    folders = mosaic_stage(args.work, catalog) if {"detector", "verifier", "select"} & set(stages) else {}
+    folders = (
+        mosaic_stage(args.work, catalog)
+        if {"detector", "detector_mined", "verifier", "select"} & set(stages)
+        else {}
+    )
     if "detector" in stages:
         detector_stage(args.work, folders, args.threads)
+    if "detector_mined" in stages:
+        detector_mined_stage(args.work, folders, args.threads)
     if "verifier" in stages:
         verifier_stage(args.work, folders, args.work / "detector" / "best.pt", args.threads)
     if "select" in stages:
