@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 
-from mitoscope.io.slide_base import ArraySlide
+from mitoscope.io.slide_base import ArraySlide, as_rgb_uint8
 from mitoscope.utils.errors import InputError
 
 DEFAULT_MPP = 0.25
@@ -28,8 +28,6 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         (4, 5, 3)
     """
     from PIL import Image, UnidentifiedImageError
-
-    from mitoscope.io.slide_base import as_rgb_uint8
 
     if not os.path.isfile(path):
         raise InputError("image file not found", path=path)

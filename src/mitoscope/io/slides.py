@@ -9,7 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mitoscope.io.image_slide import ImageSlide
+from mitoscope.io.openslide_slide import OpenSlideSlide, openslide_available
 from mitoscope.io.slide_base import ArraySlide, Slide
+from mitoscope.io.tiff_slide import TiffSlide
 from mitoscope.utils.errors import InputError
 
 TIFF_SUFFIXES = {".tif", ".tiff", ".svs", ".btf", ".qptiff", ".ome.tif", ".ome.tiff"}
@@ -119,25 +122,17 @@ def _open(source: str | os.PathLike[str] | np.ndarray, *, mpp: float | None, bac
                 path=path,
             )
     if backend == "pil":
-        from mitoscope.io.image_slide import ImageSlide
-
         return ImageSlide(path, mpp=mpp)
     if backend == "openslide":
-        from mitoscope.io.openslide_slide import OpenSlideSlide, openslide_available
-
         if openslide_available() or suffix not in TIFF_LIKE_SUFFIXES:
             return OpenSlideSlide(path, mpp=mpp)
         # NDPI, SCN and BIF are TIFF variants that tifffile reads too
-
-    from mitoscope.io.tiff_slide import TiffSlide
 
     try:
         return TiffSlide(path, mpp=mpp)
     except InputError as exc:
         if not auto or "mpp" in str(exc):
             raise
-        from mitoscope.io.openslide_slide import OpenSlideSlide, openslide_available
-
         if openslide_available():
             try:
                 return OpenSlideSlide(path, mpp=mpp)
