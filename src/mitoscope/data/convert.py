@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from mitoscope.io.catalog_csv import write_catalog_csv
+from mitoscope.io.geojson import write_geojson
+from mitoscope.io.midogpp import catalog_to_midogpp, write_midogpp_json
+from mitoscope.io.sliderunner import catalog_to_detections, write_sliderunner
 from mitoscope.utils.errors import InputError
 
 CONVERT_TARGETS = ("sliderunner", "geojson", "midogpp", "csv")
@@ -40,8 +44,6 @@ def write_annotations(catalog: pd.DataFrame, out: str | os.PathLike[str], target
         True
     """
     if target == "csv":
-        from mitoscope.io.catalog_csv import write_catalog_csv
-
         write_catalog_csv(out, catalog)
         return
     points = catalog[(catalog["slide"].astype(str) != "") & catalog["x"].notna() & catalog["y"].notna()]
@@ -50,20 +52,14 @@ def write_annotations(catalog: pd.DataFrame, out: str | os.PathLike[str], target
             f"{len(catalog) - len(points)} records are not points on a slide; only 'csv' can hold them"
         )
     if target == "sliderunner":
-        from mitoscope.io.sliderunner import catalog_to_detections, write_sliderunner
-
         dims = {
             k: (v["width"], v["height"]) for k, v in catalog.attrs.get("images", {}).items() if v.get("width")
         }
         write_sliderunner(out, catalog_to_detections(catalog), slide_dims=dims)
     elif target == "geojson":
-        from mitoscope.io.geojson import write_geojson
-
         cols = [c for c in ("x", "y", "score", "label", "p_atypical", "slide") if c in catalog]
         write_geojson(out, catalog[cols])
     elif target == "midogpp":
-        from mitoscope.io.midogpp import catalog_to_midogpp, write_midogpp_json
-
         images, annotations = catalog_to_midogpp(catalog)
         write_midogpp_json(out, images, annotations)
     else:

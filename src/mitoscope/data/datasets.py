@@ -21,6 +21,9 @@ from torch.utils.data import Dataset
 
 from mitoscope.data.patch_cache import PatchCache
 from mitoscope.io.catalog import validate_catalog
+from mitoscope.io.image_slide import read_image
+from mitoscope.io.slide_base import as_rgb_uint8
+from mitoscope.io.slides import open_slide
 from mitoscope.utils.errors import InputError
 
 #: ``transform(rgb_uint8 (H, W, 3), mask (H, W) bool or None, rng) -> (image tensor, mask tensor or None)``
@@ -47,8 +50,6 @@ def read_stack_page(path: str | os.PathLike[str], page: int) -> np.ndarray:
         2
     """
     import tifffile
-
-    from mitoscope.io.slide_base import as_rgb_uint8
 
     if not os.path.isfile(path):
         raise InputError("TIFF stack not found", path=path)
@@ -215,8 +216,6 @@ class PatchDataset(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
     def _open_slide(self, key: str) -> Any:
         slide = self._slides.get(key)
         if slide is None:
-            from mitoscope.io.slides import open_slide
-
             slide = open_slide(self._path(key))
             self._slides[key] = slide
         return slide
@@ -227,8 +226,6 @@ class PatchDataset(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
             path = self._path(image)
             if page >= 0:
                 return read_stack_page(path, page)
-            from mitoscope.io.image_slide import read_image
-
             return read_image(path)
         slide = self._slide_keys[index]
         x, y = float(self._xs[index]), float(self._ys[index])

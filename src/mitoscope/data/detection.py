@@ -22,7 +22,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mitoscope.io.midogpp import read_midogpp_json
 from mitoscope.io.slide_base import Slide
+from mitoscope.io.slides import open_slide
 from mitoscope.utils.errors import InputError
 
 KINDS = ("mitosis", "hard negative", "random")
@@ -55,13 +57,7 @@ class SlideInfo:
 
 
 def default_opener(path: str) -> Slide:
-    """Open ``path`` with :func:`mitoscope.io.slides.open_slide` (falls back to the TIFF reader)."""
-    try:
-        from mitoscope.io.slides import open_slide
-    except ImportError:  # pragma: no cover - until the slide dispatcher exists
-        from mitoscope.io.tiff_slide import TiffSlide
-
-        return TiffSlide(path)
+    """Open ``path`` with :func:`mitoscope.io.slides.open_slide`."""
     return open_slide(path)
 
 
@@ -118,8 +114,6 @@ def read_region_folder(folder: str | os.PathLike[str]) -> tuple[pd.DataFrame, di
         >>> len(cat), list(infos.values())[0].width
         (1, 256)
     """
-    from mitoscope.io.midogpp import read_midogpp_json
-
     folder = Path(folder).resolve()
     json_path = find_annotation_json(folder)
     catalog = read_midogpp_json(json_path)

@@ -26,6 +26,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mitoscope.io.midogpp import write_midogpp_json
+from mitoscope.io.slide_base import as_rgb_uint8
+from mitoscope.io.tiff_writer import write_tiled_tiff
+from mitoscope.utils.atomic import atomic_path
 from mitoscope.utils.errors import InputError
 
 AMIBR_MPP = 0.25
@@ -155,8 +159,6 @@ def compose_mosaic(
 def _load_patch(path: str) -> np.ndarray:
     from skimage.io import imread
 
-    from mitoscope.io.slide_base import as_rgb_uint8
-
     try:
         return as_rgb_uint8(imread(path), source=path)
     except (OSError, ValueError) as exc:
@@ -248,10 +250,6 @@ def write_mosaic_splits(
     Raises:
         InputError: a patch file that is missing or unreadable (named).
     """
-    from mitoscope.io.midogpp import write_midogpp_json
-    from mitoscope.io.tiff_writer import write_tiled_tiff
-    from mitoscope.utils.atomic import atomic_path
-
     rng = rng if rng is not None else np.random.default_rng(0)
     out_dir = Path(out_dir)
     written: dict[str, Path] = {}

@@ -17,6 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mitoscope.io.catalog_csv import write_catalog_csv
+from mitoscope.io.slides import open_slide
+from mitoscope.io.tables import find_files
 from mitoscope.utils.atomic import atomic_path
 from mitoscope.utils.errors import InputError
 
@@ -83,10 +86,6 @@ def extract_patches(
         (True, True)
     """
     from PIL import Image
-
-    from mitoscope.io.catalog_csv import write_catalog_csv
-    from mitoscope.io.slides import open_slide
-    from mitoscope.io.tables import find_files
 
     for col in ("slide", "x", "y", "label"):
         if col not in catalog.columns:

@@ -25,7 +25,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mitoscope.io.amibr import AMIBR_COLUMNS, read_amibr_csv
 from mitoscope.io.catalog import make_catalog, validate_catalog
+from mitoscope.io.catalog_csv import read_catalog_csv
+from mitoscope.io.class_folders import class_of_folder, read_atnorm_votes, read_class_folders
+from mitoscope.io.geojson import read_geojson
+from mitoscope.io.midog25 import MIDOG25_COLUMNS, read_midog25_csv
+from mitoscope.io.midog_outputs import read_track2_stack
+from mitoscope.io.midogpp import read_midogpp_json
+from mitoscope.io.sliderunner import read_sliderunner
+from mitoscope.io.slides import looks_like_slide
+from mitoscope.io.tiff_slide import TiffLog
 from mitoscope.utils.errors import InputError
 
 FORMATS = (
@@ -46,9 +56,6 @@ def _csv_header(path: Path) -> list[str]:
 
 
 def _csv_format(path: Path) -> str | None:
-    from mitoscope.io.amibr import AMIBR_COLUMNS
-    from mitoscope.io.midog25 import MIDOG25_COLUMNS
-
     cols = set(_csv_header(path))
     if set(AMIBR_COLUMNS) <= cols:
         return "amibr"
@@ -82,8 +89,6 @@ def _json_format(path: Path) -> str | None:
 def _tiff_format(path: Path) -> str | None:
     import tifffile
 
-    from mitoscope.io.tiff_slide import TiffLog
-
     try:
         with TiffLog(), tifffile.TiffFile(path) as tif:
             pages = tif.pages
@@ -99,8 +104,6 @@ def _tiff_format(path: Path) -> str | None:
 
 
 def _has_class_folders(path: Path) -> bool:
-    from mitoscope.io.class_folders import class_of_folder
-
     return any(any(class_of_folder(d) for d in dirnames) for _dirpath, dirnames, _ in os.walk(path))
 
 
@@ -170,8 +173,6 @@ def is_slide_source(source: str | os.PathLike[str]) -> bool:
         >>> is_slide_source("case_01.svs"), is_slide_source("amibr_train.csv")
         (True, False)
     """
-    from mitoscope.io.slides import looks_like_slide
-
     path = Path(source)
     if not looks_like_slide(path):
         return False
@@ -192,8 +193,6 @@ def detect_source(source: str | os.PathLike[str]) -> str:
 
 
 def _geojson_catalog(path: Path, slide: str | None) -> pd.DataFrame:
-    from mitoscope.io.geojson import read_geojson
-
     det = read_geojson(path)
     aliases = {"not mitotic figure": "hard negative", "": "unlabelled"}
     rows = []
@@ -265,39 +264,23 @@ def load_catalog(
 def _load(path: Path, fmt: str, **opts: Any) -> pd.DataFrame:
     skip_bad, check_files, images_dir = opts["skip_bad"], opts["check_files"], opts["images_dir"]
     if fmt == "amibr":
-        from mitoscope.io.amibr import read_amibr_csv
-
         return read_amibr_csv(path, images_root=images_dir, check_files=check_files, skip_bad=skip_bad)
     if fmt == "atnorm-md":
-        from mitoscope.io.class_folders import read_atnorm_votes
-
         return read_atnorm_votes(path, images_root=images_dir, check_files=check_files, skip_bad=skip_bad)
     if fmt == "class-folders":
-        from mitoscope.io.class_folders import read_class_folders
-
         return read_class_folders(path)
     if fmt == "midog25":
-        from mitoscope.io.midog25 import read_midog25_csv
-
         return read_midog25_csv(path, images_dir=images_dir, check_files=check_files, skip_bad=skip_bad)
     if fmt in ("midog++", "midog2021"):
-        from mitoscope.io.midogpp import read_midogpp_json
-
         xval = opts["xvalidation_csv"]
         if xval is None and fmt == "midog++" and (path.parent / XVALIDATION_NAME).is_file():
             xval = path.parent / XVALIDATION_NAME
         return read_midogpp_json(path, xvalidation_csv=xval)
     if fmt == "sliderunner":
-        from mitoscope.io.sliderunner import read_sliderunner
-
         return read_sliderunner(path)
     if fmt == "track2-stack":
-        from mitoscope.io.midog_outputs import read_track2_stack
-
         return read_track2_stack(path)
     if fmt == "catalog-csv":
-        from mitoscope.io.catalog_csv import read_catalog_csv
-
         return read_catalog_csv(path, check_files=check_files, skip_bad=skip_bad)
     if fmt == "geojson":
         return _geojson_catalog(path, opts["slide"])
@@ -458,8 +441,6 @@ def load_patch_input(
         raise FileNotFoundError(f"{path}: input not found")
     suffix = path.suffix.lower()
     if suffix in (".tif", ".tiff"):  # a MIDOG 2025 Track 2 stack (one crop per page; one page is a stack too)
-        from mitoscope.io.midog_outputs import read_track2_stack
-
         return read_track2_stack(path), True
     if suffix in PATCH_SUFFIXES:
         return make_catalog([{"image": str(path), "source": "file"}]), False

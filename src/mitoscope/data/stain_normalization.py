@@ -23,6 +23,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from skimage.color import lab2rgb, rgb2lab
 
+from mitoscope.data.datasets import PatchDataset, identity_transform
+from mitoscope.data.sources import load_patch_input
+from mitoscope.utils.atomic import write_text_atomic
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -209,8 +213,6 @@ class StainNormalizer:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write :meth:`to_dict` as JSON (atomically)."""
-        from mitoscope.utils.atomic import write_text_atomic
-
         write_text_atomic(Path(path), json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
@@ -248,8 +250,6 @@ def fit_on_catalog(
 ) -> StainNormalizer:
     """Fit a :class:`StainNormalizer` on up to ``max_images`` random records of a catalog (images, stack pages
     or slide points read ``size`` pixels wide); read errors name the record (``source``: the catalog's file)."""
-    from mitoscope.data.datasets import PatchDataset, identity_transform
-
     dataset = PatchDataset(catalog, transform=identity_transform, size=size, targets=(), source=source)
     n = len(dataset)
     if n == 0:
@@ -297,8 +297,6 @@ def reference_normalizer(
         if normalizer.method != method:
             raise ValueError(f"{reference}: a {normalizer.method} reference, but stain_normalize {method}")
     else:
-        from mitoscope.data.sources import load_patch_input
-
         catalog, _ = load_patch_input(reference)
         normalizer = fit_on_catalog(catalog, method, source=reference)
     if save is not None:

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mitoscope.io.slide_base import as_rgb_uint8
+
 if TYPE_CHECKING:
     from mitoscope.io.slide_base import Slide
 
@@ -59,8 +61,6 @@ def tissue_mask(
     """
     from scipy import ndimage
     from skimage import morphology
-
-    from mitoscope.io.slide_base import as_rgb_uint8
 
     rgb = as_rgb_uint8(rgb_thumbnail, source="thumbnail")
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:

@@ -7,7 +7,10 @@ scanner / lab / tumour styles ("domains"), deterministic for a seed.
 from __future__ import annotations
 
 from mitoscope.data.synthetic.domains import DomainStyle, get_domain, list_domains, select_domains
+from mitoscope.data.synthetic.gallery import make_gallery
+from mitoscope.data.synthetic.patches import make_patch_set
 from mitoscope.data.synthetic.region import MPP, SyntheticRegion, render_region
+from mitoscope.data.synthetic.regions import make_region_set
 
 __all__ = [
     "MPP",
@@ -21,19 +24,3 @@ __all__ = [
     "render_region",
     "select_domains",
 ]
-
-
-def __getattr__(name: str):  # lazy: the writers pull in more modules
-    if name == "make_patch_set":
-        from mitoscope.data.synthetic.patches import make_patch_set
-
-        return make_patch_set
-    if name == "make_region_set":
-        from mitoscope.data.synthetic.regions import make_region_set
-
-        return make_region_set
-    if name == "make_gallery":
-        from mitoscope.data.synthetic.gallery import make_gallery
-
-        return make_gallery
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

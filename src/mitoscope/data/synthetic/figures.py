@@ -17,6 +17,7 @@ import numpy as np
 
 from mitoscope.data.synthetic.domains import DomainStyle
 from mitoscope.data.synthetic.sprites import Sprite, discs_field, ellipse, segments_field, texture
+from mitoscope.data.synthetic.tissue import nucleus_sprite
 
 NORMAL_KINDS: tuple[str, ...] = ("prophase", "prometaphase", "metaphase", "ring", "anaphase", "telophase")
 ATYPICAL_KINDS: tuple[str, ...] = ("multipolar", "lagging", "asymmetric", "bridge")
@@ -449,7 +450,5 @@ def figure_sprite(
     if kind in IMPOSTER_KINDS:
         return imposter(rng, kind, style)
     if kind == "nucleus":
-        from mitoscope.data.synthetic.tissue import nucleus_sprite
-
         return nucleus_sprite(rng, style)
     return mitotic_figure(rng, kind, style, severity=severity)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from mitoscope.data.synthetic.domains import DomainStyle, get_domain
+from mitoscope.data.synthetic.domains import DomainStyle, get_domain, jitter_style, list_domains
 from mitoscope.data.synthetic.experts import FigureSpec, sample_imposter, sample_mitosis
 from mitoscope.data.synthetic.figures import figure_sprite
 from mitoscope.data.synthetic.sprites import stamp
@@ -222,8 +222,6 @@ def render_region(
             raise InputError(f"{name} must be >= 0, got {val}")
     if not 0.0 <= float(atypical_fraction) <= 1.0:
         raise InputError(f"atypical_fraction must be in [0, 1], got {atypical_fraction}")
-    from mitoscope.data.synthetic.domains import jitter_style, list_domains
-
     dom_idx = list_domains().index(style.name)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), dom_idx, w, h]))
     style = jitter_style(style, rng)

@@ -11,6 +11,8 @@ import numpy as np
 from mitoscope.data.synthetic.domains import get_domain, list_domains, select_domains
 from mitoscope.data.synthetic.output import Progress, check_count, prepared_output, run_jobs
 from mitoscope.data.synthetic.region import BORDER, MPP, SyntheticRegion, render_region
+from mitoscope.io.midogpp import write_midogpp_json
+from mitoscope.io.tiff_writer import write_tiled_tiff
 from mitoscope.utils.errors import InputError
 
 ANNOTATIONS_FILE = "annotations.json"
@@ -76,9 +78,6 @@ def make_region_set(
         ['annotations.json', 'atypical.csv', 'synth_001.tiff']
     """
     import pandas as pd
-
-    from mitoscope.io.midogpp import write_midogpp_json
-    from mitoscope.io.tiff_writer import write_tiled_tiff
 
     n = check_count("n", n)
     w, h = _check_size(size)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mitoscope.data.synthetic.domains import DomainStyle
-from mitoscope.data.synthetic.sprites import Sprite, ellipse, stamp, texture
+from mitoscope.data.synthetic.sprites import Sprite, discs_field, ellipse, stamp, texture
 
 
 def smooth_field(rng: np.random.Generator, shape: tuple[int, int], scale: float) -> np.ndarray:
@@ -226,8 +226,6 @@ def pigment_sprite(rng: np.random.Generator, style: DomainStyle) -> Sprite:
         >>> bool(s.h.max() > 0.2)
         True
     """
-    from mitoscope.data.synthetic.sprites import discs_field
-
     size = 61
     k = int(rng.integers(10, 30))
     ang = rng.uniform(0, 2 * np.pi, k)
