@@ -138,7 +138,7 @@ def load_model(
     """Rebuild the model a checkpoint (or a bundled model: its name or its files) describes, load its weights,
     and return it in eval mode."""
     if is_bundle_path(path):
-        from mitoscope.models import pretrained
+        from mitoscope.models import pretrained  # lazy: models.pretrained imports this module (cycle)
 
         p = Path(path)
         if p.suffix.lower() in (".json", ".safetensors"):

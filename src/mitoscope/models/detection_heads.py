@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mitoscope.models.backbones import create_backbone
+
 
 def create_feature_backbone(
     name: str, *, pretrained: bool | str = False, out_indices: Sequence[int] = (2, 3, 4)
@@ -30,8 +32,6 @@ def create_feature_backbone(
         >>> [tuple(f.shape[1:]) for f in net(torch.zeros(1, 3, 64, 64))]
         [(48, 8, 8), (192, 4, 4)]
     """
-    from mitoscope.models.backbones import create_backbone
-
     out_indices = tuple(int(i) for i in out_indices)
     return create_backbone(name, pretrained=pretrained, features_only=True, out_indices=out_indices)
 

@@ -56,6 +56,7 @@ def model_accepts(name: str, argument: str) -> bool:
 
 def _ensure_builtin_models() -> None:
     # Importing the package registers the built-in architectures.
+    # lazy: the architectures import this registry (cycle)
     import mitoscope.models.architectures  # noqa: F401
 
 
