@@ -31,8 +31,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mitoscope.io.challenge import (
+    TRACK1,
+    collect_outputs,
+    ground_truth_track,
+    read_track1_truth,
+    read_track2_truth,
+    validate_track1_output,
+    validate_track2_output,
+)
+from mitoscope.io.midog_outputs import read_track1_json, read_track2_json
 from mitoscope.metrics.classification import auroc, confusion
 from mitoscope.metrics.detection import average_precision, score_detection
+from mitoscope.utils.errors import InputError
 
 #: ``eps`` of the Track 1 evaluator's precision / recall / F1.
 EPS = 1e-6
@@ -245,17 +256,10 @@ def score_outputs(
         ...
         mitoscope.utils.errors.InputError: no/such/gt.json: cannot read: ...
     """
-    from mitoscope.io.challenge import TRACK1, collect_outputs, ground_truth_track
-    from mitoscope.utils.errors import InputError
-
     track = ground_truth_track(ground_truth)
     if track is TRACK1:
-        from mitoscope.io.challenge import read_track1_truth
-
         truth: dict[str, dict[str, Any]] = read_track1_truth(ground_truth)
     else:
-        from mitoscope.io.challenge import read_track2_truth
-
         truth = read_track2_truth(ground_truth)
     found = collect_outputs(outputs_dir, track, list(truth))
     missing = [name for name in truth if name not in found]
@@ -273,9 +277,6 @@ def score_outputs(
 
 
 def _track1_case(name: str, path: Path, truth: dict[str, Any]) -> Track1Case:
-    from mitoscope.io.challenge import validate_track1_output
-    from mitoscope.io.midog_outputs import read_track1_json
-
     validate_track1_output(path)
     points = read_track1_json(path, mpp=1.0)  # mm → µm
     gt = np.array([[float(a[0]) * 1000.0, float(a[1]) * 1000.0] for a in truth["annotations"]]).reshape(-1, 2)
@@ -284,10 +285,6 @@ def _track1_case(name: str, path: Path, truth: dict[str, Any]) -> Track1Case:
 
 
 def _track2_case(name: str, path: Path, truth: dict[str, Any]) -> Track2Case:
-    from mitoscope.io.challenge import validate_track2_output
-    from mitoscope.io.midog_outputs import read_track2_json
-    from mitoscope.utils.errors import InputError
-
     validate_track2_output(path)
     table = read_track2_json(path)
     if len(table) != len(truth["labels"]):

@@ -8,6 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from mitoscope.data.sources import load_catalog
+from mitoscope.metrics.classification import join_predictions
+
 
 @dataclasses.dataclass
 class ScoredPredictions:
@@ -75,9 +78,6 @@ def read_scored_predictions(
         FileNotFoundError: no/such.csv: predictions file not found
     """
     import pandas as pd
-
-    from mitoscope.data.sources import load_catalog
-    from mitoscope.metrics.classification import join_predictions
 
     if not os.path.isfile(predictions):
         raise FileNotFoundError(f"{predictions}: predictions file not found")
