@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mitoscope.data.splits import leave_one_domain_out, stratified_group_kfold
+from mitoscope.metrics.classification import classification_report
 from mitoscope.utils.atomic import write_text_atomic
 from mitoscope.utils.errors import InputError
 from mitoscope.utils.jsonable import to_jsonable
@@ -145,14 +147,6 @@ def _group_kfold(
     return [(tr, va) for tr, va in splitter.split(np.zeros(len(y)), y, groups)]
 
 
-def _splits_module() -> Any:
-    try:
-        import mitoscope.data.splits as splits
-    except ImportError:
-        return None
-    return splits
-
-
 def make_folds(
     catalog: pd.DataFrame,
     *,
@@ -203,21 +197,12 @@ def make_folds(
 
     try:
         if scheme in ("group_kfold", "label_hardness_kfold"):
-            splits = _splits_module()
             stratify = "label" if scheme == "group_kfold" else "label_hardness"
-            if splits is not None:
-                raw = splits.stratified_group_kfold(sub, n_splits=n_splits, stratify=stratify, seed=seed)
-                for k, f in enumerate(raw):
-                    add(k, f.train, f.val, f.test, f.name)
-            else:  # pragma: no cover - before mitoscope.data.splits existed
-                strat = y if stratify == "label" else y * 2 + sub["hard"].to_numpy(dtype=np.int64)
-                for k, (tr, va) in enumerate(_group_kfold(strat, groups, n_splits, seed)):
-                    add(k, tr, va)
+            raw = stratified_group_kfold(sub, n_splits=n_splits, stratify=stratify, seed=seed)
+            for k, f in enumerate(raw):
+                add(k, f.train, f.val, f.test, f.name)
         elif scheme == "lodo":
-            splits = _splits_module()
-            if splits is None:  # pragma: no cover
-                raise InputError("leave-one-domain-out needs mitoscope.data.splits")
-            for k, f in enumerate(splits.leave_one_domain_out(sub, domain_column=domain_column, seed=seed)):
+            for k, f in enumerate(leave_one_domain_out(sub, domain_column=domain_column, seed=seed)):
                 add(k, f.train, f.val, f.test, f.name)
         elif scheme == "group_kfold_val":
             for k, (tr, va) in enumerate(_group_kfold(y, groups, n_splits, seed)):
@@ -398,8 +383,6 @@ def run_crossval(
         >>> s["oof"]["balanced_accuracy"], s["folds_finished"]
         (1.0, [0, 1])
     """
-    from mitoscope.metrics.classification import classification_report
-
     out = Path(out_dir)
     trained, skipped = run_folds(folds, train_fold, out, resume=resume)
 

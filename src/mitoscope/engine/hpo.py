@@ -33,9 +33,14 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from mitoscope.engine.classifier_training import train_classifier
+from mitoscope.engine.config import ClassifierConfig, load_config, recipe_path, save_config
+from mitoscope.metrics.classification import classification_report
+from mitoscope.models.registry import list_models, model_accepts
 from mitoscope.utils.atomic import write_text_atomic
 from mitoscope.utils.errors import InputError
 from mitoscope.utils.jsonable import to_jsonable
+from mitoscope.utils.optional import optional_import
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +92,6 @@ def default_space(model_name: str) -> dict[str, dict[str, Any]]:
         >>> sorted(default_space("atypical_single"))
         ['model.kwargs.dropout', 'optim.lr']
     """
-    from mitoscope.models.registry import list_models, model_accepts
-
     if model_name not in list_models():
         return {k: v for k, v in DEFAULT_SPACE.items() if not k.startswith("model.")}
     out = {}
@@ -176,8 +179,6 @@ def read_tuning_config(path: str | os.PathLike[str]) -> tuple[dict[str, Any], di
         >>> read_tuning_config(p)
         ({'optim': {'lr': 0.001}}, {'epochs': 2})
     """
-    from mitoscope.engine.config import recipe_path
-
     path = recipe_path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -247,8 +248,6 @@ def run_score(run_dir: str | os.PathLike[str], metric: str = "balanced_accuracy"
         >>> run_score(d)
         0.7
     """
-    from mitoscope.metrics.classification import classification_report
-
     run_dir = Path(run_dir)
     summary = run_dir / "cv_summary.json"
     if summary.is_file():
@@ -291,8 +290,6 @@ def _trial_config(
 
 
 def _default_train_fn() -> TrainFn:
-    from mitoscope.engine.classifier_training import train_classifier
-
     return train_classifier
 
 
@@ -332,10 +329,7 @@ def tune_classifier(
         >>> study = tune_classifier(recipe, catalog, "hpo_out", n_trials=20)  # doctest: +SKIP
         >>> study.best_params  # doctest: +SKIP
     """
-    from mitoscope.utils.optional import optional_import
-
     optuna = optional_import("optuna", extra="hpo", purpose="hyper-parameter search")
-    from mitoscope.engine.config import ClassifierConfig, load_config, save_config
 
     hpo = dict(hpo or {})
     model_name = str((recipe.get("model") or {}).get("name", "atypical_single"))
