@@ -37,7 +37,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mitoscope.data.tissue import slide_tissue_mask, tissue_area_mm2
 from mitoscope.inference.hotspot import DEFAULT_HPF_AREA_MM2, Hotspot, densest_window
+from mitoscope.inference.outputs import write_detection_outputs
 from mitoscope.io.slide_base import Slide
 from mitoscope.utils.atomic import atomic_path
 from mitoscope.utils.errors import InputError
@@ -318,8 +320,6 @@ def analyze_slide(
 
 def _analysed_tissue(slide: Slide, tissue_mask: TissueMaskFn | None, area_mm2: float) -> np.ndarray | None:
     """The tissue mask the analysis used, for the report's overview (see ``analyze_slide``'s ``tissue_mask``)."""
-    from mitoscope.data.tissue import slide_tissue_mask, tissue_area_mm2
-
     if tissue_mask is not None:
         return np.asarray(tissue_mask(slide)[0], dtype=bool)
     mask, mask_mpp = slide_tissue_mask(slide)
@@ -333,8 +333,6 @@ def _write_formats(
     staging: Path, result: SlideResult, *, mpp: float, formats: Sequence[str], slide_dims: tuple[int, int]
 ) -> dict[str, str]:
     """Write the figures in each format through ``inference.outputs`` (the CSV always); ``{format: file}``."""
-    from mitoscope.inference.outputs import write_detection_outputs
-
     fmts = ("csv", *(f for f in formats if f != "csv"))
     written = write_detection_outputs(
         staging,

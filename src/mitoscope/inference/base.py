@@ -21,6 +21,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from mitoscope.models.checkpoint import is_bundle_path, load_model
+from mitoscope.models.fuse import fold_batchnorm
 from mitoscope.utils.device import resolve_device
 from mitoscope.utils.errors import InputError
 from mitoscope.utils.precision import resolve_precision
@@ -128,8 +130,6 @@ def fold_batchnorm_for(module: nn.Module, input_size: int, device: torch.device 
     """
     import torch
 
-    from mitoscope.models.fuse import fold_batchnorm
-
     example = torch.zeros(1, 3, int(input_size), int(input_size), device=device)
     return fold_batchnorm(module, example)[0]
 
@@ -146,8 +146,6 @@ def find_checkpoint(path: str | os.PathLike[str]) -> Path:
         ...
         mitoscope.utils.errors.InputError: /nonexistent/run: model checkpoint or run directory not found
     """
-    from mitoscope.models.checkpoint import is_bundle_path
-
     if is_bundle_path(path):
         return Path(path)
     path = Path(path)
@@ -180,8 +178,6 @@ def load_checkpoint(
         ...
         mitoscope.utils.errors.InputError: /nonexistent/model.pt: model checkpoint or run directory not found
     """
-    from mitoscope.models.checkpoint import load_model
-
     ckpt = find_checkpoint(path)
     model, contract = load_model(ckpt, device=device)
     if contract.task != task:

@@ -17,8 +17,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mitoscope.inference.analyze import slide_name_of
+from mitoscope.engine.distributed import get_info
+from mitoscope.inference.analyze import AnalysisConfig, slide_name_of
+from mitoscope.inference.cohort import Pipeline, build_pipeline, model_settings, run_cohort
 from mitoscope.inference.outputs import FORMATS, outputs_complete, write_detection_outputs, write_done_marker
+from mitoscope.io.slides import SLIDE_SUFFIXES, open_slide
+from mitoscope.models.checkpoint import is_bundle_path
+from mitoscope.models.pretrained import bundled_path
 from mitoscope.utils.errors import InputError
 
 Log = Callable[[str], None]
@@ -54,8 +59,6 @@ class DetectionRun:
 
 
 def _open(path: Path, mpp: float | None, log: Log, name: str) -> Any:
-    from mitoscope.io.slides import open_slide
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         slide = open_slide(path, mpp=mpp)
@@ -202,8 +205,6 @@ def expand_slides(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
         >>> [p.name for p in expand_slides([d, "c.png"])]
         ['a.tiff', 'b.svs', 'c.png']
     """
-    from mitoscope.io.slides import SLIDE_SUFFIXES
-
     out: list[Path] = []
     for item in paths:
         p = Path(item)
@@ -217,9 +218,6 @@ def expand_slides(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
 
 def _check_model(path: str, kind: str) -> None:
     """An unknown bundled name fails listing the bundled ones; a missing file or folder fails naming it."""
-    from mitoscope.models.checkpoint import is_bundle_path
-    from mitoscope.models.pretrained import bundled_path
-
     if is_bundle_path(path) and not path.endswith((".json", ".safetensors")):
         bundled_path(path)
     elif not Path(path).exists():
@@ -274,10 +272,6 @@ def analyze_cohort(
     Returns:
         The :class:`~mitoscope.inference.cohort.CohortOutcome`.
     """
-    from mitoscope.engine.distributed import get_info
-    from mitoscope.inference.analyze import AnalysisConfig
-    from mitoscope.inference.cohort import Pipeline, build_pipeline, model_settings, run_cohort
-
     say: Log = log or (lambda _msg: None)
     dist = get_info()
     if dist.is_distributed and device in ("auto", "cuda"):

@@ -18,8 +18,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mitoscope.inference.classify import Classifier
+from mitoscope.inference.detect import Detector
+from mitoscope.inference.outputs import detections_table
 from mitoscope.io.challenge import TRACK1, TRACK2, find_input_image
+from mitoscope.io.midog_outputs import (
+    count_stack_pages,
+    read_stack_page,
+    write_track1_json,
+    write_track2_json,
+)
+from mitoscope.io.slides import open_slide
 from mitoscope.models.pretrained import DEFAULT_MODELS
+from mitoscope.utils.atomic import write_text_atomic
 from mitoscope.utils.errors import InputError
 
 #: Side of a Track 2 crop (px): every page of a stack must have it.
@@ -117,10 +128,6 @@ def run_track1(
         >>> run_track1("/input", "/output", model="detector.pt")  # doctest: +SKIP
         Track1Result(output=PosixPath('/output/mitotic-figures.json'), ...)
     """
-    from mitoscope.inference.detect import Detector
-    from mitoscope.io.midog_outputs import write_track1_json
-    from mitoscope.io.slides import open_slide
-
     image = find_input_image(input_dir, TRACK1).path
     try:
         slide = open_slide(image, mpp=mpp)
@@ -133,8 +140,6 @@ def run_track1(
     detector = Detector.from_path(model if model is not None else default_model("detection"), device=device)
     clf = None
     if classifier is not None:
-        from mitoscope.inference.classify import Classifier
-
         clf = Classifier.from_path(classifier, device=detector.device)
     with slide:
         points = detector.detect(
@@ -150,9 +155,6 @@ def run_track1(
             points = _classify_figures(clf, slide, points)
         slide_mpp = float(slide.mpp)
     if figures_csv is not None:
-        from mitoscope.inference.outputs import detections_table
-        from mitoscope.utils.atomic import write_text_atomic
-
         table = detections_table(points, slide_name=image.name, mpp=slide_mpp)
         write_text_atomic(figures_csv, table.to_csv(index=False))
     out = write_track1_json(Path(output_dir) / TRACK1.output_file, points, mpp=slide_mpp, candidates=True)
@@ -189,8 +191,6 @@ def read_track2_pages(
         >>> [a.shape for a in read_track2_pages(p)]
         [(128, 128, 3), (128, 128, 3)]
     """
-    from mitoscope.io.midog_outputs import count_stack_pages, read_stack_page
-
     n = count_stack_pages(path)
     if n == 0:
         raise InputError("the stack has no pages", path=path)
@@ -237,9 +237,6 @@ def run_track2(
         >>> run_track2("/input", "/output", model="classifier-run/")  # doctest: +SKIP
         Track2Result(output=PosixPath('/output/multiple-mitotic-figure-classification.json'), ...)
     """
-    from mitoscope.inference.classify import Classifier
-    from mitoscope.io.midog_outputs import write_track2_json
-
     image = find_input_image(input_dir, TRACK2).path
     pages = read_track2_pages(image, page_size=page_size)
     clf = Classifier.from_path(

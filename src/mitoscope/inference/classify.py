@@ -17,9 +17,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mitoscope.data.datasets import PatchDataset
+from mitoscope.data.stain import stain_views
+from mitoscope.data.stain_normalization import StainNormalizedTransform
+from mitoscope.data.transforms import build_patch_transform, normalize_batch, tta_views
 from mitoscope.engine.ensemble import Ensemble, EnsembleOutput, load_ensemble
 from mitoscope.inference.base import InferenceModel, fold_batchnorm_for, prefetch
 from mitoscope.io.slide_base import Slide, as_rgb_uint8
+from mitoscope.models.adapt import adapt_batchnorm
 from mitoscope.models.checkpoint import ModelContract
 from mitoscope.utils.device import resolve_device
 from mitoscope.utils.precision import precision_context
@@ -102,8 +107,6 @@ class Classifier(InferenceModel):
             self.fold_batchnorm()
         for member in self.ensemble.models:
             member.to(memory_format=torch.channels_last)
-        from mitoscope.data.transforms import build_patch_transform
-
         # the evaluation transform of training: ``(rgb, mask, rng) -> (tensor, mask)``; batch pipelines read
         # uint8 pixels with the same crop/resize and normalise whole batches (normalize_batch)
         size, mean, std, crop = int(c.input_size), tuple(c.mean), tuple(c.std), _eval_crop(c)
@@ -116,8 +119,6 @@ class Classifier(InferenceModel):
         self._rng = np.random.default_rng(0)  # the evaluation transform draws nothing
         self.stain_normalizer = stain_normalizer
         if stain_normalizer is not None:
-            from mitoscope.data.stain_normalization import StainNormalizedTransform
-
             self._transform = StainNormalizedTransform(stain_normalizer, self._transform)
             self._pixels = StainNormalizedTransform(stain_normalizer, self._pixels)
 
@@ -203,8 +204,6 @@ class Classifier(InferenceModel):
             RuntimeError: the batch norms are already folded.
             ValueError: too few patches (:data:`mitoscope.models.adapt.MIN_PATCHES`).
         """
-        from mitoscope.models.adapt import adapt_batchnorm
-
         if self.batchnorm_folded:
             raise RuntimeError(
                 "batch norms are already folded; adapt them before folding (fuse_batchnorm=False)"
@@ -268,17 +267,12 @@ class Classifier(InferenceModel):
         """A batch on the device, normalised if it holds uint8 ``(N, S, S, 3)`` pixels."""
         batch = batch.to(self.device, non_blocking=True)
         if batch.dtype == torch.uint8:
-            from mitoscope.data.transforms import normalize_batch
-
             batch = normalize_batch(batch, self.contract.mean, self.contract.std)
         return batch
 
     def _views(self, batch: torch.Tensor, dihedral: bool) -> list[torch.Tensor]:
         """The model inputs for one batch: its stain variants (with ``stain_tta``; the unchanged batch first),
         each in its 8 dihedral views when ``dihedral``, in that order (view ``8·s + d``)."""
-        from mitoscope.data.stain import stain_views
-        from mitoscope.data.transforms import tta_views
-
         if self.stain_tta:
             if batch.dtype != torch.uint8:
                 raise ValueError("stain test-time augmentation needs uint8 pixel batches (N, S, S, 3)")
@@ -378,8 +372,6 @@ class Classifier(InferenceModel):
         self, catalog: pd.DataFrame, *, batch_size: int, num_workers: int | None, source: object = None
     ) -> Iterable[torch.Tensor]:
         from torch.utils.data import DataLoader
-
-        from mitoscope.data.datasets import PatchDataset
 
         dataset = PatchDataset(
             catalog,

@@ -29,6 +29,8 @@ from typing import Any
 import pandas as pd
 
 from mitoscope import __version__
+from mitoscope.data.tissue import slide_tissue_mask, tissue_area_mm2
+from mitoscope.engine.distributed import all_gather_object, barrier, get_info
 from mitoscope.inference.analyze import (
     SUMMARY_FILE,
     AnalysisConfig,
@@ -41,8 +43,14 @@ from mitoscope.inference.analyze import (
     slide_name_of,
     write_slide_result,
 )
+from mitoscope.inference.classify import Classifier
+from mitoscope.inference.detect import Detector
 from mitoscope.io.slide_base import Slide
+from mitoscope.io.slides import open_slide
+from mitoscope.models.checkpoint import is_bundle_path
+from mitoscope.models.pretrained import bundle_info
 from mitoscope.utils.atomic import write_text_atomic
+from mitoscope.utils.device import resolve_device
 from mitoscope.utils.jsonable import to_jsonable
 
 logger = logging.getLogger(__name__)
@@ -103,8 +111,6 @@ def unique_names(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
 
 
 def _default_open(path: str, mpp: float | None) -> Slide:
-    from mitoscope.io.slides import open_slide
-
     return open_slide(path, mpp=mpp) if mpp is not None else open_slide(path)
 
 
@@ -161,8 +167,6 @@ def run_cohort(
         >>> out.done, pd.read_csv(out.cohort_csv)["atypical_count"].tolist()
         (['a'], [1])
     """
-    from mitoscope.engine.distributed import all_gather_object, barrier, get_info
-
     log = log or logger.info
     config = config or AnalysisConfig()
     opener = open_slide_fn or _default_open
@@ -306,11 +310,7 @@ def write_cohort(
 def _file_identity(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Path, size and modification time of a model file or directory (for the settings fingerprint); a
     bundled model by its name and weights' sha256 (and those of the verifier it names)."""
-    from mitoscope.models.checkpoint import is_bundle_path
-
     if is_bundle_path(path) and not Path(path).exists():
-        from mitoscope.models.pretrained import bundle_info
-
         info = bundle_info(str(path))
         verifier = info.get("verifier")
         return {
@@ -384,11 +384,6 @@ def build_pipeline(
     to skip empty tiles and as the density's denominator. With ``atypical_threshold=None`` the classifier
     decides by its own rule (threshold in its checkpoint; majority vote for a voting ensemble).
     """
-    from mitoscope.data.tissue import slide_tissue_mask, tissue_area_mm2
-    from mitoscope.inference.classify import Classifier
-    from mitoscope.inference.detect import Detector
-    from mitoscope.utils.device import resolve_device
-
     log = log or logger.info
     dev = resolve_device(device)
     det = Detector.from_path(

@@ -26,9 +26,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from mitoscope.data.tissue import slide_tissue_mask
 from mitoscope.inference.base import InferenceModel, fold_batchnorm_for, load_checkpoint, read_ahead
 from mitoscope.inference.base import find_checkpoint as find_checkpoint  # re-exported: detect's public name
+from mitoscope.inference.classify import Classifier
 from mitoscope.inference.tiling import Tile, select_tissue_tiles, tile_grid
+from mitoscope.inference.verify import verify_candidates
+from mitoscope.io.slide_base import ArraySlide
+from mitoscope.io.slides import open_slide
 from mitoscope.utils.device import resolve_device
 from mitoscope.utils.errors import InputError
 from mitoscope.utils.precision import precision_context, resolve_precision
@@ -37,7 +42,6 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from mitoscope.inference.classify import Classifier
     from mitoscope.io.slide_base import Slide
     from mitoscope.models.checkpoint import ModelContract
 
@@ -87,8 +91,6 @@ class _TileDataset:
     """Map-style dataset of tiles; in worker processes the slide file is opened anew (no shared handles)."""
 
     def __init__(self, slide: Slide, tiles: Sequence[Tile], *, mpp: float, pad_value: int) -> None:
-        from mitoscope.io.slide_base import ArraySlide
-
         self.tiles = list(tiles)
         self.mpp = mpp
         self.pad_value = pad_value
@@ -101,8 +103,6 @@ class _TileDataset:
 
     def slide(self) -> Slide:
         if self._reopen is not None and os.getpid() != self._owner_pid:
-            from mitoscope.io.slides import open_slide
-
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 self._slide = open_slide(self._reopen[0], mpp=self._reopen[1])
@@ -229,8 +229,6 @@ def _tiles_for(
     if tissue is False:
         return tiles, total
     if tissue is True:
-        from mitoscope.data.tissue import slide_tissue_mask
-
         mask, mask_mpp = slide_tissue_mask(slide)
     else:
         mask, mask_mpp = tissue
@@ -467,8 +465,6 @@ class Detector(InferenceModel):
         or bundled name loads that one, ``None`` runs the detector alone. ``precision`` applies to both models
         (:func:`mitoscope.utils.precision.resolve_precision`).
         """
-        from mitoscope.inference.classify import Classifier
-
         dev = resolve_device(device)
         model, contract, ckpt = load_checkpoint(path, task="detection", device=dev)
         if verifier == "auto":
@@ -537,8 +533,6 @@ class Detector(InferenceModel):
         kwargs.setdefault("merge_radius_um", self.merge_radius_um)
         if self.verifier is None:
             return detect_slide(self.model, self.contract, slide, **kwargs)
-        from mitoscope.inference.verify import verify_candidates
-
         threshold = kwargs.pop("threshold", None)
         keep = bool(kwargs.pop("keep_below_threshold", False))
         found = detect_slide(self.model, self.contract, slide, threshold=self.candidate_threshold, **kwargs)

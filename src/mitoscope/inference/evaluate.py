@@ -17,8 +17,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mitoscope.engine.crossval import choose_threshold
 from mitoscope.inference.analyze import slide_name_of
-from mitoscope.metrics.scored import ScoredPredictions
+from mitoscope.io.midogpp import read_midogpp_json
+from mitoscope.metrics.classification import classification_report
+from mitoscope.metrics.detection import best_threshold, froc, summarize
+from mitoscope.metrics.scored import ScoredPredictions, read_scored_predictions
 from mitoscope.utils.errors import InputError
 
 GROUP_COLUMNS = ("tumor", "scanner", "origin", "species", "domain")
@@ -150,9 +154,6 @@ def evaluate_detections(
         >>> evaluate_detections(d / "s.csv", d / "gt.json", mpp=0.25)["overall"]["f1"]
         1.0
     """
-    from mitoscope.io.midogpp import read_midogpp_json
-    from mitoscope.metrics.detection import best_threshold, froc, summarize
-
     if by is not None and by not in GROUP_COLUMNS:
         raise ValueError(f"--by must be one of {', '.join(GROUP_COLUMNS)}, got {by!r}")
     gt_path = find_gt_json(ground_truth)
@@ -216,9 +217,6 @@ def chosen_threshold(targets: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
         >>> round(c["threshold"], 3), c["balanced_accuracy"], c["fewest_of_a_class"]
         (0.325, 1.0, 2)
     """
-    from mitoscope.engine.crossval import choose_threshold
-    from mitoscope.metrics.classification import classification_report
-
     if len(set(targets.tolist())) < 2:
         raise ValueError("--choose-threshold needs both atypical and normal labels")
     at = classification_report(targets, probs, threshold=choose_threshold(targets, probs))
@@ -230,7 +228,9 @@ def chosen_threshold(targets: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
 def expert_agreement(scored: ScoredPredictions, decisions: np.ndarray) -> dict[str, Any]:
     """The model and each expert against the other experts' majority, and the model on unanimous/disputed
     records (:mod:`mitoscope.metrics.agreement`)."""
-    from mitoscope.data.datasets import expert_matrix
+    from mitoscope.data.datasets import (
+        expert_matrix,  # lazy: data.datasets imports torch, scoring tables does not
+    )
     from mitoscope.metrics.agreement import agreement_table, by_agreement
 
     votes = expert_matrix(scored.joined["experts"])
@@ -281,9 +281,6 @@ def evaluate_classification(
     Returns:
         A :class:`ClassificationEvaluation`; its ``report`` is the JSON ``evaluate classification`` writes.
     """
-    from mitoscope.metrics.classification import classification_report
-    from mitoscope.metrics.scored import read_scored_predictions
-
     scored = read_scored_predictions(predictions, truth)
     joined = scored.joined
     if by is not None and by not in joined.columns:

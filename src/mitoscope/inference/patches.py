@@ -12,6 +12,13 @@ from typing import Any
 
 import pandas as pd
 
+from mitoscope.data.sources import load_patch_input
+from mitoscope.data.stain_normalization import reference_normalizer
+from mitoscope.engine.ensemble import RULES
+from mitoscope.inference.classify import Classifier
+from mitoscope.io.midog_outputs import write_track2_json
+from mitoscope.utils.atomic import write_text_atomic
+
 
 @dataclasses.dataclass
 class PatchPredictions:
@@ -35,8 +42,6 @@ def load_inputs(
 ) -> tuple[pd.DataFrame, bool, list[tuple[Path, str]]]:
     """``(catalog, is_stack, unreadable)`` of the patches in ``inputs`` (see ``data.sources.load_patch_input``);
     ``is_stack`` when the one input is a Track 2 stack."""
-    from mitoscope.data.sources import load_patch_input
-
     unreadable: list[tuple[Path, str]] = []
     parts = [load_patch_input(path, unreadable) for path in inputs]
     catalog = pd.concat([c for c, _ in parts], ignore_index=True)
@@ -102,11 +107,6 @@ def classify_patches(
     Returns:
         A :class:`PatchPredictions`.
     """
-    from mitoscope.data.stain_normalization import reference_normalizer
-    from mitoscope.engine.ensemble import RULES
-    from mitoscope.inference.classify import Classifier
-    from mitoscope.utils.atomic import write_text_atomic
-
     if rule is not None and rule not in RULES:
         raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
     catalog, is_stack, unreadable = load_inputs(inputs)
@@ -128,8 +128,6 @@ def classify_patches(
     csv = write_text_atomic(Path(out), table.to_csv(index=False, float_format="%.6f"))
     written = None
     if is_stack:
-        from mitoscope.io.midog_outputs import write_track2_json
-
         written = Path(track2_json) if track2_json is not None else Path(out).with_suffix(".json")
         write_track2_json(written, table["p_atypical"].to_numpy(), labels=table["label"].tolist())
     return PatchPredictions(table, clf, Path(csv), written, unreadable, adapted)

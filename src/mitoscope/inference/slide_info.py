@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from mitoscope.data.tissue import slide_tissue_mask, tissue_area_mm2
 from mitoscope.inference.tiling import Tile, select_tissue_tiles, tile_grid
 from mitoscope.io.slide_base import Slide
 
@@ -106,8 +107,6 @@ def slide_summary(
         >>> s["width"], s["height"], s["mpp_source"], s["tissue"]["area_mm2"]
         (1000, 2000, 'as given', 0.25)
     """
-    from mitoscope.data.tissue import slide_tissue_mask, tissue_area_mm2
-
     width, height = slide.dimensions
     mpp = float(slide.mpp)
     mask, mask_mpp = tissue if tissue is not None else slide_tissue_mask(slide)
