@@ -15,6 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from mitoscope.metrics.classification import auroc, confusion, to_targets
+from mitoscope.utils.atomic import atomic_path
+
 CONFUSION_FILE = "confusion_matrix.png"
 ROC_FILE = "roc_curve.png"
 CLASS_NAMES = ("normal", "atypical")
@@ -42,8 +45,6 @@ def roc_points(labels: Sequence[Any] | np.ndarray, probs: Sequence[float] | np.n
     """
     from sklearn.metrics import roc_curve
 
-    from mitoscope.metrics.classification import auroc, to_targets
-
     y = to_targets(labels)
     p = np.asarray(probs, dtype=np.float64).reshape(-1)
     if len(y) != len(p):
@@ -63,8 +64,6 @@ def confusion_counts(labels: Sequence[Any] | np.ndarray, preds: Sequence[Any] | 
         >>> confusion_counts([1, 1, 0, 0, 0], [1, 0, 0, 0, 1]).tolist()
         [[2, 1], [1, 1]]
     """
-    from mitoscope.metrics.classification import confusion
-
     c = confusion(labels, preds)
     return np.array([[c["tn"], c["fp"]], [c["fn"], c["tp"]]], dtype=np.int64)
 
@@ -221,9 +220,6 @@ def write_classification_plots(
         >>> sorted(out)
         ['confusion_matrix', 'roc_curve']
     """
-    from mitoscope.metrics.classification import to_targets
-    from mitoscope.utils.atomic import atomic_path
-
     y = to_targets(labels)
     p = np.asarray(probs, dtype=np.float64).reshape(-1)
     hard = (p >= threshold).astype(np.int64) if preds is None else np.asarray(preds, dtype=np.int64)

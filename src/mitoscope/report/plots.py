@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from mitoscope.data.tissue import mask_outline
+
 if TYPE_CHECKING:
     from mitoscope.inference.tiling import Tile
 
@@ -121,8 +123,6 @@ def draw_tissue(
         ((40, 40, 3), [10, 92, 255], [240, 240, 240])
     """
     from PIL import Image, ImageDraw
-
-    from mitoscope.data.tissue import mask_outline
 
     out = np.array(thumbnail, dtype=np.uint8, copy=True)
     th, tw = out.shape[:2]

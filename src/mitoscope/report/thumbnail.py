@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mitoscope.data.tissue import slide_tissue_mask
 from mitoscope.inference.slide_info import DETECT_TILES, TileSettings, detector_tiles
 from mitoscope.io.slide_base import Slide
 from mitoscope.report.plots import draw_tissue
@@ -63,8 +64,6 @@ def slide_thumbnail(
     if not outline and tiles is None:
         return thumb
     if tissue is None:
-        from mitoscope.data.tissue import slide_tissue_mask
-
         tissue = slide_tissue_mask(slide)
     mask, mask_mpp = tissue
     kept = detector_tiles(slide, mask, mask_mpp, tiles)[0] if tiles is not None else None
