@@ -123,11 +123,9 @@ def _open(source: str | os.PathLike[str] | np.ndarray, *, mpp: float | None, bac
             )
     if backend == "pil":
         return ImageSlide(path, mpp=mpp)
-    if backend == "openslide":
-        if openslide_available() or suffix not in TIFF_LIKE_SUFFIXES:
-            return OpenSlideSlide(path, mpp=mpp)
-        # NDPI, SCN and BIF are TIFF variants that tifffile reads too
-
+    if backend == "openslide" and (openslide_available() or suffix not in TIFF_LIKE_SUFFIXES):
+        return OpenSlideSlide(path, mpp=mpp)
+    # without OpenSlide, NDPI, SCN and BIF go to tifffile: they are TIFF variants that it reads too
     try:
         return TiffSlide(path, mpp=mpp)
     except InputError as exc:
