@@ -28,6 +28,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mitoscope.data.sources import load_catalog
+from mitoscope.data.synthetic import list_domains, make_patch_set, make_region_set
+from mitoscope.engine.classifier_training import train_classifier
+from mitoscope.engine.config import ClassifierConfig, load_config
+from mitoscope.engine.detector_training import load_detector_config, region_detector, train_detector
+from mitoscope.inference.analyze import AnalysisConfig, read_slide_result, slide_name_of
+from mitoscope.inference.classify import Classifier
+from mitoscope.inference.cohort import build_pipeline, model_settings, run_cohort
+from mitoscope.inference.detect import detect_slide
+from mitoscope.io.midogpp import read_midogpp_json
+from mitoscope.io.slides import open_slide
+from mitoscope.metrics.classification import balanced_accuracy
+from mitoscope.metrics.detection import midog_f1
+from mitoscope.report.html import write_report
 from mitoscope.utils.atomic import write_text_atomic
 from mitoscope.utils.device import resolve_device
 from mitoscope.utils.errors import InputError
@@ -126,8 +140,6 @@ def _finish(out: Path, step: str, info: dict[str, Any]) -> dict[str, Any]:
 
 def make_data(out: Path, plan: DemoPlan, log: Log) -> dict[str, Path]:
     """Synthetic patches and training regions in ``plan.train_domains`` domains; test regions in an unseen one."""
-    from mitoscope.data.synthetic import list_domains, make_patch_set, make_region_set
-
     domains = list_domains()
     if plan.test_domain_index < plan.train_domains or plan.test_domain_index >= len(domains):
         raise InputError(f"test domain index {plan.test_domain_index} must be unseen and < {len(domains)}")
@@ -167,10 +179,6 @@ def train_classifier_step(out: Path, plan: DemoPlan, patches: Path, log: Log) ->
     if _done(out, "classifier"):
         log(f"[2/5] classifier: reusing {run}")
         return run
-    from mitoscope.data.sources import load_catalog
-    from mitoscope.engine.classifier_training import train_classifier
-    from mitoscope.engine.config import ClassifierConfig, load_config
-
     t0 = time.perf_counter()
     log(f"[2/5] classifier: training ({', '.join(plan.classifier_overrides) or 'classifier-cpu recipe'})")
     config = load_config("classifier-cpu", ClassifierConfig, list(plan.classifier_overrides))
@@ -188,9 +196,6 @@ def train_detector_step(out: Path, plan: DemoPlan, regions: Path, log: Log) -> P
     if _done(out, "detector"):
         log(f"[3/5] detector: reusing {run}")
         return run
-    from mitoscope.engine.detector_training import load_detector_config, region_detector, train_detector
-    from mitoscope.inference.detect import detect_slide
-
     t0 = time.perf_counter()
     log(f"[3/5] detector: training ({', '.join(plan.detector_overrides) or 'detector-cpu recipe'})")
     config = load_detector_config("detector-cpu", list(plan.detector_overrides))
@@ -231,10 +236,6 @@ def analyze_slides(
     slides: list[Path], analysis: Path, detector: str | Path, classifier: str | Path, device: str, log: Log
 ) -> Path:
     """``mitoscope analyze`` of ``slides`` into ``analysis`` (resumable) with the HTML report; fails on any slide."""
-    from mitoscope.inference.analyze import AnalysisConfig
-    from mitoscope.inference.cohort import build_pipeline, model_settings, run_cohort
-    from mitoscope.report.html import write_report
-
     outcome = run_cohort(
         slides,
         analysis,
@@ -255,13 +256,6 @@ def evaluate_step(analysis: Path, regions: Path, classifier: str | Path, device:
     """Counts against the ground truth, MIDOG F1 of the detections, balanced accuracy on the true mitoses."""
     import numpy as np
     import pandas as pd
-
-    from mitoscope.inference.analyze import read_slide_result, slide_name_of
-    from mitoscope.inference.classify import Classifier
-    from mitoscope.io.midogpp import read_midogpp_json
-    from mitoscope.io.slides import open_slide
-    from mitoscope.metrics.classification import balanced_accuracy
-    from mitoscope.metrics.detection import midog_f1
 
     truth = read_midogpp_json(regions / "annotations.json")
     truth["name"] = [slide_name_of(s) for s in truth["slide"]]

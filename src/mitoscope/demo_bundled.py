@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mitoscope.demo import analyze_slides, evaluate_step, region_files
+from mitoscope.inference.analyze import read_slide_result, slide_name_of
 from mitoscope.models.pretrained import DEFAULT_MODELS
 from mitoscope.utils.atomic import write_text_atomic
 from mitoscope.utils.jsonable import to_jsonable
@@ -49,8 +50,6 @@ def run_bundled_demo(
 ) -> dict[str, Any]:
     """Analyse the shipped samples with the bundled models, score them, write the report; results also in
     ``out/demo_results.json``."""
-    from mitoscope.inference.analyze import read_slide_result, slide_name_of
-
     log = log or print
     out = Path(out)
     samples = sample_paths()
