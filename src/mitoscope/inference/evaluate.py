@@ -20,6 +20,7 @@ import pandas as pd
 from mitoscope.engine.crossval import choose_threshold
 from mitoscope.inference.analyze import slide_name_of
 from mitoscope.io.midogpp import read_midogpp_json
+from mitoscope.metrics.agreement import agreement_table, by_agreement
 from mitoscope.metrics.classification import classification_report
 from mitoscope.metrics.detection import best_threshold, froc, summarize
 from mitoscope.metrics.scored import ScoredPredictions, read_scored_predictions
@@ -228,10 +229,8 @@ def chosen_threshold(targets: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
 def expert_agreement(scored: ScoredPredictions, decisions: np.ndarray) -> dict[str, Any]:
     """The model and each expert against the other experts' majority, and the model on unanimous/disputed
     records (:mod:`mitoscope.metrics.agreement`)."""
-    from mitoscope.data.datasets import (
-        expert_matrix,  # lazy: data.datasets imports torch, scoring tables does not
-    )
-    from mitoscope.metrics.agreement import agreement_table, by_agreement
+    # lazy: data.datasets imports torch, which scoring prediction tables does not need
+    from mitoscope.data.datasets import expert_matrix
 
     votes = expert_matrix(scored.joined["experts"])
     if votes.shape[1] < 3:
