@@ -308,9 +308,12 @@ def _objective(errors: Any) -> float:
     return float(np.mean([errors.expected_f1(d) for d in SELECT_DENSITIES]))
 
 
-def select_stage(work: Path, folders: dict[str, list[Path]], threads: int) -> dict[str, Any]:
+def select_stage(
+    work: Path, folders: dict[str, list[Path]], threads: int, detector_run: str = "detector"
+) -> dict[str, Any]:
     """Choose the merge radius and the thresholds (detector alone; candidate + verified) on the validation
-    regions by :func:`_objective`; writes ``work/operating_point.json``."""
+    regions by :func:`_objective`; writes ``work/operating_point.json`` (``operating_point_<run>.json`` and
+    the detector alone for another ``detector_run``)."""
     from detector_precision import region_detections
     from mitoscope.inference.classify import Classifier
     from mitoscope.inference.detect import Detector, merge_by_distance
@@ -318,8 +321,9 @@ def select_stage(work: Path, folders: dict[str, list[Path]], threads: int) -> di
     from mitoscope.utils.atomic import write_text_atomic
 
     torch_threads(threads)
-    detector = Detector.from_path(work / "detector" / "best.pt", device="cpu", verifier=None)
-    verifier = Classifier.from_path(work / "verifier", device="cpu")
+    detector = Detector.from_path(work / detector_run / "best.pt", device="cpu", verifier=None)
+    bundled = detector_run == "detector"
+    verifier = Classifier.from_path(work / "verifier", device="cpu") if bundled else None
     sets = [region_detections(detector, f, threshold=0.0) for f in folders["val"]]
     per_image = {k: v for s in sets for k, v in s["per_image"].items()}
     mpp = {k: v for s in sets for k, v in s["mpp"].items()}
@@ -331,7 +335,7 @@ def select_stage(work: Path, folders: dict[str, list[Path]], threads: int) -> di
     for path, (found, _) in per_image.items():
         keep = found["score"].to_numpy() >= floor
         p = np.zeros(len(found))
-        if keep.any():
+        if keep.any() and verifier is not None:
             with default_opener(path) as slide:
                 p[keep] = verifier.classify_points(slide, found[keep])
         probs[path] = p
@@ -356,7 +360,7 @@ def select_stage(work: Path, folders: dict[str, list[Path]], threads: int) -> di
                     **e.to_dict(SELECT_DENSITIES),
                 }
             )
-        for c in CANDIDATE_THRESHOLDS:
+        for c in CANDIDATE_THRESHOLDS if verifier is not None else ():
             scored = {
                 k: (d[d["score"] >= c].assign(score=lambda f: f["p"]), g) for k, (d, g) in merged.items()
             }
@@ -373,12 +377,17 @@ def select_stage(work: Path, folders: dict[str, list[Path]], threads: int) -> di
                     }
                 )
     table = pd.DataFrame(rows)
-    table.to_csv(work / "operating_points.csv", index=False)
-    for stage in ("alone", "verified"):
+    suffix = "" if bundled else f"_{detector_run}"
+    table.to_csv(work / f"operating_points{suffix}.csv", index=False)
+    for stage in ("alone", "verified") if verifier is not None else ("alone",):
         sub = table[table["stage"] == stage]
         best[stage] = sub.loc[sub["objective"].idxmax()].to_dict()
-    write_text_atomic(work / "operating_point.json", json.dumps(best, indent=2, default=float) + "\n")
+    write_text_atomic(
+        work / f"operating_point{suffix}.json", json.dumps(best, indent=2, default=float) + "\n"
+    )
     for stage, row in best.items():
+        if row is None:
+            continue
         print(
             f"{stage}: merge {row['merge_um']} µm, candidate {row['candidate']}, verified {row['verified']}: "
             f"recall {row['recall']:.3f}, dup {row['duplicates_per_figure']:.3f}, FP/mm² {row['fp_per_mm2']:.1f}, "
@@ -386,6 +395,55 @@ def select_stage(work: Path, folders: dict[str, list[Path]], threads: int) -> di
             flush=True,
         )
     return best
+
+
+MINED_RESULTS = ROOT / "benchmarks" / "results" / "detector_mined.json"
+
+
+def compare_mined_stage(work: Path, threads: int) -> dict[str, Any]:
+    """Rule 28: the bundled detector's training run against the one retrained with mined hard negatives, each
+    alone at its own rule-24 operating point, on the real test mosaics and the CMU crop."""
+    from detector_precision import cmu_density, region_detections, score_set
+    from mitoscope.inference.detect import Detector
+    from mitoscope.utils.atomic import write_text_atomic
+
+    torch_threads(threads)
+    tests = {d: work / "mosaics" / d / "test" for d in ("AMi-Br", "AtNorM-MD")}
+    result: dict[str, Any] = {}
+    for run, point_file in (
+        ("detector", "operating_point.json"),
+        ("detector_mined", "operating_point_detector_mined.json"),
+    ):
+        point = json.loads((work / point_file).read_text())["alone"]
+        det = Detector.from_path(work / run / "best.pt", device="cpu", verifier=None)
+        det.contract.thresholds = {**det.contract.thresholds, "default": float(point["candidate"])}
+        det.contract.config = {**det.contract.config, "merge_radius_um": float(point["merge_um"])}
+        part: dict[str, Any] = {"threshold": det.threshold, "merge_radius_um": det.merge_radius_um}
+        for name, folder in tests.items():
+            part[name] = score_set(region_detections(det, folder))
+        part["cmu"] = {k: v for k, v in cmu_density(det).items() if k != "points"}
+        result[run] = part
+    base, new = result["detector"], result["detector_mined"]
+    gains = {d: new[d]["expected_f1_at_10"] - base[d]["expected_f1_at_10"] for d in tests}
+    result["rule_28_met"] = bool(
+        all(g > 0.02 for g in gains.values()) and new["cmu"]["per_mm2"] <= base["cmu"]["per_mm2"]
+    )
+    write_text_atomic(MINED_RESULTS, json.dumps(result, indent=2, default=float) + "\n")
+    for run, part in result.items():
+        if run == "rule_28_met":
+            continue
+        cells = [
+            f"{d}: recall {part[d]['recall']:.3f}, FP/mm² {part[d]['fp_per_mm2']:.1f}, "
+            f"F1@10 {part[d]['expected_f1_at_10']:.3f}, mosaic F1 {part[d]['mosaic_f1']['f1']:.3f}"
+            for d in tests
+        ]
+        print(
+            f"{run} (threshold {part['threshold']:.2f}): "
+            + "; ".join(cells)
+            + f"; CMU {part['cmu']['per_mm2']:.1f}/mm²"
+        )
+    print(f"rule 28 met: {result['rule_28_met']}", flush=True)
+    return result
 
 
 PRETRAINED = ROOT / "src" / "mitoscope" / "pretrained"
@@ -815,7 +873,7 @@ def main(argv: list[str] | None = None) -> None:
         train_classifier_stage(args.work, atnorm, "classifier_atnorm_only", [])
     folders = (
         mosaic_stage(args.work, catalog)
-        if {"detector", "detector_mined", "verifier", "select"} & set(stages)
+        if {"detector", "detector_mined", "verifier", "select", "select_mined"} & set(stages)
         else {}
     )
     if "detector" in stages:
@@ -826,6 +884,10 @@ def main(argv: list[str] | None = None) -> None:
         verifier_stage(args.work, folders, args.work / "detector" / "best.pt", args.threads)
     if "select" in stages:
         select_stage(args.work, folders, args.threads)
+    if "select_mined" in stages:
+        select_stage(args.work, folders, args.threads, detector_run="detector_mined")
+    if "compare_mined" in stages:
+        compare_mined_stage(args.work, args.threads)
     if "samples" in stages:
         samples_stage(args.work)
     if "export" in stages:
