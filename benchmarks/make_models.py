@@ -114,28 +114,40 @@ def synthetic_unseen(work: Path) -> Path:
     return folder
 
 
-def detector_stage(work: Path, folders: dict[str, list[Path]], threads: int) -> Path:
+def detector_stage(
+    work: Path,
+    folders: dict[str, list[Path]],
+    threads: int,
+    *,
+    run: str = "detector",
+    overrides: tuple[str, ...] = (),
+    train: list[Path] | None = None,
+) -> Path:
+    """Train the detector recipe (``configs/detector-cpu.yaml`` with ``overrides``) on ``train`` (default: the
+    training regions) into ``work/run``; the validation regions choose its epoch."""
     from mitoscope.engine.detector_training import load_detector_config, region_detector, train_detector
     from mitoscope.inference.detect import detect_slide
 
-    cfg = load_detector_config(ROOT / "configs" / "detector-cpu.yaml", [f"train.threads={threads}"])
+    cfg = load_detector_config(
+        ROOT / "configs" / "detector-cpu.yaml", [f"train.threads={threads}", *overrides]
+    )
     t0 = time.perf_counter()
-    run = train_detector(
+    result = train_detector(
         cfg,
-        [str(p) for p in folders["train"]],
-        work / "detector",
+        [str(p) for p in (folders["train"] if train is None else train)],
+        work / run,
         device="cpu",
         val_data=[str(p) for p in folders["val"]],
         progress=False,
         detect=region_detector(detect_slide),
     )
     print(
-        f"detector: val F1 {run.best_f1:.3f} at {run.threshold:.2f}, "
-        f"{(time.perf_counter() - t0) / 60:.1f} min → {run.best_path}",
+        f"{run}: val F1 {result.best_f1:.3f} at {result.threshold:.2f}, "
+        f"{(time.perf_counter() - t0) / 60:.1f} min → {result.best_path}",
         flush=True,
     )
-    assert run.best_path is not None
-    return run.best_path
+    assert result.best_path is not None
+    return result.best_path
 
 
 MINED_PROPORTIONS = [
@@ -189,26 +201,18 @@ def mined_folders(work: Path, folders: list[Path]) -> list[Path]:
     return out_folders
 
 
-def detector_mined_stage(work: Path, folders: dict[str, list[Path]], threads: int) -> Path:
-    """The detector retrained with its own mined false positives as hard negatives (benchmarks/README.md)."""
-    from mitoscope.engine.detector_training import load_detector_config, region_detector, train_detector
-    from mitoscope.inference.detect import detect_slide
+#: Experimental detector runs beside the bundled one: name → (recipe overrides, trains on mined folders).
+EXTRA_RUNS: dict[str, tuple[tuple[str, ...], bool]] = {
+    "detector_mined": ((f"data.proportions={json.dumps(MINED_PROPORTIONS)}",), True),  # rule 28
+    "detector_seed1": (("train.seed=1",), False),  # the recipe's run-to-run spread
+}
 
-    overrides = [f"train.threads={threads}", f"data.proportions={json.dumps(MINED_PROPORTIONS)}"]
-    cfg = load_detector_config(ROOT / "configs" / "detector-cpu.yaml", overrides)
-    t0 = time.perf_counter()
-    run = train_detector(
-        cfg,
-        [str(p) for p in mined_folders(work, folders["train"])],
-        work / "detector_mined",
-        device="cpu",
-        val_data=[str(p) for p in folders["val"]],
-        progress=False,
-        detect=region_detector(detect_slide),
-    )
-    print(f"detector_mined: {(time.perf_counter() - t0) / 60:.1f} min → {run.best_path}", flush=True)
-    assert run.best_path is not None
-    return run.best_path
+
+def extra_run_stage(work: Path, folders: dict[str, list[Path]], threads: int, run: str) -> Path:
+    """Train one of :data:`EXTRA_RUNS` (benchmarks/README.md, rule 28 and after)."""
+    overrides, mined = EXTRA_RUNS[run]
+    train = mined_folders(work, folders["train"]) if mined else None
+    return detector_stage(work, folders, threads, run=run, overrides=overrides, train=train)
 
 
 MINE_SCORE = 0.1  # candidates at or above this detector score are mined as the verifier's negatives ...
@@ -397,12 +401,12 @@ def select_stage(
     return best
 
 
-MINED_RESULTS = ROOT / "benchmarks" / "results" / "detector_mined.json"
+RUNS_RESULTS = ROOT / "benchmarks" / "results" / "detector_runs.json"
 
 
-def compare_mined_stage(work: Path, threads: int) -> dict[str, Any]:
-    """Rule 28: the bundled detector's training run against the one retrained with mined hard negatives, each
-    alone at its own rule-24 operating point, on the real test mosaics and the CMU crop."""
+def compare_runs_stage(work: Path, threads: int, runs: list[str], out: Path) -> dict[str, Any]:
+    """The bundled detector's training run against other runs (:data:`EXTRA_RUNS`), each alone at its own
+    rule-24 operating point, on the real test mosaics and the CMU crop; rule 28's verdict when it is compared."""
     from detector_precision import cmu_density, region_detections, score_set
     from mitoscope.inference.detect import Detector
     from mitoscope.utils.atomic import write_text_atomic
@@ -410,10 +414,8 @@ def compare_mined_stage(work: Path, threads: int) -> dict[str, Any]:
     torch_threads(threads)
     tests = {d: work / "mosaics" / d / "test" for d in ("AMi-Br", "AtNorM-MD")}
     result: dict[str, Any] = {}
-    for run, point_file in (
-        ("detector", "operating_point.json"),
-        ("detector_mined", "operating_point_detector_mined.json"),
-    ):
+    for run in ["detector", *runs]:
+        point_file = "operating_point.json" if run == "detector" else f"operating_point_{run}.json"
         point = json.loads((work / point_file).read_text())["alone"]
         det = Detector.from_path(work / run / "best.pt", device="cpu", verifier=None)
         det.contract.thresholds = {**det.contract.thresholds, "default": float(point["candidate"])}
@@ -423,12 +425,13 @@ def compare_mined_stage(work: Path, threads: int) -> dict[str, Any]:
             part[name] = score_set(region_detections(det, folder))
         part["cmu"] = {k: v for k, v in cmu_density(det).items() if k != "points"}
         result[run] = part
-    base, new = result["detector"], result["detector_mined"]
-    gains = {d: new[d]["expected_f1_at_10"] - base[d]["expected_f1_at_10"] for d in tests}
-    result["rule_28_met"] = bool(
-        all(g > 0.02 for g in gains.values()) and new["cmu"]["per_mm2"] <= base["cmu"]["per_mm2"]
-    )
-    write_text_atomic(MINED_RESULTS, json.dumps(result, indent=2, default=float) + "\n")
+    if "detector_mined" in result:
+        base, new = result["detector"], result["detector_mined"]
+        gains = {d: new[d]["expected_f1_at_10"] - base[d]["expected_f1_at_10"] for d in tests}
+        result["rule_28_met"] = bool(
+            all(g > 0.02 for g in gains.values()) and new["cmu"]["per_mm2"] <= base["cmu"]["per_mm2"]
+        )
+    write_text_atomic(out, json.dumps(result, indent=2, default=float) + "\n")
     for run, part in result.items():
         if run == "rule_28_met":
             continue
@@ -442,7 +445,8 @@ def compare_mined_stage(work: Path, threads: int) -> dict[str, Any]:
             + "; ".join(cells)
             + f"; CMU {part['cmu']['per_mm2']:.1f}/mm²"
         )
-    print(f"rule 28 met: {result['rule_28_met']}", flush=True)
+    if "rule_28_met" in result:
+        print(f"rule 28 met: {result['rule_28_met']}", flush=True)
     return result
 
 
@@ -873,21 +877,24 @@ def main(argv: list[str] | None = None) -> None:
         train_classifier_stage(args.work, atnorm, "classifier_atnorm_only", [])
     folders = (
         mosaic_stage(args.work, catalog)
-        if {"detector", "detector_mined", "verifier", "select", "select_mined"} & set(stages)
+        if {"detector", *EXTRA_RUNS, "verifier", "select", "select_runs"} & set(stages)
         else {}
     )
     if "detector" in stages:
         detector_stage(args.work, folders, args.threads)
-    if "detector_mined" in stages:
-        detector_mined_stage(args.work, folders, args.threads)
+    for run in EXTRA_RUNS:
+        if run in stages:
+            extra_run_stage(args.work, folders, args.threads, run)
     if "verifier" in stages:
         verifier_stage(args.work, folders, args.work / "detector" / "best.pt", args.threads)
     if "select" in stages:
         select_stage(args.work, folders, args.threads)
-    if "select_mined" in stages:
-        select_stage(args.work, folders, args.threads, detector_run="detector_mined")
-    if "compare_mined" in stages:
-        compare_mined_stage(args.work, args.threads)
+    runs = [r for r in EXTRA_RUNS if (args.work / r / "best.pt").is_file()]
+    if "select_runs" in stages:
+        for run in runs:
+            select_stage(args.work, folders, args.threads, detector_run=run)
+    if "compare_runs" in stages:
+        compare_runs_stage(args.work, args.threads, runs, RUNS_RESULTS)
     if "samples" in stages:
         samples_stage(args.work)
     if "export" in stages:
