@@ -10,7 +10,9 @@ Stages (each resumes from what ``--work`` already holds):
 - ``classifier``: the ``classifier-cpu`` recipe on AMi-Br + AtNorM-MD (train groups; validation groups choose
   the epoch and the threshold);
 - ``lodo``: leave one dataset out: the same recipe trained on AtNorM-MD alone, scored on the AMi-Br test slides;
-- ``detector`` / ``verifier`` / ``export``: see ``benchmarks/README.md`` ("Bundled models").
+- ``detector`` / ``verifier`` / ``export``: see ``benchmarks/README.md`` ("Bundled models");
+- ``verifier_nuclei``, ``select_nuclei``, ``compare_nuclei``: rule 29's verifier (real non-figure nuclei as
+  negatives), its operating point and its pass rates on the test patches' nuclei.
 
     .venv/bin/python benchmarks/make_models.py --stages classifier
 """
@@ -277,29 +279,73 @@ def mine_points(
     return pd.DataFrame(rows, columns=["slide", "x", "y", "label"])
 
 
-def verifier_stage(work: Path, folders: dict[str, list[Path]], detector: Path, threads: int) -> Path:
+def mined_patches(work: Path, folder: Path, detector: Path, threads: int) -> pd.DataFrame:
+    """128 px patches at 0.25 µm/px of a region folder's figures and the detector's mined false positives
+    (:func:`mine_points`), cached under ``work/verifier_patches``; ``group`` is the region."""
     from mitoscope.data.patch_extraction import extract_patches
+    from mitoscope.data.sources import load_catalog
     from mitoscope.engine.detector_training import load_detection_data
     from mitoscope.io.catalog import make_catalog
 
+    out = work / "verifier_patches" / f"{folder.parent.name}_{folder.name}"
+    if not (out / "patches.csv").is_file():
+        per_region = candidates(detector, [folder], threads)
+        mpp = {p: info.mpp for p, info in load_detection_data(folder).slides.items()}
+        points = mine_points(per_region, mpp)
+        extract_patches(
+            make_catalog(points.to_dict("records")), slides_dir=folder, out_dir=out, size=128, mpp=0.25
+        )
+    patches = load_catalog(out / "patches.csv")
+    patches["group"] = patches["slide"]
+    return patches
+
+
+def verifier_stage(work: Path, folders: dict[str, list[Path]], detector: Path, threads: int) -> Path:
     parts = []
     for split in ("train", "val"):
         for folder in folders[split]:
-            name = f"{folder.parent.name}_{folder.name}"
-            out = work / "verifier_patches" / name
-            if not (out / "patches.csv").is_file():
-                per_region = candidates(detector, [folder], threads)
-                mpp = {p: info.mpp for p, info in load_detection_data(folder).slides.items()}
-                points = mine_points(per_region, mpp)
-                catalog = make_catalog(points.to_dict("records"))
-                extract_patches(catalog, slides_dir=folder, out_dir=out, size=128, mpp=0.25)
-            from mitoscope.data.sources import load_catalog
-
-            patches = load_catalog(out / "patches.csv").assign(split=split)
-            patches["group"] = patches["slide"]
-            print(f"verifier data {name}: {patches['label'].value_counts().to_dict()}", flush=True)
+            patches = mined_patches(work, folder, detector, threads).assign(split=split)
+            print(f"verifier data {folder}: {patches['label'].value_counts().to_dict()}", flush=True)
             parts.append(patches)
     return train_classifier_stage(work, pd.concat(parts, ignore_index=True), "verifier", VERIFIER_OVERRIDES)
+
+
+NUCLEI_VERIFIER = "verifier_nuclei"
+NUCLEI_VERIFIER_OVERRIDES = [
+    "data.size=64",  # the window at its own 0.25 µm/px, no upsampling
+    "train.epochs=3",
+    "model.kwargs.soft_labels=false",
+    "data.augment.sharpness=1.5",  # the blur of a 20x scan read at 0.25 µm/px, on both classes alike
+]
+
+
+def nuclei_verifier_stage(
+    work: Path, catalog: pd.DataFrame, folders: dict[str, list[Path]], detector: Path, threads: int
+) -> Path:
+    """Rule 29's verifier: 16 µm windows of the real figures against the non-figure nuclei of the same patches
+    (:mod:`verifier_windows`), and the centre windows of the detector's candidates on the synthetic regions."""
+    from mitoscope.io.catalog import make_catalog
+    from verifier_windows import centre_window, real_windows
+
+    real = catalog[catalog["split"].isin(["train", "val"])][["image", "group", "split"]]
+    parts = [real_windows(real, work / "verifier_windows" / "nuclei")]
+    for split in ("train", "val"):
+        for folder in (f for f in folders[split] if "synthetic" in str(f)):
+            patches = mined_patches(work, folder, detector, threads)
+            out = work / "verifier_windows" / "synthetic" / split
+            rows = [
+                {
+                    "image": str(centre_window(Path(r.image), out / f"{i:05d}.png")),
+                    "label": r.label,
+                    "group": str(r.group),
+                }
+                for i, r in enumerate(patches.itertuples(index=False))
+            ]
+            parts.append(make_catalog(rows).assign(split=split))
+    data = pd.concat(parts, ignore_index=True)
+    for split, part in data.groupby("split"):
+        print(f"{NUCLEI_VERIFIER} data {split}: {part['label'].value_counts().to_dict()}", flush=True)
+    return train_classifier_stage(work, data, NUCLEI_VERIFIER, NUCLEI_VERIFIER_OVERRIDES)
 
 
 MERGE_RADII_UM = (7.5, 10.0, 12.5)
@@ -313,11 +359,16 @@ def _objective(errors: Any) -> float:
 
 
 def select_stage(
-    work: Path, folders: dict[str, list[Path]], threads: int, detector_run: str = "detector"
+    work: Path,
+    folders: dict[str, list[Path]],
+    threads: int,
+    detector_run: str = "detector",
+    verifier_run: str = "verifier",
 ) -> dict[str, Any]:
     """Choose the merge radius and the thresholds (detector alone; candidate + verified) on the validation
     regions by :func:`_objective`; writes ``work/operating_point.json`` (``operating_point_<run>.json`` and
-    the detector alone for another ``detector_run``)."""
+    the detector alone for another ``detector_run``; ``operating_point_<verifier_run>.json`` for another
+    verifier)."""
     from detector_precision import region_detections
     from mitoscope.inference.classify import Classifier
     from mitoscope.inference.detect import Detector, merge_by_distance
@@ -327,7 +378,7 @@ def select_stage(
     torch_threads(threads)
     detector = Detector.from_path(work / detector_run / "best.pt", device="cpu", verifier=None)
     bundled = detector_run == "detector"
-    verifier = Classifier.from_path(work / "verifier", device="cpu") if bundled else None
+    verifier = Classifier.from_path(work / verifier_run, device="cpu") if bundled else None
     sets = [region_detections(detector, f, threshold=0.0) for f in folders["val"]]
     per_image = {k: v for s in sets for k, v in s["per_image"].items()}
     mpp = {k: v for s in sets for k, v in s["mpp"].items()}
@@ -381,7 +432,7 @@ def select_stage(
                     }
                 )
     table = pd.DataFrame(rows)
-    suffix = "" if bundled else f"_{detector_run}"
+    suffix = f"_{detector_run}" if not bundled else "" if verifier_run == "verifier" else f"_{verifier_run}"
     table.to_csv(work / f"operating_points{suffix}.csv", index=False)
     for stage in ("alone", "verified") if verifier is not None else ("alone",):
         sub = table[table["stage"] == stage]
@@ -401,6 +452,16 @@ def select_stage(
     return best
 
 
+def at_point(detector: Any, point: dict[str, Any]) -> Any:
+    """``detector`` set to an operating point of :func:`select_stage` (its ``alone`` or ``verified`` row)."""
+    thresholds = {"default": float(point["candidate"])}
+    if point.get("verified") is not None:
+        thresholds = {"candidate": float(point["candidate"]), "verified": float(point["verified"])}
+    detector.contract.thresholds = {**detector.contract.thresholds, **thresholds}
+    detector.contract.config = {**detector.contract.config, "merge_radius_um": float(point["merge_um"])}
+    return detector
+
+
 RUNS_RESULTS = ROOT / "benchmarks" / "results" / "detector_runs.json"
 
 
@@ -417,9 +478,7 @@ def compare_runs_stage(work: Path, threads: int, runs: list[str], out: Path) -> 
     for run in ["detector", *runs]:
         point_file = "operating_point.json" if run == "detector" else f"operating_point_{run}.json"
         point = json.loads((work / point_file).read_text())["alone"]
-        det = Detector.from_path(work / run / "best.pt", device="cpu", verifier=None)
-        det.contract.thresholds = {**det.contract.thresholds, "default": float(point["candidate"])}
-        det.contract.config = {**det.contract.config, "merge_radius_um": float(point["merge_um"])}
+        det = at_point(Detector.from_path(work / run / "best.pt", device="cpu", verifier=None), point)
         part: dict[str, Any] = {"threshold": det.threshold, "merge_radius_um": det.merge_radius_um}
         for name, folder in tests.items():
             part[name] = score_set(region_detections(det, folder))
@@ -447,6 +506,94 @@ def compare_runs_stage(work: Path, threads: int, runs: list[str], out: Path) -> 
         )
     if "rule_28_met" in result:
         print(f"rule 28 met: {result['rule_28_met']}", flush=True)
+    return result
+
+
+NUCLEI_RESULTS = ROOT / "benchmarks" / "results" / "verifier_nuclei.json"
+
+
+def nuclei_pass_rates(verifier: Any, catalog: pd.DataFrame, thresholds: list[float]) -> dict[str, Any]:
+    """The share of the test patches' figures and of their non-figure nuclei (every one :mod:`verifier_windows`
+    would take, unmirrored figures) that ``verifier`` passes at each threshold."""
+    from PIL import Image
+
+    from verifier_windows import patch_windows
+
+    rng = np.random.default_rng(SEED)
+    figures, nuclei = [], []
+    for path in catalog["image"]:
+        fig, neg, _ = patch_windows(np.asarray(Image.open(path).convert("RGB")), rng, limit=None)
+        figures.append(fig[0])
+        nuclei.extend(neg)
+    p_fig, p_nuc = verifier.predict_arrays(figures), verifier.predict_arrays(nuclei)
+    return {
+        "figures": len(figures),
+        "nuclei": len(nuclei),
+        "passed": {
+            f"{t:g}": {"figures": float(np.mean(p_fig >= t)), "nuclei": float(np.mean(p_nuc >= t))}
+            for t in thresholds
+        },
+    }
+
+
+def compare_nuclei_stage(work: Path, catalog: pd.DataFrame, threads: int) -> dict[str, Any]:
+    """Rule 29's verdict: the bundled detector with verifier 1 and with the nuclei verifier, each at its own
+    rule-24 point, on the real test mosaics and the CMU crop, against the detector alone; and both verifiers'
+    pass rates on the test patches' figures and nuclei (rule 29's verifier only: verifier 1 reads 32 µm)."""
+    from detector_precision import cmu_density, region_detections, score_set
+    from mitoscope.inference.classify import Classifier
+    from mitoscope.inference.detect import Detector
+    from mitoscope.utils.atomic import write_text_atomic
+
+    torch_threads(threads)
+    tests = {d: work / "mosaics" / d / "test" for d in ("AMi-Br", "AtNorM-MD")}
+    bundled = json.loads((work / "operating_point.json").read_text())
+    ours = json.loads((work / f"operating_point_{NUCLEI_VERIFIER}.json").read_text())["verified"]
+    variants = {
+        "detector alone": (None, bundled["alone"]),
+        "verifier 1": (work / "verifier", bundled["verified"]),
+        NUCLEI_VERIFIER: (work / NUCLEI_VERIFIER, ours),
+    }
+    result: dict[str, Any] = {}
+    for name, (verifier, point) in variants.items():
+        det = at_point(
+            Detector.from_path(work / "detector" / "best.pt", device="cpu", verifier=verifier), point
+        )
+        part: dict[str, Any] = {"point": point, "threshold": det.threshold}
+        for test, folder in tests.items():
+            part[test] = score_set(region_detections(det, folder))
+        part["cmu"] = cmu_density(det)
+        result[name] = part
+        print(
+            f"{name}: "
+            + "; ".join(
+                f"{t}: recall {part[t]['recall']:.3f}, dup {part[t]['duplicates_per_figure']:.3f}, "
+                f"FP/mm² {part[t]['fp_per_mm2']:.1f}, F1@10 {part[t]['expected_f1_at_10']:.3f}"
+                for t in tests
+            )
+            + f"; CMU {part['cmu']['detections']} ({part['cmu']['per_mm2']:.1f}/mm²)",
+            flush=True,
+        )
+    new, alone, old = result[NUCLEI_VERIFIER], result["detector alone"], result["verifier 1"]
+    targets = all(
+        new[t]["recall"] >= 0.90
+        and new[t]["duplicates_per_figure"] <= 0.01
+        and new[t]["expected_f1_at_10"] >= 0.85
+        for t in tests
+    )
+    result["rule_29"] = {
+        "mosaic_targets_met": bool(targets),
+        "ships_by_default": bool(targets and new["cmu"]["per_mm2"] < alone["cmu"]["per_mm2"]),
+        "replaces_verifier_1": bool(targets and new["cmu"]["per_mm2"] < old["cmu"]["per_mm2"]),
+    }
+    test_patches = catalog[catalog["split"] == "test"]
+    checker = Classifier.from_path(work / NUCLEI_VERIFIER, device="cpu")
+    result["test_patches"] = {
+        d: nuclei_pass_rates(checker, part, [0.5, float(ours["verified"]), 0.99])
+        for d, part in test_patches.groupby("dataset")
+    }
+    write_text_atomic(NUCLEI_RESULTS, json.dumps(result, indent=2, default=float) + "\n")
+    print(json.dumps({"rule_29": result["rule_29"], "test_patches": result["test_patches"]}, indent=1))
     return result
 
 
@@ -891,7 +1038,8 @@ def main(argv: list[str] | None = None) -> None:
         train_classifier_stage(args.work, atnorm, "classifier_atnorm_only", [])
     folders = (
         mosaic_stage(args.work, catalog)
-        if {"detector", *EXTRA_RUNS, "verifier", "select", "select_runs"} & set(stages)
+        if {"detector", *EXTRA_RUNS, "verifier", NUCLEI_VERIFIER, "select", "select_nuclei", "select_runs"}
+        & set(stages)
         else {}
     )
     if "detector" in stages:
@@ -901,6 +1049,12 @@ def main(argv: list[str] | None = None) -> None:
             extra_run_stage(args.work, folders, args.threads, run)
     if "verifier" in stages:
         verifier_stage(args.work, folders, args.work / "detector" / "best.pt", args.threads)
+    if NUCLEI_VERIFIER in stages:
+        nuclei_verifier_stage(args.work, catalog, folders, args.work / "detector" / "best.pt", args.threads)
+    if "select_nuclei" in stages:
+        select_stage(args.work, folders, args.threads, verifier_run=NUCLEI_VERIFIER)
+    if "compare_nuclei" in stages:
+        compare_nuclei_stage(args.work, catalog, args.threads)
     if "select" in stages:
         select_stage(args.work, folders, args.threads)
     runs = [r for r in EXTRA_RUNS if (args.work / r / "best.pt").is_file()]
