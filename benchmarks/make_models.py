@@ -11,8 +11,8 @@ Stages (each resumes from what ``--work`` already holds):
   the epoch and the threshold);
 - ``lodo``: leave one dataset out: the same recipe trained on AtNorM-MD alone, scored on the AMi-Br test slides;
 - ``detector`` / ``verifier`` / ``export``: see ``benchmarks/README.md`` ("Bundled models");
-- ``verifier_nuclei``, ``select_nuclei``, ``compare_nuclei``: rule 29's verifier (real non-figure nuclei as
-  negatives), its operating point and its pass rates on the test patches' nuclei.
+- ``verifier_nuclei``, ``verifier_nuclei_lowres``, ``select_nuclei``, ``compare_nuclei``: the verifiers of
+  rules 29 and 30 (real non-figure nuclei as negatives), their operating points, and their comparison.
 
     .venv/bin/python benchmarks/make_models.py --stages classifier
 """
@@ -310,20 +310,25 @@ def verifier_stage(work: Path, folders: dict[str, list[Path]], detector: Path, t
     return train_classifier_stage(work, pd.concat(parts, ignore_index=True), "verifier", VERIFIER_OVERRIDES)
 
 
-NUCLEI_VERIFIER = "verifier_nuclei"
-NUCLEI_VERIFIER_OVERRIDES = [
+_NUCLEI_RECIPE = [
     "data.size=64",  # the window at its own 0.25 µm/px, no upsampling
     "train.epochs=3",
     "model.kwargs.soft_labels=false",
-    "data.augment.sharpness=1.5",  # the blur of a 20x scan read at 0.25 µm/px, on both classes alike
+    "data.augment.sharpness=1.5",  # blur or sharpening, on both classes alike
 ]
+#: Verifiers trained on real non-figure nuclei (benchmarks/README.md): run name → recipe overrides.
+NUCLEI_VERIFIERS: dict[str, list[str]] = {
+    "verifier_nuclei": _NUCLEI_RECIPE,  # rule 29
+    "verifier_nuclei_lowres": [*_NUCLEI_RECIPE, "data.augment.low_resolution=0.5"],  # rule 30: 20x scans too
+}
 
 
 def nuclei_verifier_stage(
-    work: Path, catalog: pd.DataFrame, folders: dict[str, list[Path]], detector: Path, threads: int
+    work: Path, catalog: pd.DataFrame, folders: dict[str, list[Path]], detector: Path, threads: int, run: str
 ) -> Path:
-    """Rule 29's verifier: 16 µm windows of the real figures against the non-figure nuclei of the same patches
-    (:mod:`verifier_windows`), and the centre windows of the detector's candidates on the synthetic regions."""
+    """Train the nuclei verifier ``run`` (:data:`NUCLEI_VERIFIERS`): 16 µm windows of the real figures against
+    the non-figure nuclei of the same patches (:mod:`verifier_windows`), and the centre windows of the
+    detector's candidates on the synthetic regions."""
     from mitoscope.io.catalog import make_catalog
     from verifier_windows import centre_window, real_windows
 
@@ -344,8 +349,8 @@ def nuclei_verifier_stage(
             parts.append(make_catalog(rows).assign(split=split))
     data = pd.concat(parts, ignore_index=True)
     for split, part in data.groupby("split"):
-        print(f"{NUCLEI_VERIFIER} data {split}: {part['label'].value_counts().to_dict()}", flush=True)
-    return train_classifier_stage(work, data, NUCLEI_VERIFIER, NUCLEI_VERIFIER_OVERRIDES)
+        print(f"{run} data {split}: {part['label'].value_counts().to_dict()}", flush=True)
+    return train_classifier_stage(work, data, run, NUCLEI_VERIFIERS[run])
 
 
 MERGE_RADII_UM = (7.5, 10.0, 12.5)
@@ -455,7 +460,7 @@ def select_stage(
 def at_point(detector: Any, point: dict[str, Any]) -> Any:
     """``detector`` set to an operating point of :func:`select_stage` (its ``alone`` or ``verified`` row)."""
     thresholds = {"default": float(point["candidate"])}
-    if point.get("verified") is not None:
+    if pd.notna(point.get("verified")):
         thresholds = {"candidate": float(point["candidate"]), "verified": float(point["verified"])}
     detector.contract.thresholds = {**detector.contract.thresholds, **thresholds}
     detector.contract.config = {**detector.contract.config, "merge_radius_um": float(point["merge_um"])}
@@ -514,9 +519,11 @@ NUCLEI_RESULTS = ROOT / "benchmarks" / "results" / "verifier_nuclei.json"
 
 def nuclei_pass_rates(verifier: Any, catalog: pd.DataFrame, thresholds: list[float]) -> dict[str, Any]:
     """The share of the test patches' figures and of their non-figure nuclei (every one :mod:`verifier_windows`
-    would take, unmirrored figures) that ``verifier`` passes at each threshold."""
+    would take; figures unmirrored) that ``verifier`` passes at each threshold, as scanned (40x) and as a 20x
+    scan would show them (:func:`mitoscope.data.transforms.coarsen` by 2)."""
     from PIL import Image
 
+    from mitoscope.data.transforms import coarsen
     from verifier_windows import patch_windows
 
     rng = np.random.default_rng(SEED)
@@ -525,21 +532,22 @@ def nuclei_pass_rates(verifier: Any, catalog: pd.DataFrame, thresholds: list[flo
         fig, neg, _ = patch_windows(np.asarray(Image.open(path).convert("RGB")), rng, limit=None)
         figures.append(fig[0])
         nuclei.extend(neg)
-    p_fig, p_nuc = verifier.predict_arrays(figures), verifier.predict_arrays(nuclei)
-    return {
-        "figures": len(figures),
-        "nuclei": len(nuclei),
-        "passed": {
+    result: dict[str, Any] = {"figures": len(figures), "nuclei": len(nuclei)}
+    for scan, look in (("40x", lambda w: w), ("20x", lambda w: coarsen(w, 2.0))):
+        p_fig = verifier.predict_arrays([look(w) for w in figures])
+        p_nuc = verifier.predict_arrays([look(w) for w in nuclei])
+        result[scan] = {
             f"{t:g}": {"figures": float(np.mean(p_fig >= t)), "nuclei": float(np.mean(p_nuc >= t))}
             for t in thresholds
-        },
-    }
+        }
+    return result
 
 
 def compare_nuclei_stage(work: Path, catalog: pd.DataFrame, threads: int) -> dict[str, Any]:
-    """Rule 29's verdict: the bundled detector with verifier 1 and with the nuclei verifier, each at its own
-    rule-24 point, on the real test mosaics and the CMU crop, against the detector alone; and both verifiers'
-    pass rates on the test patches' figures and nuclei (rule 29's verifier only: verifier 1 reads 32 µm)."""
+    """Rules 29 and 30: the bundled detector alone, with verifier 1 and with each trained nuclei verifier
+    (:data:`NUCLEI_VERIFIERS`), each at its own rule-24 point, on the real test mosaics and the CMU crop; the
+    rules' verdicts; and the nuclei verifiers' pass rates on the test patches' figures and nuclei (verifier 1
+    reads 32 µm, more than a patch holds around a nucleus)."""
     from detector_precision import cmu_density, region_detections, score_set
     from mitoscope.inference.classify import Classifier
     from mitoscope.inference.detect import Detector
@@ -548,12 +556,14 @@ def compare_nuclei_stage(work: Path, catalog: pd.DataFrame, threads: int) -> dic
     torch_threads(threads)
     tests = {d: work / "mosaics" / d / "test" for d in ("AMi-Br", "AtNorM-MD")}
     bundled = json.loads((work / "operating_point.json").read_text())
-    ours = json.loads((work / f"operating_point_{NUCLEI_VERIFIER}.json").read_text())["verified"]
     variants = {
         "detector alone": (None, bundled["alone"]),
         "verifier 1": (work / "verifier", bundled["verified"]),
-        NUCLEI_VERIFIER: (work / NUCLEI_VERIFIER, ours),
     }
+    for run in NUCLEI_VERIFIERS:
+        point = work / f"operating_point_{run}.json"
+        if point.is_file():
+            variants[run] = (work / run, json.loads(point.read_text())["verified"])
     result: dict[str, Any] = {}
     for name, (verifier, point) in variants.items():
         det = at_point(
@@ -574,26 +584,28 @@ def compare_nuclei_stage(work: Path, catalog: pd.DataFrame, threads: int) -> dic
             + f"; CMU {part['cmu']['detections']} ({part['cmu']['per_mm2']:.1f}/mm²)",
             flush=True,
         )
-    new, alone, old = result[NUCLEI_VERIFIER], result["detector alone"], result["verifier 1"]
-    targets = all(
-        new[t]["recall"] >= 0.90
-        and new[t]["duplicates_per_figure"] <= 0.01
-        and new[t]["expected_f1_at_10"] >= 0.85
-        for t in tests
-    )
-    result["rule_29"] = {
-        "mosaic_targets_met": bool(targets),
-        "ships_by_default": bool(targets and new["cmu"]["per_mm2"] < alone["cmu"]["per_mm2"]),
-        "replaces_verifier_1": bool(targets and new["cmu"]["per_mm2"] < old["cmu"]["per_mm2"]),
-    }
+    alone, old = result["detector alone"]["cmu"]["per_mm2"], result["verifier 1"]["cmu"]["per_mm2"]
     test_patches = catalog[catalog["split"] == "test"]
-    checker = Classifier.from_path(work / NUCLEI_VERIFIER, device="cpu")
-    result["test_patches"] = {
-        d: nuclei_pass_rates(checker, part, [0.5, float(ours["verified"]), 0.99])
-        for d, part in test_patches.groupby("dataset")
-    }
+    for run in (r for r in NUCLEI_VERIFIERS if r in result):
+        new = result[run]
+        targets = all(
+            new[t]["recall"] >= 0.90
+            and new[t]["duplicates_per_figure"] <= 0.01
+            and new[t]["expected_f1_at_10"] >= 0.85
+            for t in tests
+        )
+        new["verdict"] = {
+            "mosaic_targets_met": bool(targets),
+            "ships_by_default": bool(targets and new["cmu"]["per_mm2"] < alone),
+            "replaces_verifier_1": bool(targets and new["cmu"]["per_mm2"] < old),
+        }
+        checker = Classifier.from_path(work / run, device="cpu")
+        thresholds = [0.5, float(new["point"]["verified"]), 0.99]
+        new["test_patches"] = {
+            d: nuclei_pass_rates(checker, part, thresholds) for d, part in test_patches.groupby("dataset")
+        }
+        print(json.dumps({run: {k: new[k] for k in ("verdict", "test_patches")}}, indent=1), flush=True)
     write_text_atomic(NUCLEI_RESULTS, json.dumps(result, indent=2, default=float) + "\n")
-    print(json.dumps({"rule_29": result["rule_29"], "test_patches": result["test_patches"]}, indent=1))
     return result
 
 
@@ -1038,7 +1050,7 @@ def main(argv: list[str] | None = None) -> None:
         train_classifier_stage(args.work, atnorm, "classifier_atnorm_only", [])
     folders = (
         mosaic_stage(args.work, catalog)
-        if {"detector", *EXTRA_RUNS, "verifier", NUCLEI_VERIFIER, "select", "select_nuclei", "select_runs"}
+        if {"detector", *EXTRA_RUNS, "verifier", *NUCLEI_VERIFIERS, "select", "select_nuclei", "select_runs"}
         & set(stages)
         else {}
     )
@@ -1049,10 +1061,15 @@ def main(argv: list[str] | None = None) -> None:
             extra_run_stage(args.work, folders, args.threads, run)
     if "verifier" in stages:
         verifier_stage(args.work, folders, args.work / "detector" / "best.pt", args.threads)
-    if NUCLEI_VERIFIER in stages:
-        nuclei_verifier_stage(args.work, catalog, folders, args.work / "detector" / "best.pt", args.threads)
+    for run in NUCLEI_VERIFIERS:
+        if run in stages:
+            detector = args.work / "detector" / "best.pt"
+            nuclei_verifier_stage(args.work, catalog, folders, detector, args.threads, run)
     if "select_nuclei" in stages:
-        select_stage(args.work, folders, args.threads, verifier_run=NUCLEI_VERIFIER)
+        for run in NUCLEI_VERIFIERS:
+            trained = (args.work / run / "fold_0" / "model.pt").is_file()
+            if trained and not (args.work / f"operating_point_{run}.json").is_file():
+                select_stage(args.work, folders, args.threads, verifier_run=run)
     if "compare_nuclei" in stages:
         compare_nuclei_stage(args.work, catalog, args.threads)
     if "select" in stages:

@@ -13,6 +13,7 @@ from mitoscope.data.transforms import (
     PatchTransform,
     build_patch_transform,
     center_crop,
+    coarsen,
     denormalize,
     jitter_sharpness,
     sharpen,
@@ -114,6 +115,32 @@ def test_sharpness_blurs_and_sharpens_within_its_bounds() -> None:
     assert tf(img, None, np.random.default_rng(3))[0].shape == (3, 128, 128)
     with pytest.raises(ValueError, match="sharpness"):
         build_patch_transform(train=True, size=64, mean=MEAN, std=STD, sharpness=-0.5)
+
+
+def test_low_resolution_coarsens_some_patches_and_keeps_their_size() -> None:
+    """A coarser scan read back at the same size loses detail; the probability decides how many patches."""
+    noise = np.random.default_rng(0).normal(128, 60, (128, 128, 3))
+    img = np.clip(gaussian_filter(noise, (1.0, 1.0, 0)), 0, 255).astype(np.uint8)
+    for factor in (1.5, 2.5):
+        out = coarsen(img, factor)
+        assert out.shape == img.shape and out.dtype == np.uint8
+        assert laplacian_variance(out) < 0.6 * laplacian_variance(img)
+    assert laplacian_variance(coarsen(img, 2.5)) < laplacian_variance(coarsen(img, 1.5))
+    always, never = _only(low_resolution=1.0), _only(low_resolution=0.0)
+    sharp = laplacian_variance(denormalize(never(img, None, np.random.default_rng(1))[0], MEAN, STD))
+    soft = [
+        laplacian_variance(denormalize(always(img, None, np.random.default_rng(s))[0], MEAN, STD))
+        for s in range(4)
+    ]
+    assert max(soft) < 0.6 * sharp
+    half = _only(low_resolution=0.5)
+    coarse = [
+        laplacian_variance(denormalize(half(img, None, np.random.default_rng(s))[0], MEAN, STD)) < 0.6 * sharp
+        for s in range(32)
+    ]
+    assert 4 < sum(coarse) < 28
+    with pytest.raises(ValueError, match="low_resolution"):
+        build_patch_transform(train=True, size=64, mean=MEAN, std=STD, low_resolution=1.5)
 
 
 def test_crop_and_colour_options() -> None:

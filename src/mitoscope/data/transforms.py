@@ -127,6 +127,28 @@ def jitter_sharpness(image: np.ndarray, strength: float, rng: np.random.Generato
     return sharpen(image, float(np.exp(rng.uniform(-bound, bound))))
 
 
+LOW_RESOLUTION_FACTORS = (1.5, 2.5)
+
+
+def coarsen(image: np.ndarray, factor: float) -> np.ndarray:
+    """``image`` as a scanner ``factor`` times coarser would give it, read back at the same size: shrunk
+    (antialiased bilinear) and enlarged again (bilinear), like a 20x slide read at 40x's 0.25 µm/px.
+
+    Examples:
+        >>> img = np.zeros((32, 32, 3), np.uint8); img[::2] = 255
+        >>> coarsen(img, 2.0).shape, int(coarsen(img, 2.0).std()) < int(img.std())
+        ((32, 32, 3), True)
+    """
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    small = (max(1, round(w / factor)), max(1, round(h / factor)))
+    pil = Image.fromarray(np.ascontiguousarray(image)).resize(
+        small, Image.Resampling.BILINEAR, reducing_gap=None
+    )
+    return np.asarray(pil.resize((w, h), Image.Resampling.BILINEAR))
+
+
 def center_crop(
     array: np.ndarray,
     size: int,
@@ -188,6 +210,7 @@ class PatchTransform:
         crop: int | None = None,
         scale_jitter: float = 0.0,
         sharpness: float = 0.0,
+        low_resolution: float = 0.0,
         normalize: bool = True,
     ) -> None:
         if size < 1:
@@ -196,6 +219,8 @@ class PatchTransform:
             raise ValueError(f"scale_jitter must be in [0, 1), got {scale_jitter}")
         if sharpness < 0:
             raise ValueError(f"sharpness must be >= 0, got {sharpness}")
+        if not 0 <= low_resolution <= 1:
+            raise ValueError(f"low_resolution must be a probability in [0, 1], got {low_resolution}")
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ValueError(f"mean and std need 3 values (std > 0), got {mean}, {std}")
         self.train = train
@@ -209,13 +234,14 @@ class PatchTransform:
         self.crop = crop
         self.scale_jitter = float(scale_jitter)
         self.sharpness = float(sharpness)
+        self.low_resolution = float(low_resolution)
         self.normalize = normalize
 
     def __repr__(self) -> str:
         return (
             f"PatchTransform(train={self.train}, size={self.size}, crop={self.crop}, rotate={self.rotate}, "
             f"max_angle={self.max_angle}, scale_jitter={self.scale_jitter}, sharpness={self.sharpness}, "
-            f"color_jitter={self.color_jitter}, hed_jitter={self.hed_jitter})"
+            f"low_resolution={self.low_resolution}, color_jitter={self.color_jitter}, hed_jitter={self.hed_jitter})"
         )
 
     def __call__(
@@ -232,6 +258,8 @@ class PatchTransform:
         if self.train:
             gen = rng if rng is not None else np.random.default_rng()
             image, mask = self._geometric(image, mask, gen)
+            if self.low_resolution > 0 and gen.random() < self.low_resolution:
+                image = coarsen(image, float(gen.uniform(*LOW_RESOLUTION_FACTORS)))
             if self.sharpness > 0:
                 image = jitter_sharpness(image, self.sharpness, gen)
             if self.hed_jitter is not None:
@@ -292,13 +320,15 @@ def build_patch_transform(
     crop: int | None = None,
     scale_jitter: float = 0.0,
     sharpness: float = 0.0,
+    low_resolution: float = 0.0,
     normalize: bool = True,
 ) -> PatchTransform:
     """Build the joint image/mask transform of classifier patches.
 
     Training: random horizontal flip, random 90° rotation and a small random rotation (``±max_angle`` degrees,
     reflect padding) — or, with ``rotate=False``, random flips only — then an optional random zoom about the
-    centre (``scale_jitter``), a random blur or sharpening (``sharpness``), HED stain jitter and colour jitter.
+    centre (``scale_jitter``), a coarser scan (``low_resolution``), a random blur or sharpening (``sharpness``),
+    HED stain jitter and colour jitter.
     Both modes: optional centre ``crop`` first, resize to ``size × size`` (bilinear image, nearest mask), and
     normalisation with ``mean``/``std``. Eval does only the crop/resize and normalisation.
 
@@ -317,6 +347,8 @@ def build_patch_transform(
             other scanners and tissues give them; 0 disables it.
         sharpness: ``s`` of :func:`jitter_sharpness` (the high-frequency gain drawn log-uniformly from
             ``[1/(1+s), 1+s]``), for scanners that focus or compress differently; 0 disables it.
+        low_resolution: the probability that a patch is :func:`coarsen`-ed by a factor drawn uniformly from
+            :data:`LOW_RESOLUTION_FACTORS`, so that a model read at 0.25 µm/px also knows 20x slides; 0 disables it.
         normalize: return the normalised float ``(3, size, size)`` tensor; ``False`` returns the uint8
             ``(size, size, 3)`` pixels instead, for :func:`normalize_batch` (4x less to copy and collate).
 
@@ -346,6 +378,7 @@ def build_patch_transform(
         crop=crop,
         scale_jitter=scale_jitter,
         sharpness=sharpness,
+        low_resolution=low_resolution,
         normalize=normalize,
     )
 
