@@ -97,9 +97,11 @@ def patch_windows(
 
 def real_windows(catalog: pd.DataFrame, out: Path, seed: int = 0) -> pd.DataFrame:
     """Write the windows of the real figure patches in ``catalog`` (``image, group, split``) under ``out`` and
-    return their catalog (``image, label, group, split``; figures ``mitotic figure``, nuclei ``hard
+    return their catalog (with ``split``; figures ``mitotic figure``, nuclei ``hard
     negative``). Cached in ``out/windows.csv``."""
     from PIL import Image
+
+    from mitoscope.io.catalog import make_catalog
 
     index = out / "windows.csv"
     if index.is_file():
@@ -119,7 +121,8 @@ def real_windows(catalog: pd.DataFrame, out: Path, seed: int = 0) -> pd.DataFram
                 path.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(np.ascontiguousarray(crop)).save(path)
                 rows.append({"image": str(path), "label": label, "group": str(row.group), "split": row.split})
-    frame = pd.DataFrame(rows)
+    frame = make_catalog([{k: v for k, v in r.items() if k != "split"} for r in rows])
+    frame["split"] = [r["split"] for r in rows]
     frame.to_csv(index, index=False)
     return frame
 

@@ -51,7 +51,26 @@ def test_background_cells_hold_no_annotated_centre() -> None:
         [_marked_patch(i) for i in range(3)], grid=3, cell=96, background_fraction=0.5, rng=rng
     )
     assert len(m.points) == 3  # fewer patches than figure cells: the rest are background
-    assert int((m.image[..., 2] == 7).sum()) == 3  # background quadrants never include a patch centre
+    assert int((m.image[..., 2] == 7).sum()) == 3  # background tiles never include a patch centre
+
+
+def _distance_patch(size: int = 128) -> np.ndarray:
+    """A patch whose pixels hold their distance (px) from the patch centre, where the figure is."""
+    yy, xx = np.mgrid[:size, :size] + 0.5
+    d = np.hypot(yy - size / 2, xx - size / 2)
+    return np.repeat(np.clip(d, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def test_background_cells_keep_clear_of_every_figure() -> None:
+    """No background pixel lies within 11 µm (44 px) of its source patch's figure: a figure's arms and halves
+    reach about 6 µm, and the old quadrant cells put four patches' near-centre corners together at the cell
+    centre."""
+    rng = np.random.default_rng(3)
+    m = compose_mosaic([_distance_patch()] * 2, grid=4, cell=96, background_fraction=1.0, rng=rng)
+    assert len(m.points) == 0
+    assert int(m.image.min()) >= 44
+    tiles = {m.image[y : y + 32, x : x + 32].tobytes() for y in range(0, 384, 32) for x in range(0, 384, 32)}
+    assert len(tiles) == 4  # all four orientations (on this symmetric patch, corners and rotations coincide)
 
 
 def test_compose_rejects_bad_sizes() -> None:

@@ -3,8 +3,8 @@
 AMi-Br patches are 128 × 128 px at 0.25 µm/px, each centred on one mitotic figure among real non-mitotic
 nuclei. A mosaic is a ``grid × grid`` arrangement of ``cell``-px cells: a *figure cell* is a ``cell``-px window
 of one patch cut at a random offset (so the figure sits anywhere in the inner part of the cell and its
-position is exact); a *background cell* is made of four corner quadrants of other patches (real nuclei, far
-from the annotated centre figure). Slides are split into train / val / test groups first, so no slide feeds
+position is exact); a *background cell* is made of ``3 × 3`` tiles cut from the corners of other patches (real
+nuclei, at least 11 µm from their patch's figure in a 128 px patch, so no part of a figure shows). Slides are split into train / val / test groups first, so no slide feeds
 two splits. Each split is written as tiled TIFF regions + a MIDOG++-format JSON, the same layout
 ``mitoscope synth regions`` writes and :func:`mitoscope.data.detection.read_region_folder` reads.
 
@@ -93,6 +93,32 @@ def split_groups(
     return out
 
 
+#: Tiles per side of a background cell: a third of a cell, cut from a patch corner, keeps clear of the figure
+#: at the patch centre (at a 96 px cell and 128 px patches, the nearest tile pixel is 45 px = 11 µm away).
+BACKGROUND_TILES = 3
+
+
+def background_cell(patches: Sequence[np.ndarray], cell: int, rng: np.random.Generator) -> np.ndarray:
+    """A ``cell``-px background cell: :data:`BACKGROUND_TILES` ``×`` :data:`BACKGROUND_TILES` tiles, each a
+    randomly rotated corner of a random patch, so no tile reaches a patch's centre figure.
+
+    Examples:
+        >>> background_cell([np.zeros((128, 128, 3), np.uint8)], 96, np.random.default_rng(0)).shape
+        (96, 96, 3)
+    """
+    tile = -(-cell // BACKGROUND_TILES)
+    out = np.zeros((tile * BACKGROUND_TILES, tile * BACKGROUND_TILES, 3), np.uint8)
+    for ty in range(BACKGROUND_TILES):
+        for tx in range(BACKGROUND_TILES):
+            patch = patches[int(rng.integers(len(patches)))]
+            h, w = patch.shape[:2]
+            corner = int(rng.integers(4))
+            sy, sx = (0 if corner < 2 else h - tile), (0 if corner % 2 == 0 else w - tile)
+            piece = np.rot90(patch[sy : sy + tile, sx : sx + tile, :3], k=int(rng.integers(4)))
+            out[ty * tile : (ty + 1) * tile, tx * tile : (tx + 1) * tile] = piece
+    return out[:cell, :cell]
+
+
 def compose_mosaic(
     patches: Sequence[np.ndarray],
     *,
@@ -104,8 +130,8 @@ def compose_mosaic(
     """Arrange ``grid × grid`` cells cut from ``patches`` (each centred on its figure) into one image.
 
     Figure cells use the patches in order, one per cell; background cells (``background_fraction`` of the
-    cells, plus any cells left over when there are fewer patches than figure cells) are four corner quadrants
-    (``cell / 2`` px) of random patches. Every patch must be at least ``cell`` px on each side.
+    cells, plus any cells left over when there are fewer patches than figure cells) are corner tiles of random
+    patches (:func:`background_cell`). Every patch must be at least ``cell`` px on each side.
 
     Examples:
         >>> rng = np.random.default_rng(0)
@@ -124,7 +150,6 @@ def compose_mosaic(
     image = np.zeros((grid * cell, grid * cell, 3), np.uint8)
     points: list[tuple[float, float]] = []
     sources: list[int] = []
-    half = cell // 2
     n_cells = grid * grid
     n_background = max(round(background_fraction * n_cells), n_cells - len(patches))
     background = (
@@ -135,14 +160,7 @@ def compose_mosaic(
         gy, gx = divmod(index, grid)
         oy0, ox0 = gy * cell, gx * cell
         if index in background:
-            for q, (qy, qx) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
-                patch = patches[int(rng.integers(len(patches)))]
-                h, w = patch.shape[:2]
-                sy = 0 if q in (0, 1) else h - half  # take the patch corner matching the quadrant
-                sx = 0 if q in (0, 2) else w - half
-                image[oy0 + qy * half : oy0 + (qy + 1) * half, ox0 + qx * half : ox0 + (qx + 1) * half] = (
-                    patch[sy : sy + half, sx : sx + half, :3]
-                )
+            image[oy0 : oy0 + cell, ox0 : ox0 + cell] = background_cell(patches, cell, rng)
             continue
         patch_index = next_patch
         next_patch += 1
