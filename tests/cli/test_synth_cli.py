@@ -43,11 +43,23 @@ def test_synth_regions_and_gallery(tmp_path):
     assert g.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_synth_regions_extra_tissue(tmp_path):
+    args = ["synth", "regions", "--n", "1", "--size", "256", "256", "--seed", "2"]
+    res = runner.invoke(app, [*args[:2], str(tmp_path / "a"), *args[2:], "--extra-tissue", "0.5"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, [*args[:2], str(tmp_path / "b"), *args[2:]])
+    assert res.exit_code == 0, res.output
+    tiff = "synth_001.tiff"
+    assert (tmp_path / "a" / tiff).read_bytes() != (tmp_path / "b" / tiff).read_bytes()
+    assert "--extra-tissue" in runner.invoke(app, ["synth", "regions", "--help"]).output
+
+
 def test_synth_bad_arguments_one_line_no_output(tmp_path):
     cases = [
         ["synth", "patches", str(tmp_path / "a"), "--n", "0"],
         ["synth", "patches", str(tmp_path / "a"), "--n", "2", "--domains", "50"],
         ["synth", "regions", str(tmp_path / "a"), "--n", "1", "--size", "0", "100"],
+        ["synth", "regions", str(tmp_path / "a"), "--size", "128", "128", "--extra-tissue", "2"],
         ["synth", "gallery", str(tmp_path / "a.png"), "--domains", "0"],
     ]
     for args in cases:

@@ -54,6 +54,11 @@ def regions(
     domains: int = typer.Option(1, "--domains", help="Use the first K built-in domains."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same bytes)."),
     atypical_fraction: float = typer.Option(0.3, "--atypical-fraction", help="Share of atypical mitoses."),
+    extra_tissue: float = typer.Option(
+        0.0,
+        "--extra-tissue",
+        help="Share (0-1) of each region given to unlabelled fat, vessels, necrosis, collagen, ink, blur.",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty OUT."),
     workers: int = typer.Option(1, "--workers", help="Render in this many processes (same output)."),
 ) -> None:
@@ -69,6 +74,7 @@ def regions(
                 domains=domains,
                 seed=seed,
                 atypical_fraction=atypical_fraction,
+                extra_tissue=extra_tissue,
                 overwrite=overwrite,
                 workers=workers,
                 progress=bar,

@@ -11,6 +11,16 @@ import pandas as pd
 from mitoscope.data.synthetic.domains import DomainStyle, get_domain, jitter_style, list_domains
 from mitoscope.data.synthetic.experts import FigureSpec, sample_imposter, sample_mitosis
 from mitoscope.data.synthetic.figures import figure_sprite
+from mitoscope.data.synthetic.nontumour import (
+    NonTumour,
+    apply_layout,
+    defocus_blur,
+    forbidden,
+    paint_nontumour,
+    plan_nontumour,
+    sparse_psf,
+    tissue_share,
+)
 from mitoscope.data.synthetic.sprites import stamp
 from mitoscope.data.synthetic.stain import od_to_rgb
 from mitoscope.data.synthetic.tissue import Layout, background, make_layout, make_room, stamp_cells, upsample2
@@ -68,11 +78,16 @@ def finish(
     style: DomainStyle,
     rng: np.random.Generator,
     conc_r: np.ndarray | None = None,
+    *,
+    absorbers: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    defocus: tuple[np.ndarray, float] | None = None,
 ) -> np.ndarray:
     """Concentrations → RGB uint8 through the domain's scanner PSF, stains, noise and JPEG.
 
     The PSF is applied to the concentration maps (separable, 3–5 taps), a cheap approximation of
-    blurring the transmitted light. ``conc_*`` are modified in place.
+    blurring the transmitted light. ``conc_*`` are modified in place. ``absorbers`` are further
+    (concentration, OD vector) pairs (red cells, ink); ``defocus`` is a half-resolution weight and a
+    sigma of extra blur (out-of-focus areas).
 
     Examples:
         >>> from mitoscope.data.synthetic.domains import get_domain
@@ -85,13 +100,18 @@ def finish(
 
     conc_h *= np.float32(style.h_scale)
     conc_e *= np.float32(style.e_scale)
+    maps = [m for m in (conc_h, conc_e, conc_r) if m is not None]
+    extra = [a for a, _ in absorbers or ()]
     if style.blur_sigma > 0:
         taps = psf_taps(style.blur_sigma)
-        for m in (conc_h, conc_e, conc_r):
-            if m is not None:
-                correlate1d(m, taps, axis=0, output=m, mode="nearest")
-                correlate1d(m, taps, axis=1, output=m, mode="nearest")
-    rgb = od_to_rgb(conc_h, conc_e, style.stains, conc_r)
+        for m in maps:
+            correlate1d(m, taps, axis=0, output=m, mode="nearest")
+            correlate1d(m, taps, axis=1, output=m, mode="nearest")
+        for a in extra:
+            sparse_psf(a, taps)
+    if defocus is not None:
+        defocus_blur(maps + extra, *defocus)
+    rgb = od_to_rgb(conc_h, conc_e, style.stains, conc_r, absorbers or ())
     if style.noise_sigma > 0:
         noise = rng.standard_normal(rgb.shape[:2], dtype=np.float32)
         noise *= np.float32(style.noise_sigma)
@@ -118,10 +138,13 @@ def render_canvas(
     rng: np.random.Generator,
     objects: list[tuple[float, float, FigureSpec]],
     layout: Layout | None = None,
+    *,
+    extra: NonTumour | None = None,
 ) -> np.ndarray:
     """Render tissue of ``shape`` (h, w) with the given figures at their (x, y) centres.
 
-    ``layout`` (lumen / stroma) is drawn from ``rng`` unless given.
+    ``layout`` (lumen / stroma) is drawn from ``rng`` unless given; ``extra`` adds non-tumour tissue
+    (see :mod:`.nontumour`), drawn from its own generator.
 
     Examples:
         >>> from mitoscope.data.synthetic.domains import get_domain
@@ -132,6 +155,8 @@ def render_canvas(
         layout = make_layout(rng, shape, style)
     centres = np.array([(x, y) for x, y, _ in objects], np.float32).reshape(-1, 2)
     make_room(layout, centres)
+    if extra is not None:
+        apply_layout(extra, layout)
     h, e = background(rng, shape, layout)
     keep = upsample2(1.0 - layout.lumen, shape)  # empty (lumen) areas carry no stain
     h *= keep
@@ -139,10 +164,12 @@ def render_canvas(
     del keep
     r = np.zeros(shape, np.float32) if style.pigment > 0 else None
     stamp_cells(rng, h, e, layout, style, exclude=centres, exclude_radius=26.0, canvas_r=r)
+    absorbers = None if extra is None else paint_nontumour(extra, h, e, style, avoid=centres, canvas_r=r)
     for x, y, spec in objects:
         sprite = figure_sprite(rng, spec.kind, style, severity=spec.severity)
         stamp(h, e, sprite, x, y, mode="over", canvas_r=r)
-    return finish(h, e, style, rng, r)
+    defocus = None if extra is None or extra.defocus is None else (extra.defocus, extra.defocus_sigma)
+    return finish(h, e, style, rng, r, absorbers=absorbers, defocus=defocus)
 
 
 def _default_count(rng: np.random.Generator, area_px: int, per_mpx: float) -> int:
@@ -192,6 +219,7 @@ def render_region(
     n_mitoses: int | None = None,
     n_imposters: int | None = None,
     atypical_fraction: float = 0.3,
+    extra_tissue: float = 0.0,
 ) -> SyntheticRegion:
     """Render one synthetic H&E region at 0.25 µm/px with mitoses and imposters, and its ground truth.
 
@@ -202,13 +230,16 @@ def render_region(
         n_mitoses: number of mitotic figures; ``None`` draws a count (some regions have none).
         n_imposters: number of hard negatives; ``None`` draws a count.
         atypical_fraction: probability that a mitosis is drawn from an atypical kind.
+        extra_tissue: share of the canvas given to unlabelled non-tumour tissue (fat, vessels with
+            red cells, necrosis, dense collagen) plus marking ink and out-of-focus patches; figures
+            stay out of it and drawn counts shrink with the tumour area. 0 renders none.
 
     Returns:
         A :class:`SyntheticRegion`. If the tissue cannot hold all figures ``MIN_DISTANCE`` apart,
         fewer are placed (``points`` lists those actually drawn).
 
     Raises:
-        InputError: bad size, counts, fraction or domain.
+        InputError: bad size, counts, fractions or domain.
 
     Examples:
         >>> reg = render_region((256, 256), domain=0, seed=1, n_mitoses=1, n_imposters=1)
@@ -222,19 +253,29 @@ def render_region(
             raise InputError(f"{name} must be >= 0, got {val}")
     if not 0.0 <= float(atypical_fraction) <= 1.0:
         raise InputError(f"atypical_fraction must be in [0, 1], got {atypical_fraction}")
+    if not 0.0 <= float(extra_tissue) <= 1.0:
+        raise InputError(f"extra_tissue must be in [0, 1], got {extra_tissue}")
     dom_idx = list_domains().index(style.name)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), dom_idx, w, h]))
     style = jitter_style(style, rng)
     nm = _default_count(rng, w * h, 3.0) if n_mitoses is None else int(n_mitoses)
     ni = _default_count(rng, w * h, 4.0) if n_imposters is None else int(n_imposters)
     layout = make_layout(rng, (h, w), style)
-    pts = _place(rng, nm + ni, (w, h), layout.lumen)
+    extra, free = None, layout.lumen
+    if extra_tissue > 0:  # from its own generator: at 0, rng draws exactly what it always drew
+        xrng = np.random.default_rng(np.random.SeedSequence([int(seed), dom_idx, w, h, 0x6E74]))
+        extra = plan_nontumour(xrng, (h, w), layout, float(extra_tissue))
+        free = forbidden(extra, layout)
+        keep = tissue_share(extra, layout)
+        nm = int(xrng.binomial(nm, keep)) if n_mitoses is None else nm
+        ni = int(xrng.binomial(ni, keep)) if n_imposters is None else ni
+    pts = _place(rng, nm + ni, (w, h), free)
     order = rng.permutation(len(pts))
     specs: list[FigureSpec] = []
     for i in range(len(pts)):
         specs.append(sample_mitosis(rng, atypical_fraction) if order[i] < nm else sample_imposter(rng))
     objects = [(float(p[0]), float(p[1]), s) for p, s in zip(pts, specs, strict=True)]
-    image = render_canvas((h, w), style, rng, objects, layout)
+    image = render_canvas((h, w), style, rng, objects, layout, extra=extra)
     votes = []
     for _, _, spec in objects:
         cat = 1 if spec.mitotic else 2

@@ -31,8 +31,12 @@ def _check_size(size: object) -> tuple[int, int]:
     return w, h
 
 
-def _region_job(name: str, seed: int, w: int, h: int, atypical_fraction: float) -> SyntheticRegion:
-    return render_region((w, h), domain=name, seed=seed, atypical_fraction=atypical_fraction)
+def _region_job(
+    name: str, seed: int, w: int, h: int, atypical_fraction: float, extra_tissue: float = 0.0
+) -> SyntheticRegion:
+    return render_region(
+        (w, h), domain=name, seed=seed, atypical_fraction=atypical_fraction, extra_tissue=extra_tissue
+    )
 
 
 def make_region_set(
@@ -43,6 +47,7 @@ def make_region_set(
     domains: int | list[str] = 1,
     seed: int = 0,
     atypical_fraction: float = 0.3,
+    extra_tissue: float = 0.0,
     overwrite: bool = False,
     workers: int = 1,
     progress: Progress | None = None,
@@ -61,6 +66,8 @@ def make_region_set(
         domains: a count K (first K built-in domains) or a list of domain names.
         seed: random seed; same arguments give byte-identical files.
         atypical_fraction: share of mitoses drawn from atypical kinds.
+        extra_tissue: share of each region given to unlabelled non-tumour tissue (fat, vessels,
+            necrosis, dense collagen) plus marking ink and blur; 0 (default) adds none.
         overwrite: replace an existing non-empty ``out_dir``.
         workers: render in this many processes (output does not depend on it).
         progress: optional ``progress(done, total)`` callback.
@@ -69,7 +76,7 @@ def make_region_set(
         ``out_dir``.
 
     Raises:
-        InputError: bad counts, size, domains, or an existing / unwritable output.
+        InputError: bad counts, size, fractions, domains, or an existing / unwritable output.
 
     Examples:
         >>> import tempfile, pathlib
@@ -84,12 +91,17 @@ def make_region_set(
     workers = check_count("workers", workers)
     if not 0.0 <= float(atypical_fraction) <= 1.0:
         raise InputError(f"atypical fraction must be in [0, 1], got {atypical_fraction}")
+    if not 0.0 <= float(extra_tissue) <= 1.0:
+        raise InputError(f"extra_tissue must be in [0, 1], got {extra_tissue}")
     styles = select_domains(domains)
     images: list[dict] = []
     annotations: list[dict] = []
     atyp_rows: list[dict] = []
     seeds = np.random.SeedSequence([int(seed), 4]).generate_state(n)
-    jobs = ((styles[i % len(styles)].name, int(seeds[i]), w, h, float(atypical_fraction)) for i in range(n))
+    jobs = (
+        (styles[i % len(styles)].name, int(seeds[i]), w, h, float(atypical_fraction), float(extra_tissue))
+        for i in range(n)
+    )
     with prepared_output(out_dir, overwrite=overwrite) as tmp:
         for i, region in enumerate(run_jobs(_region_job, jobs, total=n, workers=workers, progress=progress)):
             style = get_domain(region.domain)
