@@ -75,6 +75,7 @@ def train_classifier_stage(work: Path, catalog: pd.DataFrame, name: str, overrid
 ATNORM_TUMOR = "mixed (AtNorM-MD)"
 MOSAIC_BACKGROUND = 0.5
 SYNTHETIC_DOMAINS = ["breast_xr", "lymphoma_cs2", "melanoma_xr", "lung_gt450"]
+SYNTHETIC_EXTRA_TISSUE = 0.3  # share of each training / validation region given to non-tumour tissue (rule 31)
 
 
 def mosaic_stage(work: Path, catalog: pd.DataFrame) -> dict[str, list[Path]]:
@@ -98,7 +99,14 @@ def mosaic_stage(work: Path, catalog: pd.DataFrame) -> dict[str, list[Path]]:
     for split, (n, seed) in {"train": (40, SEED), "val": (12, SEED + 1)}.items():
         folder = work / "synthetic" / split
         if not (folder / "annotations.json").is_file():
-            make_region_set(folder, n=n, size=(1024, 1024), domains=SYNTHETIC_DOMAINS, seed=seed)
+            make_region_set(
+                folder,
+                n=n,
+                size=(1024, 1024),
+                domains=SYNTHETIC_DOMAINS,
+                seed=seed,
+                extra_tissue=SYNTHETIC_EXTRA_TISSUE,
+            )
         folders[split].append(folder)
     return folders
 
@@ -207,6 +215,15 @@ def mined_folders(work: Path, folders: list[Path]) -> list[Path]:
 EXTRA_RUNS: dict[str, tuple[tuple[str, ...], bool]] = {
     "detector_mined": ((f"data.proportions={json.dumps(MINED_PROPORTIONS)}",), True),  # rule 28
     "detector_seed1": (("train.seed=1",), False),  # the recipe's run-to-run spread
+    "detector_mined_seed1": (
+        (f"data.proportions={json.dumps(MINED_PROPORTIONS)}", "train.seed=1"),
+        True,
+    ),  # rule 31
+}
+#: Runs of one recipe, for verdicts on the mean over seeds (rule 31).
+RECIPES: dict[str, tuple[str, ...]] = {
+    "bundled": ("detector", "detector_seed1"),
+    "mined": ("detector_mined", "detector_mined_seed1"),
 }
 
 
@@ -472,7 +489,8 @@ RUNS_RESULTS = ROOT / "benchmarks" / "results" / "detector_runs.json"
 
 def compare_runs_stage(work: Path, threads: int, runs: list[str], out: Path) -> dict[str, Any]:
     """The bundled detector's training run against other runs (:data:`EXTRA_RUNS`), each alone at its own
-    rule-24 operating point, on the real test mosaics and the CMU crop; rule 28's verdict when it is compared."""
+    rule-24 operating point, on the real test mosaics, the unseen synthetic domains and the CMU crop; rule 31's
+    verdict when both recipes' seeds are there (rule 28's single-run verdict is in benchmarks/README.md)."""
     from detector_precision import cmu_density, region_detections, score_set
     from mitoscope.inference.detect import Detector
     from mitoscope.utils.atomic import write_text_atomic
@@ -480,6 +498,7 @@ def compare_runs_stage(work: Path, threads: int, runs: list[str], out: Path) -> 
     torch_threads(threads)
     tests = {d: work / "mosaics" / d / "test" for d in ("AMi-Br", "AtNorM-MD")}
     result: dict[str, Any] = {}
+    unseen = synthetic_unseen(work)
     for run in ["detector", *runs]:
         point_file = "operating_point.json" if run == "detector" else f"operating_point_{run}.json"
         point = json.loads((work / point_file).read_text())["alone"]
@@ -487,17 +506,14 @@ def compare_runs_stage(work: Path, threads: int, runs: list[str], out: Path) -> 
         part: dict[str, Any] = {"threshold": det.threshold, "merge_radius_um": det.merge_radius_um}
         for name, folder in tests.items():
             part[name] = score_set(region_detections(det, folder))
+        part["synthetic-unseen"] = score_set(region_detections(det, unseen))
         part["cmu"] = {k: v for k, v in cmu_density(det).items() if k != "points"}
         result[run] = part
-    if "detector_mined" in result:
-        base, new = result["detector"], result["detector_mined"]
-        gains = {d: new[d]["expected_f1_at_10"] - base[d]["expected_f1_at_10"] for d in tests}
-        result["rule_28_met"] = bool(
-            all(g > 0.02 for g in gains.values()) and new["cmu"]["per_mm2"] <= base["cmu"]["per_mm2"]
-        )
+    if all(run in result for runs in RECIPES.values() for run in runs):
+        result["rule_31"] = rule_31(result, list(tests))
     write_text_atomic(out, json.dumps(result, indent=2, default=float) + "\n")
     for run, part in result.items():
-        if run == "rule_28_met":
+        if run.startswith("rule_"):
             continue
         cells = [
             f"{d}: recall {part[d]['recall']:.3f}, FP/mm² {part[d]['fp_per_mm2']:.1f}, "
@@ -509,9 +525,28 @@ def compare_runs_stage(work: Path, threads: int, runs: list[str], out: Path) -> 
             + "; ".join(cells)
             + f"; CMU {part['cmu']['per_mm2']:.1f}/mm²"
         )
-    if "rule_28_met" in result:
-        print(f"rule 28 met: {result['rule_28_met']}", flush=True)
+    if "rule_31" in result:
+        print(f"rule 31: {json.dumps(result['rule_31'])}", flush=True)
     return result
+
+
+def rule_31(result: dict[str, Any], tests: list[str]) -> dict[str, Any]:
+    """Rule 31's verdict on the mean of each recipe's seeds (:data:`RECIPES`): the mined recipe replaces the
+    bundled one if it makes fewer detections per mm² on the CMU crop and its expected F1 at 10 figures per mm²
+    is at most 0.02 below on each real test set."""
+    mean = {
+        name: {
+            key: float(np.mean([get(result[run]) for run in runs]))
+            for key, get in [
+                ("cmu_per_mm2", lambda p: p["cmu"]["per_mm2"]),
+                *((t, lambda p, t=t: p[t]["expected_f1_at_10"]) for t in tests),
+            ]
+        }
+        for name, runs in RECIPES.items()
+    }
+    old, new = mean["bundled"], mean["mined"]
+    met = new["cmu_per_mm2"] < old["cmu_per_mm2"] and all(new[t] >= old[t] - 0.02 for t in tests)
+    return {"means": mean, "met": bool(met)}
 
 
 NUCLEI_RESULTS = ROOT / "benchmarks" / "results" / "verifier_nuclei.json"
@@ -1034,6 +1069,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--shared", type=Path, default=SHARED)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--suffix", default="", help="added to the names of the comparison's result files")
     args = parser.parse_args(argv)
     import torch
 
@@ -1050,7 +1086,16 @@ def main(argv: list[str] | None = None) -> None:
         train_classifier_stage(args.work, atnorm, "classifier_atnorm_only", [])
     folders = (
         mosaic_stage(args.work, catalog)
-        if {"detector", *EXTRA_RUNS, "verifier", *NUCLEI_VERIFIERS, "select", "select_nuclei", "select_runs"}
+        if {
+            "detector",
+            "mine",
+            *EXTRA_RUNS,
+            "verifier",
+            *NUCLEI_VERIFIERS,
+            "select",
+            "select_nuclei",
+            "select_runs",
+        }
         & set(stages)
         else {}
     )
@@ -1059,6 +1104,9 @@ def main(argv: list[str] | None = None) -> None:
     for run in EXTRA_RUNS:
         if run in stages:
             extra_run_stage(args.work, folders, args.threads, run)
+    if "mine" in stages:
+        for folder in folders["train"] + folders["val"]:
+            mined_patches(args.work, folder, args.work / "detector" / "best.pt", args.threads)
     if "verifier" in stages:
         verifier_stage(args.work, folders, args.work / "detector" / "best.pt", args.threads)
     for run in NUCLEI_VERIFIERS:
@@ -1079,7 +1127,9 @@ def main(argv: list[str] | None = None) -> None:
         for run in runs:
             select_stage(args.work, folders, args.threads, detector_run=run)
     if "compare_runs" in stages:
-        compare_runs_stage(args.work, args.threads, runs, RUNS_RESULTS)
+        compare_runs_stage(
+            args.work, args.threads, runs, RUNS_RESULTS.with_stem(RUNS_RESULTS.stem + args.suffix)
+        )
     if "samples" in stages:
         samples_stage(args.work)
     if "export" in stages:
