@@ -90,6 +90,12 @@ FIT_SCRIPT = textwrap.dedent(
         json.dump({"digest": digest, "weights": [t.tolist() for t in model.state_dict().values()],
                    "epochs": res.epochs_run, "indices": seen, "n": len(sampler)}, fh)
 
+    # patches become mosaics once: rank 0 writes them while rank 1 waits, then both use the same folders
+    from mitoscope.engine.detector_training import detection_sources
+    train_val = detection_sources([sys.argv[4]], f"{out_dir}/sources", seed=0)
+    with open(f"{out_dir}/sources_rank{info.rank}.json", "w") as fh:
+        json.dump(train_val, fh)
+
     # the detector trains through the same core in the same process group: DDP, sharded validation regions
     from mitoscope.engine.detector_training import load_detector_config, region_detector, train_detector
     from mitoscope.inference.detect import detect_slide
@@ -124,6 +130,9 @@ def _detector_test_helpers():
 
 @pytest.mark.slow
 def test_torchrun_fit_two_processes_agree_and_rank0_writes(tmp_path):
+    import numpy as np
+    from PIL import Image
+
     script = tmp_path / "fit_ddp.py"
     script.write_text(FIT_SCRIPT)
     out = tmp_path / "run"
@@ -131,7 +140,11 @@ def test_torchrun_fit_two_processes_agree_and_rank0_writes(tmp_path):
     detector = _detector_test_helpers()
     data = detector.write_regions(tmp_path / "regions", 6, tumors=("human melanoma", "canine lymphoma"))
     overrides = json.dumps([*detector.TINY, "data.val_fraction=0.34"])
-    proc = _torchrun([str(script), str(out), str(data), overrides], cwd=tmp_path)
+    patches = tmp_path / "patches" / "Normal"
+    patches.mkdir(parents=True)
+    for i in range(12):
+        Image.fromarray(np.full((128, 128, 3), 120 + 8 * i, np.uint8)).save(patches / f"p{i}.png")
+    proc = _torchrun([str(script), str(out), str(data), overrides, str(patches.parent)], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     r0 = json.loads((out / "rank0.json").read_text())
     r1 = json.loads((out / "rank1.json").read_text())
@@ -146,6 +159,12 @@ def test_torchrun_fit_two_processes_agree_and_rank0_writes(tmp_path):
     assert last["state_dict"]["lin.weight"].tolist() == r0["weights"][0]
     assert len(pd.read_csv(out / "history.csv")) == 3
     assert (out / "best.pt").is_file()
+
+    # one set of mosaics, written once, named alike on both ranks
+    s0, s1 = (json.loads((out / f"sources_rank{r}.json").read_text()) for r in (0, 1))
+    assert s0 == s1 and len(s0[0]) == len(s0[1]) == 1
+    assert sorted(p.name for p in (out / "sources" / "mosaics").iterdir()) == ["patches"]
+    assert (Path(s0[0][0]) / "annotations.json").is_file() and (Path(s0[1][0]) / "annotations.json").is_file()
 
     # the detector: both ranks ran the same epochs and read the same tuned threshold; rank 0 wrote one run
     d0 = json.loads((out / "detector_rank0.json").read_text())

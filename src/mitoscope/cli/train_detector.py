@@ -48,6 +48,7 @@ def train_detector(
             region_detector,
         )
         from mitoscope.engine.detector_training import train_detector as run_training
+        from mitoscope.engine.distributed import init_distributed
         from mitoscope.inference.detect import detect_slide
         from mitoscope.utils.device import resolve_device
 
@@ -56,6 +57,7 @@ def train_detector(
         if cv is not None:
             cfg_overrides.append(f"cv={cv}")
         cfg = load_detector_config(config, cfg_overrides)
+        init_distributed(device="cpu" if device == "cpu" else None)  # before rank 0 alone writes mosaics
         sources, patch_val = detection_sources(data, out, seed=cfg.train.seed)
         detect = region_detector(detect_slide)  # validation detects the way `mitoscope detect` does
         if cfg.cv == "lotd":

@@ -254,7 +254,23 @@ def detection_sources(
     catalog of patches centred on figures (AMi-Br CSV, AtNorM-MD, class folders, a catalog CSV of images) is
     arranged into mosaics under ``work_dir/mosaics/<name>/`` with a slide-disjoint train / validation split
     (:func:`mitoscope.data.mosaic.patch_mosaics`); its validation part is returned as validation data.
+
+    Under ``torchrun`` (a started process group) rank 0 writes the mosaics while the other ranks wait, then they
+    find them written and use the same folders.
     """
+    main = D.is_main_process()
+    if not main:
+        D.barrier()  # rank 0 writes the mosaics first
+    try:
+        return _detection_sources(sources, Path(work_dir), seed)
+    finally:
+        if main:
+            D.barrier()
+
+
+def _detection_sources(
+    sources: Sequence[str | os.PathLike[str]], work_dir: Path, seed: int
+) -> tuple[list[str], list[str]]:
     from mitoscope.data.detection import find_annotation_json
     from mitoscope.data.mosaic import patch_mosaics
     from mitoscope.data.sources import load_catalog
@@ -277,7 +293,7 @@ def detection_sources(
             train.append(str(path))
             continue
         name = "".join(c if c.isalnum() or c in "-_." else "_" for c in path.stem) or "patches"
-        folders = patch_mosaics(catalog, Path(work_dir) / "mosaics" / name, seed=seed, source=path)
+        folders = patch_mosaics(catalog, work_dir / "mosaics" / name, seed=seed, source=path)
         train.append(str(folders["train"]))
         val.append(str(folders["val"]))
     return train, val
