@@ -10,7 +10,9 @@ Stages (each resumes from what ``--work`` already holds):
 - ``classifier``: the ``classifier-cpu`` recipe on AMi-Br + AtNorM-MD (train groups; validation groups choose
   the epoch and the threshold);
 - ``lodo``: leave one dataset out: the same recipe trained on AtNorM-MD alone, scored on the AMi-Br test slides;
-- ``detector`` / ``verifier`` / ``export``: see ``benchmarks/README.md`` ("Bundled models");
+- ``detector`` (the first detector, which mines), ``mine``, ``detector_mined`` (the shipped detector, trained
+  with the mined hard negatives), ``verifier``, ``select``, ``export``: see ``benchmarks/README.md``
+  ("make_models.py and detector_precision.py");
 - ``verifier_nuclei``, ``verifier_nuclei_lowres``, ``select_nuclei``, ``compare_nuclei``: the verifiers of
   rules 29 and 30 (real non-figure nuclei as negatives), their operating points, and their comparison.
 
@@ -75,7 +77,9 @@ def train_classifier_stage(work: Path, catalog: pd.DataFrame, name: str, overrid
 ATNORM_TUMOR = "mixed (AtNorM-MD)"
 MOSAIC_BACKGROUND = 0.5
 SYNTHETIC_DOMAINS = ["breast_xr", "lymphoma_cs2", "melanoma_xr", "lung_gt450"]
-SYNTHETIC_EXTRA_TISSUE = 0.3  # share of each training / validation region given to non-tumour tissue (rule 31)
+SYNTHETIC_EXTRA_TISSUE = (
+    0.3  # share of each training / validation region given to non-tumour tissue (rule 31)
+)
 
 
 def mosaic_stage(work: Path, catalog: pd.DataFrame) -> dict[str, list[Path]]:
@@ -220,6 +224,8 @@ EXTRA_RUNS: dict[str, tuple[tuple[str, ...], bool]] = {
         True,
     ),  # rule 31
 }
+#: The run that ships as ``mitoscope-detector`` (rule 31): the recipe with hard negatives mined by ``detector``.
+SHIPPED_DETECTOR = "detector_mined"
 #: Runs of one recipe, for verdicts on the mean over seeds (rule 31).
 RECIPES: dict[str, tuple[str, ...]] = {
     "bundled": ("detector", "detector_seed1"),
@@ -384,7 +390,7 @@ def select_stage(
     work: Path,
     folders: dict[str, list[Path]],
     threads: int,
-    detector_run: str = "detector",
+    detector_run: str = SHIPPED_DETECTOR,
     verifier_run: str = "verifier",
 ) -> dict[str, Any]:
     """Choose the merge radius and the thresholds (detector alone; candidate + verified) on the validation
@@ -399,7 +405,7 @@ def select_stage(
 
     torch_threads(threads)
     detector = Detector.from_path(work / detector_run / "best.pt", device="cpu", verifier=None)
-    bundled = detector_run == "detector"
+    bundled = detector_run == SHIPPED_DETECTOR
     verifier = Classifier.from_path(work / verifier_run, device="cpu") if bundled else None
     sets = [region_detections(detector, f, threshold=0.0) for f in folders["val"]]
     per_image = {k: v for s in sets for k, v in s["per_image"].items()}
@@ -488,7 +494,7 @@ RUNS_RESULTS = ROOT / "benchmarks" / "results" / "detector_runs.json"
 
 
 def compare_runs_stage(work: Path, threads: int, runs: list[str], out: Path) -> dict[str, Any]:
-    """The bundled detector's training run against other runs (:data:`EXTRA_RUNS`), each alone at its own
+    """Detector runs (``detector`` and :data:`EXTRA_RUNS`, the shipped one among them), each alone at its own
     rule-24 operating point, on the real test mosaics, the unseen synthetic domains and the CMU crop; rule 31's
     verdict when both recipes' seeds are there (rule 28's single-run verdict is in benchmarks/README.md)."""
     from detector_precision import cmu_density, region_detections, score_set
@@ -499,8 +505,8 @@ def compare_runs_stage(work: Path, threads: int, runs: list[str], out: Path) -> 
     tests = {d: work / "mosaics" / d / "test" for d in ("AMi-Br", "AtNorM-MD")}
     result: dict[str, Any] = {}
     unseen = synthetic_unseen(work)
-    for run in ["detector", *runs]:
-        point_file = "operating_point.json" if run == "detector" else f"operating_point_{run}.json"
+    for run in runs:
+        point_file = "operating_point.json" if run == SHIPPED_DETECTOR else f"operating_point_{run}.json"
         point = json.loads((work / point_file).read_text())["alone"]
         det = at_point(Detector.from_path(work / run / "best.pt", device="cpu", verifier=None), point)
         part: dict[str, Any] = {"threshold": det.threshold, "merge_radius_um": det.merge_radius_um}
@@ -602,7 +608,7 @@ def compare_nuclei_stage(work: Path, catalog: pd.DataFrame, threads: int) -> dic
     result: dict[str, Any] = {}
     for name, (verifier, point) in variants.items():
         det = at_point(
-            Detector.from_path(work / "detector" / "best.pt", device="cpu", verifier=verifier), point
+            Detector.from_path(work / SHIPPED_DETECTOR / "best.pt", device="cpu", verifier=verifier), point
         )
         part: dict[str, Any] = {"point": point, "threshold": det.threshold}
         for test, folder in tests.items():
@@ -857,16 +863,25 @@ def _update_json(name: str, summary: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(info, indent=2) + "\n")
 
 
+def shipped_points(work: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The bundled detector's operating points (:func:`select_stage`), alone and with the verifier. A contract
+    holds one merge radius: the default's (the detector alone); the verifier gets its best point at that radius."""
+    point = json.loads((work / "operating_point.json").read_text())
+    alone, verified = point["alone"], point["verified"]
+    if verified["merge_um"] != alone["merge_um"]:
+        table = pd.read_csv(work / "operating_points.csv")
+        table = table[(table["stage"] == "verified") & (table["merge_um"] == alone["merge_um"])]
+        verified = table.loc[table["objective"].idxmax()].to_dict()
+    return alone, verified
+
+
 def export_stage(work: Path) -> None:
     """Write the bundled weights (float16), contracts and cards into the package."""
     from mitoscope.models.checkpoint import load_model
     from mitoscope.models.pretrained import export_bundle
 
-    point = json.loads((work / "operating_point.json").read_text())
-    verified, alone = point["verified"], point["alone"]
-    if verified["merge_um"] != alone["merge_um"]:
-        raise RuntimeError("the operating points chose different merge radii; the contract holds one")
-    model, contract = load_model(work / "detector" / "best.pt")
+    alone, verified = shipped_points(work)
+    model, contract = load_model(work / SHIPPED_DETECTOR / "best.pt")
     contract.thresholds = {
         "default": float(alone["candidate"]),
         "candidate": float(verified["candidate"]),
@@ -892,7 +907,8 @@ DATA_LINES = {
     "atnorm": "AtNorM-MD (MIT; same source): 2,107 patches from the MIDOG++ training set's tumour types and species "
     "(canine and human), five experts' votes; no slide ids, so cut patch by patch the same way.",
     "synthetic": "Synthetic H&E regions from mitoscope's generator (four stain/scanner/tumour domains, with "
-    "imposters), seed 0.",
+    f"imposters and {SYNTHETIC_EXTRA_TISSUE:.0%} non-tumour tissue: fat, vessels with red cells, necrosis, dense "
+    "collagen, marking ink, out-of-focus areas), seed 0.",
 }
 
 
@@ -922,7 +938,7 @@ def cards_stage(work: Path, exported_now: bool = True) -> None:
 
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     precision = json.loads(PRECISION_RESULTS.read_text()) if PRECISION_RESULTS.is_file() else {}
-    point = json.loads((work / "operating_point.json").read_text())
+    alone_point, v = shipped_points(work)
     score_cmd = (
         "`.venv/bin/python benchmarks/make_models.py --stages score` → benchmarks/results/bundled_models.json"
     )
@@ -974,7 +990,6 @@ def cards_stage(work: Path, exported_now: bool = True) -> None:
         figures["detector"].append(
             f"Measured by {prec_cmd} (`make models` runs it as its `precision` stage)."
         )
-    v = point["verified"]
     figures["verifier"].append(
         f"On the validation regions, with the detector: recall {v['recall']:.3f}, duplicates "
         f"{v['duplicates_per_figure']:.3f} per figure, {v['fp_per_mm2']:.1f} false positives per mm², expected F1 "
@@ -985,7 +1000,7 @@ def cards_stage(work: Path, exported_now: bool = True) -> None:
         "detector": "Mitotic-figure detector: the multi-task RetinaNet of Zhang et al. (MIDOG 2022) with tumour-type "
         "and foreground auxiliary heads on an EfficientNet-Lite0 backbone, 256 px tiles at 0.5 µm/px. `mitoscope "
         f"detect` and `mitoscope analyze` use it by default: a figure is a detection with score ≥ "
-        f"{point['alone']['candidate']}, detections within {point['alone']['merge_um']} µm are one figure (chosen "
+        f"{alone_point['candidate']}, detections within {alone_point['merge_um']} µm are one figure (chosen "
         "on the validation regions for the mean expected F1 at 5 and 10 figures per mm²). "
         + (
             "Every candidate is verified by `mitoscope-verifier`."
@@ -1004,8 +1019,9 @@ def cards_stage(work: Path, exported_now: bool = True) -> None:
     }
     data = {
         "detector": [
-            f"{DATA_LINES['amibr']} Mosaics of the train slides' patches (half of the cells background quadrants "
-            "of other patches) trained it; the validation slides' mosaics chose the epoch and the thresholds.",
+            f"{DATA_LINES['amibr']} Mosaics of the train slides' patches (half of the cells background tiled from "
+            "the corners of other patches) trained it; the validation slides' mosaics chose the epoch and the "
+            "thresholds.",
             f"{DATA_LINES['atnorm']} Mosaics, as for AMi-Br.",
             DATA_LINES["synthetic"],
         ],
@@ -1023,12 +1039,18 @@ def cards_stage(work: Path, exported_now: bool = True) -> None:
         ],
     }
     recipe = {
-        "detector": ["Recipe: `detector-cpu` (24 epochs of 128 crops, Adam 3e-4)."],
+        "detector": [
+            "Recipe: `detector-cpu` (24 epochs of 128 crops, Adam 3e-4) with hard negatives: a first detector of "
+            f"the same recipe proposes candidates on the training regions, those with score ≥ {MINE_SCORE} farther "
+            f"than 12 µm from every figure (at most {MINE_PER_REGION} per region) join the annotations as hard "
+            f"negatives, and crops are centred on figures / hard negatives / anywhere in the proportions "
+            f"{MINED_PROPORTIONS}."
+        ],
         "verifier": [f"Recipe: `classifier-cpu` with {', '.join(VERIFIER_OVERRIDES)}."],
         "classifier": ["Recipe: `classifier-cpu` with `cv.scheme=split` (the shared split)."],
     }
     stages = {
-        "detector": "detector, select, export",
+        "detector": "detector, mine, detector_mined, select, export",
         "verifier": "verifier, select, export",
         "classifier": "classifier, export",
     }
@@ -1061,7 +1083,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--stages",
-        default="classifier,lodo,detector,verifier,select,samples,export,precision,score,cards",
+        default="classifier,lodo,detector,mine,detector_mined,verifier,select,samples,export,precision,score,cards",
         help="comma-separated stages, in this order",
     )
     parser.add_argument(
@@ -1101,12 +1123,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     if "detector" in stages:
         detector_stage(args.work, folders, args.threads)
-    for run in EXTRA_RUNS:
-        if run in stages:
-            extra_run_stage(args.work, folders, args.threads, run)
     if "mine" in stages:
         for folder in folders["train"] + folders["val"]:
             mined_patches(args.work, folder, args.work / "detector" / "best.pt", args.threads)
+    for run in EXTRA_RUNS:
+        if run in stages:
+            extra_run_stage(args.work, folders, args.threads, run)
     if "verifier" in stages:
         verifier_stage(args.work, folders, args.work / "detector" / "best.pt", args.threads)
     for run in NUCLEI_VERIFIERS:
@@ -1122,9 +1144,9 @@ def main(argv: list[str] | None = None) -> None:
         compare_nuclei_stage(args.work, catalog, args.threads)
     if "select" in stages:
         select_stage(args.work, folders, args.threads)
-    runs = [r for r in EXTRA_RUNS if (args.work / r / "best.pt").is_file()]
+    runs = [r for r in ("detector", *EXTRA_RUNS) if (args.work / r / "best.pt").is_file()]
     if "select_runs" in stages:
-        for run in runs:
+        for run in (r for r in runs if r != SHIPPED_DETECTOR):
             select_stage(args.work, folders, args.threads, detector_run=run)
     if "compare_runs" in stages:
         compare_runs_stage(
