@@ -838,7 +838,7 @@ def record_golden(shared: Path, patches: list[str]) -> None:
         clf = Classifier.from_path(NAMES[key], device="cpu", precision="fp32")
         probs = clf.predict_catalog(catalog, num_workers=0)["p_atypical"].round(6).tolist()
         _update_json(NAMES[key], {"golden": {"patches": patches, "probabilities": probs}})
-    det = Detector.from_path(NAMES["detector"], device="cpu", verifier=None)
+    det = Detector.from_path(NAMES["detector"], device="cpu", verifier=None, precision="fp32")
     region = region_files(sample_paths()["regions"])[0]
     with open_slide(region) as slide:
         found = det.detect(slide, tissue=False, num_workers=0, progress=False)
