@@ -257,7 +257,7 @@ def write_mosaic_splits(
         splits: the splits to write (rows of other splits are ignored).
         grid: cells per side.
         cell: cell side in pixels at ``mpp``.
-        background_fraction: share of cells made of background quadrants.
+        background_fraction: share of background cells (corner tiles of other patches).
         mpp: µm per pixel of the patches.
         rng: random generator (default: seed 0).
         description: written into each JSON's ``info``.
