@@ -173,14 +173,16 @@ MINED_PROPORTIONS = [
 
 def mined_folders(work: Path, folders: list[Path]) -> list[Path]:
     """Copies of the training ``folders`` whose annotations also hold, as hard negatives ("not mitotic figure"),
-    the detector's confident candidates away from every figure (mined by the ``verifier`` stage: the points
-    verifier 1 trained on). Images are linked, not copied."""
+    the detector's confident candidates away from every figure (mined by the ``mine`` stage into
+    ``work/verifier_patches``; earlier rounds in ``work/verifier_patches_*`` join them). Images are linked, not
+    copied."""
     from mitoscope.utils.atomic import write_text_atomic
 
     out_folders = []
     for folder in folders:
         name = f"{folder.parent.name}_{folder.name}"
-        mined = pd.read_csv(work / "verifier_patches" / name / "patches.csv")
+        rounds = sorted(work.glob(f"verifier_patches*/{name}/patches.csv"))  # every mining round
+        mined = pd.concat([pd.read_csv(p) for p in rounds], ignore_index=True)
         mined = mined[mined["label"] == "hard negative"]
         coco = json.loads((folder / "annotations.json").read_text())
         image_id = {(folder / im["file_name"]).resolve(): im["id"] for im in coco["images"]}
@@ -201,6 +203,7 @@ def mined_folders(work: Path, folders: list[Path]) -> list[Path]:
                 continue  # an annotated imposter, already a hard negative
             bbox = [row.x - 25.0, row.y - 25.0, row.x + 25.0, row.y + 25.0]
             coco["annotations"].append({"image_id": img, "bbox": bbox, "category_id": 2, "id": next_id})
+            taken.add((img, round(row.x), round(row.y)))
             next_id += 1
             added += 1
         target = work / "mined" / name
@@ -495,8 +498,8 @@ RUNS_RESULTS = ROOT / "benchmarks" / "results" / "detector_runs.json"
 
 def compare_runs_stage(work: Path, threads: int, runs: list[str], out: Path) -> dict[str, Any]:
     """Detector runs (``detector`` and :data:`EXTRA_RUNS`, the shipped one among them), each alone at its own
-    rule-24 operating point, on the real test mosaics, the unseen synthetic domains and the CMU crop; rule 31's
-    verdict when both recipes' seeds are there (rule 28's single-run verdict is in benchmarks/README.md)."""
+    rule-24 operating point, on the real test mosaics, the unseen synthetic domains and the CMU crop; the
+    verdict (:func:`recipe_verdict`) when both recipes' seeds are there (rule 28's single-run verdict is in benchmarks/README.md)."""
     from detector_precision import cmu_density, region_detections, score_set
     from mitoscope.inference.detect import Detector
     from mitoscope.utils.atomic import write_text_atomic
@@ -516,10 +519,10 @@ def compare_runs_stage(work: Path, threads: int, runs: list[str], out: Path) -> 
         part["cmu"] = {k: v for k, v in cmu_density(det).items() if k != "points"}
         result[run] = part
     if all(run in result for runs in RECIPES.values() for run in runs):
-        result["rule_31"] = rule_31(result, list(tests))
+        result["verdict"] = recipe_verdict(result, list(tests))
     write_text_atomic(out, json.dumps(result, indent=2, default=float) + "\n")
     for run, part in result.items():
-        if run.startswith("rule_"):
+        if run == "verdict":
             continue
         cells = [
             f"{d}: recall {part[d]['recall']:.3f}, FP/mm² {part[d]['fp_per_mm2']:.1f}, "
@@ -531,14 +534,14 @@ def compare_runs_stage(work: Path, threads: int, runs: list[str], out: Path) -> 
             + "; ".join(cells)
             + f"; CMU {part['cmu']['per_mm2']:.1f}/mm²"
         )
-    if "rule_31" in result:
-        print(f"rule 31: {json.dumps(result['rule_31'])}", flush=True)
+    if "verdict" in result:
+        print(f"verdict: {json.dumps(result['verdict'])}", flush=True)
     return result
 
 
-def rule_31(result: dict[str, Any], tests: list[str]) -> dict[str, Any]:
-    """Rule 31's verdict on the mean of each recipe's seeds (:data:`RECIPES`): the mined recipe replaces the
-    bundled one if it makes fewer detections per mm² on the CMU crop and its expected F1 at 10 figures per mm²
+def recipe_verdict(result: dict[str, Any], tests: list[str]) -> dict[str, Any]:
+    """Rules 31 and 32's verdict on the mean of each recipe's seeds (:data:`RECIPES`): the ``mined`` recipe
+    replaces the ``bundled`` one if it makes fewer detections per mm² on the CMU crop and its expected F1 at 10 figures per mm²
     is at most 0.02 below on each real test set."""
     mean = {
         name: {
