@@ -499,7 +499,8 @@ RUNS_RESULTS = ROOT / "benchmarks" / "results" / "detector_runs.json"
 def compare_runs_stage(work: Path, threads: int, runs: list[str], out: Path) -> dict[str, Any]:
     """Detector runs (``detector`` and :data:`EXTRA_RUNS`, the shipped one among them), each alone at its own
     rule-24 operating point, on the real test mosaics, the unseen synthetic domains and the CMU crop; the
-    verdict (:func:`recipe_verdict`) when both recipes' seeds are there (rule 28's single-run verdict is in benchmarks/README.md)."""
+    verdict (:func:`recipe_verdict`) when both recipes' seeds are there (rule 28's single-run verdict is in
+    benchmarks/README.md)."""
     from detector_precision import cmu_density, region_detections, score_set
     from mitoscope.inference.detect import Detector
     from mitoscope.utils.atomic import write_text_atomic
