@@ -463,7 +463,8 @@ def select_stage(
                     }
                 )
     table = pd.DataFrame(rows)
-    suffix = f"_{detector_run}" if not bundled else "" if verifier_run == "verifier" else f"_{verifier_run}"
+    named = verifier_run if bundled else detector_run  # the run these points belong to
+    suffix = "" if named == "verifier" else f"_{named}"
     table.to_csv(work / f"operating_points{suffix}.csv", index=False)
     for stage in ("alone", "verified") if verifier is not None else ("alone",):
         sub = table[table["stage"] == stage]

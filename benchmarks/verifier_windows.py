@@ -131,10 +131,10 @@ def centre_window(source: Path, target: Path) -> Path:
     """Write the centre :data:`WINDOW` px of the image ``source`` to ``target`` (kept if there) and return it."""
     from PIL import Image
 
+    from mitoscope.data.transforms import center_crop
+
     if not target.is_file():
-        image = np.asarray(Image.open(source).convert("RGB"))
-        h, w = image.shape[:2]
-        crop = image[(h - WINDOW) // 2 : (h + WINDOW) // 2, (w - WINDOW) // 2 : (w + WINDOW) // 2]
+        crop = center_crop(np.asarray(Image.open(source).convert("RGB")), WINDOW)
         target.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.ascontiguousarray(crop)).save(target)
     return target
