@@ -402,12 +402,12 @@ def select_stage(
     verifier)."""
     from detector_precision import region_detections
     from mitoscope.inference.classify import Classifier
-    from mitoscope.inference.detect import Detector, merge_by_distance
+    from mitoscope.inference.detect import merge_by_distance
     from mitoscope.metrics.detection import tissue_errors
     from mitoscope.utils.atomic import write_text_atomic
 
     torch_threads(threads)
-    detector = Detector.from_path(work / detector_run / "best.pt", device="cpu", verifier=None)
+    detector = run_detector(work, detector_run)
     bundled = detector_run == SHIPPED_DETECTOR
     verifier = Classifier.from_path(work / verifier_run, device="cpu") if bundled else None
     sets = [region_detections(detector, f, threshold=0.0) for f in folders["val"]]
@@ -484,6 +484,35 @@ def select_stage(
     return best
 
 
+#: Rule 33's fused detectors: ``a+b`` fuses runs a and b, ``a@hflip`` adds run a's horizontally flipped view.
+#: ``round2_seed0`` and ``round2_seed1`` are rule 32's runs, linked into the work folder.
+FUSED_RUNS = (
+    "detector_mined@hflip",
+    "detector_mined_seed1@hflip",
+    "detector_mined+detector_mined_seed1",
+    "round2_seed0+round2_seed1",
+)
+
+
+def run_detector(work: Path, run: str) -> Any:
+    """The detector alone of a run name: a training run in ``work``, or a fused one (:data:`FUSED_RUNS`)."""
+    from fused_detector import FusedDetector
+    from mitoscope.inference.detect import Detector, fold_backbone_batchnorm
+    from mitoscope.models.checkpoint import load_model
+
+    names, _, views = run.partition("@")
+    if "+" not in names and not views:
+        return Detector.from_path(work / run / "best.pt", device="cpu", verifier=None)
+    loaded = [load_model(work / name / "best.pt") for name in names.split("+")]
+    contract = loaded[0][1]
+    fused = FusedDetector(
+        [fold_backbone_batchnorm(model, contract.input_size) for model, _ in loaded],
+        views=("identity", *views.split("-")) if views else ("identity",),
+        radius_px=7.5 / contract.mpp,
+    )
+    return Detector(fused, contract, device="cpu", fuse_batchnorm=False)
+
+
 def at_point(detector: Any, point: dict[str, Any]) -> Any:
     """``detector`` set to an operating point of :func:`select_stage` (its ``alone`` or ``verified`` row)."""
     thresholds = {"default": float(point["candidate"])}
@@ -495,6 +524,7 @@ def at_point(detector: Any, point: dict[str, Any]) -> Any:
 
 
 RUNS_RESULTS = ROOT / "benchmarks" / "results" / "detector_runs.json"
+FUSION_RESULTS = ROOT / "benchmarks" / "results" / "detector_fusion.json"
 
 
 def compare_runs_stage(work: Path, threads: int, runs: list[str], out: Path) -> dict[str, Any]:
@@ -503,7 +533,6 @@ def compare_runs_stage(work: Path, threads: int, runs: list[str], out: Path) -> 
     verdict (:func:`recipe_verdict`) when both recipes' seeds are there (rule 28's single-run verdict is in
     benchmarks/README.md)."""
     from detector_precision import cmu_density, region_detections, score_set
-    from mitoscope.inference.detect import Detector
     from mitoscope.utils.atomic import write_text_atomic
 
     torch_threads(threads)
@@ -513,7 +542,7 @@ def compare_runs_stage(work: Path, threads: int, runs: list[str], out: Path) -> 
     for run in runs:
         point_file = "operating_point.json" if run == SHIPPED_DETECTOR else f"operating_point_{run}.json"
         point = json.loads((work / point_file).read_text())["alone"]
-        det = at_point(Detector.from_path(work / run / "best.pt", device="cpu", verifier=None), point)
+        det = at_point(run_detector(work, run), point)
         part: dict[str, Any] = {"threshold": det.threshold, "merge_radius_um": det.merge_radius_um}
         for name, folder in tests.items():
             part[name] = score_set(region_detections(det, folder))
@@ -1123,6 +1152,7 @@ def main(argv: list[str] | None = None) -> None:
             "select",
             "select_nuclei",
             "select_runs",
+            "fusion",
         }
         & set(stages)
         else {}
@@ -1154,6 +1184,11 @@ def main(argv: list[str] | None = None) -> None:
     if "select_runs" in stages:
         for run in (r for r in runs if r != SHIPPED_DETECTOR):
             select_stage(args.work, folders, args.threads, detector_run=run)
+    if "fusion" in stages:
+        for run in FUSED_RUNS:
+            if not (args.work / f"operating_point_{run}.json").is_file():
+                select_stage(args.work, folders, args.threads, detector_run=run)
+        compare_runs_stage(args.work, args.threads, [SHIPPED_DETECTOR, *FUSED_RUNS], FUSION_RESULTS)
     if "compare_runs" in stages:
         compare_runs_stage(
             args.work, args.threads, runs, RUNS_RESULTS.with_stem(RUNS_RESULTS.stem + args.suffix)
