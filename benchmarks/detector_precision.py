@@ -63,6 +63,7 @@ def cmu_density(detector: Any, slide_path: Path = CMU) -> dict[str, Any]:
     """Detections per mm² of tissue on a slide with no annotated figures, and the seconds it took."""
     from mitoscope.data.tissue import slide_tissue_mask, tissue_area_mm2
     from mitoscope.io.slides import open_slide
+    from mitoscope.metrics.intervals import poisson_rate_interval
 
     with open_slide(slide_path) as slide:
         mask = slide_tissue_mask(slide)
@@ -75,6 +76,7 @@ def cmu_density(detector: Any, slide_path: Path = CMU) -> dict[str, Any]:
         "tissue_mm2": area,
         "detections": len(found),
         "per_mm2": len(found) / area,
+        **dict(zip(("per_mm2_low", "per_mm2_high"), poisson_rate_interval(len(found), area), strict=True)),
         "seconds": seconds,
         "mm2_per_min": area / seconds * 60,
         "points": found[["x", "y", "score"]].round(3).to_dict("records"),
@@ -143,10 +145,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return result
 
 
+def with_interval(figures: dict[str, Any], key: str, digits: int) -> str:
+    """``figures[key]`` and its ``_low`` / ``_high`` interval as text.
+
+    Examples:
+        >>> with_interval({"r": 0.8, "r_low": 0.71, "r_high": 0.874}, "r", 3)
+        '0.800 [0.71–0.87]'
+    """
+    low, high = figures[f"{key}_low"], figures[f"{key}_high"]
+    bound = max(1, digits - 1)
+    return f"{figures[key]:.{digits}f} [{low:.{bound}f}–{high:.{bound}f}]"
+
+
 def print_table(result: dict[str, Any]) -> None:
-    """One row per detector variant and test set."""
-    header = f"{'variant':<16}{'test set':<14}{'recall':>7}{'dup/fig':>8}{'FP/mm²':>8}"
-    header += "".join(f"{'F1@' + format(d, 'g'):>8}" for d in DENSITIES) + f"{'mosaic F1':>10}"
+    """One row per detector variant and test set; 95 % intervals in brackets (the expected F1's is the range
+    of :meth:`~mitoscope.metrics.detection.TissueErrors.expected_f1_range`)."""
+    header = f"{'variant':<16}{'test set':<18}{'recall':>20}{'dup/fig':>8}{'FP/mm²':>18}"
+    header += "".join(f"{'F1@' + format(d, 'g'):>22}" for d in DENSITIES) + f"{'mosaic F1':>10}"
     print(header)
     for label in ("detector alone", "with verifier"):
         part = result.get(label)
@@ -155,14 +170,16 @@ def print_table(result: dict[str, Any]) -> None:
         for name, s in part.items():
             if not isinstance(s, dict) or "recall" not in s:
                 continue
-            row = f"{label:<16}{name:<14}{s['recall']:>7.3f}{s['duplicates_per_figure']:>8.3f}{s['fp_per_mm2']:>8.1f}"
-            row += "".join(f"{s[f'expected_f1_at_{d:g}']:>8.3f}" for d in DENSITIES)
+            row = f"{label:<16}{name:<18}{with_interval(s, 'recall', 3):>20}"
+            row += f"{s['duplicates_per_figure']:>8.3f}{with_interval(s, 'fp_per_mm2', 1):>18}"
+            row += "".join(f"{with_interval(s, f'expected_f1_at_{d:g}', 3):>22}" for d in DENSITIES)
             print(row + f"{s['mosaic_f1']['f1']:>10.3f}")
         if "cmu" in part:
             c = part["cmu"]
             print(
-                f"{label:<16}{'CMU skin':<14} {c['detections']} detections on {c['tissue_mm2']:.2f} mm² = "
-                f"{c['per_mm2']:.1f}/mm², {c['mm2_per_min']:.1f} mm²/min"
+                f"{label:<16}{'CMU skin':<18} {c['detections']} detections on {c['tissue_mm2']:.2f} mm² = "
+                f"{c['per_mm2']:.1f}/mm² [{c['per_mm2_low']:.1f}–{c['per_mm2_high']:.1f}], "
+                f"{c['mm2_per_min']:.1f} mm²/min"
             )
 
 

@@ -968,6 +968,7 @@ def _weights_git(name: str) -> str:
 
 def cards_stage(work: Path) -> None:
     """Write each bundled model's card (and its one-line summary for `mitoscope models`) from the results."""
+    from detector_precision import with_interval
     from mitoscope.utils.atomic import write_text_atomic
 
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
@@ -1009,17 +1010,26 @@ def cards_stage(work: Path) -> None:
                     else f"{name} test mosaics"
                 )
                 figures["detector"].append(
-                    f"{label}, {where}: recall {r['recall']:.3f}, duplicates {r['duplicates_per_figure']:.3f} "
-                    f"per figure, {r['fp_per_mm2']:.1f} false positives per mm² of tissue, expected F1 "
-                    f"{r['expected_f1_at_5']:.3f} at 5 and {r['expected_f1_at_10']:.3f} at 10 figures per mm² "
+                    f"{label}, {where} ({r['figures']} figures, {r['tissue_mm2']:.2f} mm²): recall "
+                    f"{with_interval(r, 'recall', 3)}, duplicates {r['duplicates_per_figure']:.3f} per figure, "
+                    f"{with_interval(r, 'fp_per_mm2', 1)} false positives per mm² of tissue, expected F1 "
+                    f"{with_interval(r, 'expected_f1_at_5', 3)} at 5 and "
+                    f"{with_interval(r, 'expected_f1_at_10', 3)} at 10 figures per mm² "
                     f"(mosaic F1 {r['mosaic_f1']['f1']:.3f})."
                 )
         if "cmu" in part:
             c = part["cmu"]
             figures["detector"].append(
                 f"{label}, CMU-1 skin crop (no annotated figures; never used for training or thresholds): "
-                f"{c['detections']} detections on {c['tissue_mm2']:.2f} mm² = {c['per_mm2']:.1f} per mm²."
+                f"{c['detections']} detections on {c['tissue_mm2']:.2f} mm² = "
+                f"{with_interval(c, 'per_mm2', 1)} per mm²."
             )
+    if precision:
+        figures["detector"].append(
+            "Brackets: 95 % intervals (Wilson for recall, exact Poisson for counts per mm²); the expected F1's "
+            "range puts recall and false positives both at their pessimistic, then optimistic, ends. The test "
+            "sets are small: one false detection moves the rate by about 3 per mm²."
+        )
     if precision:
         figures["detector"].append(
             f"Measured by {prec_cmd} (`make models` runs it as its `precision` stage)."

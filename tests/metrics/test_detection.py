@@ -323,3 +323,23 @@ def test_tissue_errors_split_duplicates_from_tissue_errors_and_predict_slide_f1(
     assert TissueErrors(0, 0, 0, 0, 1.0).expected_f1(5) == 0.0
     with pytest.raises(ValueError, match="no tissue area"):
         tissue_errors({"a": (pred, gt)}, areas_mm2={}, mpp=0.25)
+
+
+def test_tissue_errors_carry_intervals_that_narrow_with_more_tissue_and_contain_the_estimate() -> None:
+    from mitoscope.metrics.detection import TissueErrors
+
+    small = TissueErrors(figures=50, tp=40, duplicates=0, tissue_fp=1, tissue_mm2=0.3)
+    large = TissueErrors(figures=5000, tp=4000, duplicates=0, tissue_fp=100, tissue_mm2=30.0)
+    for e in (small, large):
+        d = e.to_dict()
+        assert d["recall_low"] < d["recall"] < d["recall_high"]
+        assert d["fp_per_mm2_low"] < d["fp_per_mm2"] < d["fp_per_mm2_high"]
+        assert d["expected_f1_at_10_low"] < d["expected_f1_at_10"] < d["expected_f1_at_10_high"]
+    width = {k: e.fp_per_mm2_interval[1] - e.fp_per_mm2_interval[0] for k, e in (("s", small), ("l", large))}
+    assert width["l"] < width["s"] / 5
+    # no false detection on 0.31 mm² still allows about 12 per mm² (exact Poisson, 95 %)
+    zero = TissueErrors(figures=10, tp=10, duplicates=0, tissue_fp=0, tissue_mm2=0.31)
+    assert zero.fp_per_mm2_interval[0] == 0.0 and zero.fp_per_mm2_interval[1] == pytest.approx(
+        3.689 / 0.31, rel=1e-3
+    )
+    assert zero.recall_interval[1] == pytest.approx(1.0)

@@ -54,6 +54,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mitoscope.metrics.intervals import poisson_rate_interval, wilson_interval
+
 #: Radius of a hit in the MIDOG challenges (µm).
 MIDOG_RADIUS_UM = 7.5
 #: Half side of the box around each point for MIDOG 2022 AP (µm).
@@ -689,8 +691,22 @@ class TissueErrors:
         """Detections away from every figure, per mm² of tissue."""
         return self.tissue_fp / self.tissue_mm2 if self.tissue_mm2 > 0 else math.nan
 
-    def expected_f1(self, figures_per_mm2: float) -> float:
-        """F1 on a slide with ``figures_per_mm2``: precision = R·M / (R·M + dup·M + FP/mm²).
+    @property
+    def recall_interval(self) -> tuple[float, float]:
+        """95 % Wilson interval of the recall."""
+        return wilson_interval(self.tp, self.figures)
+
+    @property
+    def fp_per_mm2_interval(self) -> tuple[float, float]:
+        """95 % exact Poisson interval of the tissue false positives per mm² (one detection on a small test set
+        moves the rate a lot: this says how much)."""
+        return poisson_rate_interval(self.tissue_fp, self.tissue_mm2)
+
+    def expected_f1(
+        self, figures_per_mm2: float, *, recall: float | None = None, fp_per_mm2: float | None = None
+    ) -> float:
+        """F1 on a slide with ``figures_per_mm2``: precision = R·M / (R·M + dup·M + FP/mm²) (``recall`` and
+        ``fp_per_mm2`` replace the measured ones when given).
 
         Examples:
             >>> e = TissueErrors(figures=100, tp=90, duplicates=1, tissue_fp=2, tissue_mm2=1.0)
@@ -698,22 +714,48 @@ class TissueErrors:
             0.853
         """
         m = float(figures_per_mm2)
-        hits = self.recall * m
-        found = hits + self.duplicates_per_figure * m + self.fp_per_mm2
+        r = self.recall if recall is None else float(recall)
+        fp = self.fp_per_mm2 if fp_per_mm2 is None else float(fp_per_mm2)
+        hits = r * m
+        found = hits + self.duplicates_per_figure * m + fp
         precision = hits / found if found > 0 else 0.0
-        total = precision + self.recall
-        return 2 * precision * self.recall / total if total > 0 else 0.0
+        total = precision + r
+        return 2 * precision * r / total if total > 0 else 0.0
+
+    def expected_f1_range(self, figures_per_mm2: float) -> tuple[float, float]:
+        """The expected F1 with recall and FP/mm² both at the pessimistic, then both at the optimistic, end of
+        their 95 % intervals: a deliberately wide range, what a small test set can vouch for.
+
+        Examples:
+            >>> e = TissueErrors(figures=100, tp=90, duplicates=1, tissue_fp=2, tissue_mm2=1.0)
+            >>> [round(v, 3) for v in e.expected_f1_range(10)]
+            [0.646, 0.955]
+        """
+        (r_low, r_high), (fp_low, fp_high) = self.recall_interval, self.fp_per_mm2_interval
+        return (
+            self.expected_f1(figures_per_mm2, recall=r_low, fp_per_mm2=fp_high),
+            self.expected_f1(figures_per_mm2, recall=r_high, fp_per_mm2=fp_low),
+        )
 
     def to_dict(self, densities: Sequence[float] = (5.0, 10.0)) -> dict[str, float]:
-        """Counts, rates and the expected F1 at each density (``expected_f1_at_<d>``), JSON-ready."""
+        """Counts, rates with their 95 % intervals (``<name>_low``, ``<name>_high``) and the expected F1 at each
+        density (``expected_f1_at_<d>``, with :meth:`expected_f1_range`), JSON-ready."""
+        (r_low, r_high), (fp_low, fp_high) = self.recall_interval, self.fp_per_mm2_interval
         out: dict[str, float] = {
             **dataclasses.asdict(self),
             "recall": self.recall,
+            "recall_low": r_low,
+            "recall_high": r_high,
             "duplicates_per_figure": self.duplicates_per_figure,
             "fp_per_mm2": self.fp_per_mm2,
+            "fp_per_mm2_low": fp_low,
+            "fp_per_mm2_high": fp_high,
         }
         for d in densities:
+            low, high = self.expected_f1_range(d)
             out[f"expected_f1_at_{d:g}"] = self.expected_f1(d)
+            out[f"expected_f1_at_{d:g}_low"] = low
+            out[f"expected_f1_at_{d:g}_high"] = high
         return out
 
 
