@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from mitoscope.cli.main import app
 from mitoscope.io.midogpp import write_midogpp_json
+from mitoscope.io.tiff_writer import write_tiled_tiff
 
 
 def run(*args):
@@ -108,6 +110,40 @@ def test_missing_and_extra_predictions_are_warned(tmp_path, ground_truth, predic
     assert "no predictions for 1" in res.output and "not in the ground truth" in res.output
     s = json.loads(out.read_text())
     assert s["slides"] == 2 and s["missing_predictions"] == ["003"]
+
+
+def test_slides_report_errors_per_mm2_of_tissue(tmp_path, ground_truth, predictions):
+    """The slide images beside annotations.json (as `synth regions` writes them), half tissue, half glass."""
+    img = np.full((2000, 2000, 3), 240, np.uint8)
+    img[:1000] = (190, 90, 170)
+    for name in ("001", "002"):
+        write_tiled_tiff(ground_truth / f"{name}.tiff", img, mpp=0.25, tile=256, compression="deflate")
+    res = run("evaluate", "detection", predictions, ground_truth, "--slides", ground_truth)
+    assert res.exit_code == 1 and "error:" in res.output and "'003'" in res.output
+    write_tiled_tiff(ground_truth / "003.tiff", img, mpp=0.25, tile=256, compression="deflate")
+    out = tmp_path / "s.json"
+    res = run("evaluate", "detection", predictions, ground_truth, "--slides", ground_truth, "--json", out)
+    assert res.exit_code == 0, res.output
+    tissue = json.loads(out.read_text())["tissue"]
+    # 4 figures, 2 found; the point 2 px from a found figure is a duplicate; the hard negative and slide 2's
+    # detection are away from every figure, on 3 × 2000 × 1000 px of 0.25 µm = 0.375 mm² of tissue
+    assert (tissue["figures"], tissue["tp"], tissue["duplicates"], tissue["tissue_fp"]) == (4, 2, 1, 2)
+    assert tissue["tissue_mm2"] == pytest.approx(0.375, rel=0.02)
+    assert tissue["recall_low"] < 0.5 < tissue["recall_high"] and "expected_f1_at_5_high" in tissue
+    line = (
+        f"4 figures on {tissue['tissue_mm2']:.2f} mm² of tissue: recall 0.50 "
+        f"[{tissue['recall_low']:.2f}–{tissue['recall_high']:.2f}], duplicates 0.250 per figure, "
+        f"false detections away from figures {tissue['fp_per_mm2']:.1f} per mm² "
+        f"[{tissue['fp_per_mm2_low']:.1f}–{tissue['fp_per_mm2_high']:.1f}]"
+    )
+    assert line in res.output
+    assert (
+        f"expected F1 at 5 / 10 figures per mm²: {tissue['expected_f1_at_5']:.2f} "
+        f"[{tissue['expected_f1_at_5_low']:.2f}–{tissue['expected_f1_at_5_high']:.2f}] / "
+        f"{tissue['expected_f1_at_10']:.2f}" in res.output
+    )
+    res = run("evaluate", "detection", predictions, ground_truth, "--json", out)
+    assert "tissue" not in res.output and "tissue" not in json.loads(out.read_text())
 
 
 def test_detect_outputs_evaluate_end_to_end(tmp_path):

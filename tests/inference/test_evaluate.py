@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from mitoscope.data.tissue import slide_tissue_mask, tissue_area_mm2
 from mitoscope.inference.evaluate import (
     chosen_threshold,
     evaluate_classification,
@@ -17,7 +18,10 @@ from mitoscope.inference.evaluate import (
     find_gt_json,
     read_predictions,
 )
-from mitoscope.io.midogpp import write_midogpp_json
+from mitoscope.io.midogpp import read_midogpp_json, write_midogpp_json
+from mitoscope.io.slides import open_slide
+from mitoscope.io.tiff_writer import write_tiled_tiff
+from mitoscope.metrics.detection import tissue_errors
 from mitoscope.utils.errors import InputError
 from mitoscope.utils.jsonable import to_jsonable
 
@@ -69,6 +73,65 @@ def test_detection_errors_and_notes(tmp_path: Path) -> None:
     _detections(tmp_path / "other", "777", [(1, 1, 0.9, "mitotic figure")], 0.25)
     with pytest.raises(ValueError, match="no predicted slide matches"):
         evaluate_detections(tmp_path / "other", gt)
+
+
+def _slide(path: Path, tissue_rows: int, mpp: float) -> Path:
+    """A 1024 px square slide whose first ``tissue_rows`` rows are stained tissue, the rest glass."""
+    img = np.full((1024, 1024, 3), 240, np.uint8)
+    img[:tissue_rows] = (190, 90, 170)
+    return write_tiled_tiff(path, img, mpp=mpp, tile=256, compression="deflate")
+
+
+def test_detection_errors_per_mm2_of_tissue(tmp_path: Path) -> None:
+    gt = _ground_truth(tmp_path / "gt")
+    pred = tmp_path / "pred"
+    mf = "mitotic figure"
+    # slide 001 at 0.5 µm/px: a hit, a second point 5 µm from the same figure (a duplicate), one far from any
+    _detections(pred, "001", [(114, 100, 0.9, mf), (100, 110, 0.8, mf), (500, 500, 0.7, mf)], 0.5)
+    _detections(pred, "002", [(300, 300, 0.8, mf)], 0.5)
+    # 001.tiff as named in the ground truth; 002.ome.tiff found by its slide name
+    _slide(gt.parent / "001.tiff", 512, 0.5)
+    _slide(gt.parent / "002.tiff", 256, 0.5)
+    result = evaluate_detections(pred, gt, slides=gt.parent)
+    tissue = result["tissue"]
+    assert (tissue["figures"], tissue["tp"], tissue["duplicates"], tissue["tissue_fp"]) == (3, 2, 1, 1)
+    # 1024 × (512 + 256) px of 0.5 µm
+    assert tissue["tissue_mm2"] == pytest.approx(1024 * 768 * 0.25e-6, rel=0.02)
+    catalog = read_midogpp_json(gt)
+    per_image = {k: (read_predictions(pred)[0][k], catalog[catalog["slide"] == f]) for k, f in
+                 (("001", "001.tiff"), ("002", "002.ome.tiff"))}  # fmt: skip
+    areas = {}
+    for k, f in (("001", "001.tiff"), ("002", "002.tiff")):
+        with open_slide(gt.parent / f) as slide:
+            areas[k] = tissue_area_mm2(*slide_tissue_mask(slide))
+    direct = tissue_errors(per_image, areas_mm2=areas, mpp=0.5, threshold=None, radius_um=7.5)
+    assert tissue == direct.to_dict((5.0, 10.0)) and "expected_f1_at_10_low" in tissue
+    json.dumps(to_jsonable(result))
+    # the threshold and the radius reach the tissue errors too...
+    tissue = evaluate_detections(pred, gt, slides=gt.parent, threshold=0.75)["tissue"]
+    assert (tissue["tp"], tissue["duplicates"], tissue["tissue_fp"]) == (2, 1, 0)
+    assert evaluate_detections(pred, gt, slides=gt.parent, radius_um=2.0)["tissue"]["tp"] == 1
+    # and the mpp: at 1 µm/px slide 001's figure is missed, 10 µm away is a duplicate, 14 µm away is not
+    tissue = evaluate_detections(pred, gt, slides=gt.parent, mpp=1.0)["tissue"]
+    assert (tissue["tp"], tissue["duplicates"], tissue["tissue_fp"]) == (1, 1, 2)
+    assert "tissue" not in evaluate_detections(pred, gt)
+
+
+def test_detection_slide_folder_errors(tmp_path: Path) -> None:
+    gt = _ground_truth(tmp_path / "gt")
+    pred = tmp_path / "pred"
+    _detections(pred, "001", [(100, 100, 0.9, "mitotic figure")], 0.5)
+    _detections(pred, "002", [(300, 300, 0.9, "mitotic figure")], 0.5)
+    _slide(gt.parent / "001.tiff", 512, 0.5)
+    with pytest.raises(InputError, match=r"no image of slide '002' \(002\.ome\.tiff\)") as caught:
+        evaluate_detections(pred, gt, slides=gt.parent)
+    assert str(gt.parent) in str(caught.value)
+    _slide(gt.parent / "002.svs", 256, 0.5)
+    _slide(gt.parent / "002.tif", 256, 0.5)
+    with pytest.raises(InputError, match=r"several images \(002\.svs, 002\.tif\) of slide '002'"):
+        evaluate_detections(pred, gt, slides=gt.parent)
+    with pytest.raises(InputError, match="slide folder not found"):
+        evaluate_detections(pred, gt, slides=tmp_path / "nowhere")
 
 
 def _labelled(root: Path) -> Path:

@@ -1,5 +1,6 @@
-"""Score written predictions against ground truth: ``detect`` outputs (MIDOG F1, AP, FROC) and ``classify`` CSVs
-(balanced accuracy, AUROC, a local threshold, the experts' agreement).
+"""Score written predictions against ground truth: ``detect`` outputs (MIDOG F1, AP, FROC and, given the slide
+images, the errors per mm² of tissue) and ``classify`` CSVs (balanced accuracy, AUROC, a local threshold, the
+experts' agreement).
 
 These are the library behind ``mitoscope evaluate detection`` and ``mitoscope evaluate classification``; both
 return plain dictionaries (the JSON the commands write).
@@ -11,22 +12,28 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from mitoscope.data.tissue import slide_tissue_mask, tissue_area_mm2
 from mitoscope.engine.crossval import choose_threshold
 from mitoscope.inference.analyze import slide_name_of
 from mitoscope.io.midogpp import read_midogpp_json
+from mitoscope.io.slides import looks_like_slide, open_slide
 from mitoscope.metrics.agreement import agreement_table, by_agreement
 from mitoscope.metrics.classification import classification_report
-from mitoscope.metrics.detection import best_threshold, froc, summarize
+from mitoscope.metrics.detection import best_threshold, froc, summarize, tissue_errors
 from mitoscope.metrics.scored import ScoredPredictions, read_scored_predictions
 from mitoscope.utils.errors import InputError
 
 GROUP_COLUMNS = ("tumor", "scanner", "origin", "species", "domain")
+
+TISSUE_DENSITIES = (5.0, 10.0)
+"""Figures per mm² of the slides whose F1 ``evaluate detection --slides`` predicts."""
 
 LOCAL_THRESHOLD_MIN_PER_CLASS = 40
 """Labelled patches of each class from which a local threshold beat the transferred one in >= 90 % of random draws
@@ -102,6 +109,59 @@ def read_predictions(path: str | os.PathLike[str]) -> tuple[dict[str, pd.DataFra
     return tables, mpps
 
 
+def slide_files(folder: str | os.PathLike[str], names: Mapping[str, str]) -> dict[str, Path]:
+    """The image file in ``folder`` of each slide: its ground-truth ``file_name``, else the one slide file with
+    the slide's name (:func:`~mitoscope.inference.analyze.slide_name_of`).
+
+    Args:
+        folder: the folder of the slide images.
+        names: ``{slide name: file_name in the ground truth}``.
+
+    Raises:
+        InputError: no such folder, or a slide with no image (or several) in it.
+
+    Examples:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp()); (d / "a.tiff").touch(); (d / "b.svs").touch()
+        >>> {k: p.name for k, p in slide_files(d, {"a": "a.tiff", "b": "b.tiff"}).items()}
+        {'a': 'a.tiff', 'b': 'b.svs'}
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError("slide folder not found", path=folder)
+    by_name: dict[str, list[Path]] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and looks_like_slide(p):
+            by_name.setdefault(slide_name_of(p), []).append(p)
+    files = {}
+    for key, file_name in names.items():
+        exact = folder / Path(file_name).name
+        found = [exact] if exact.is_file() else by_name.get(key, [])
+        if len(found) != 1:
+            which = "no image" if not found else f"several images ({', '.join(p.name for p in found)})"
+            raise InputError(f"{which} of slide {key!r} ({file_name}) in the slide folder", path=folder)
+        files[key] = found[0]
+    return files
+
+
+def tissue_areas_mm2(files: Mapping[str, str | os.PathLike[str]]) -> dict[str, float]:
+    """The tissue area in mm² of each slide file (:func:`~mitoscope.data.tissue.slide_tissue_mask`).
+
+    Examples:
+        >>> import tempfile
+        >>> from mitoscope.io.tiff_writer import write_tiled_tiff
+        >>> img = np.full((512, 512, 3), 240, np.uint8); img[:256] = (190, 90, 170)
+        >>> f = write_tiled_tiff(Path(tempfile.mkdtemp()) / "s.tiff", img, mpp=0.5, compression="deflate")
+        >>> round(tissue_areas_mm2({"s": f})["s"], 4)  # 512 × 256 px of 0.5 µm
+        0.0328
+    """
+    areas = {}
+    for key, path in files.items():
+        with open_slide(path) as slide:
+            areas[key] = tissue_area_mm2(*slide_tissue_mask(slide))
+    return areas
+
+
 def _groups(
     by: str, keys: list[str], per_image: dict[str, Any], images: dict[str, Any], names: dict[str, str]
 ) -> dict[str, str]:
@@ -128,6 +188,7 @@ def evaluate_detections(
     mpp: float | None = None,
     xvalidation: str | os.PathLike[str] | None = None,
     tune_threshold: bool = False,
+    slides: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Score ``detect`` outputs the MIDOG way: hits within ``radius_um``, TP/FP/FN pooled over slides, F1, AP, FROC.
 
@@ -140,9 +201,14 @@ def evaluate_detections(
         mpp: µm/px of the coordinates (default: from the outputs, else 0.25).
         xvalidation: ``MIDOG++_datasets_xvalidation.csv`` for the scanner/origin/species groups.
         tune_threshold: also report the score threshold that maximises F1.
+        slides: the folder of the slide images: also report the errors per mm² of tissue, as ``tissue``
+            (:func:`~mitoscope.metrics.detection.tissue_errors`, expected F1 at :data:`TISSUE_DENSITIES`).
 
     Returns:
         ``overall`` and per-``groups`` scores, ``froc``, ``missing_predictions``, ``notes`` (warnings), ...
+
+    Raises:
+        InputError: unreadable inputs; with ``slides``, a scored slide whose image is not in the folder.
 
     Examples:
         >>> import tempfile
@@ -180,6 +246,7 @@ def evaluate_detections(
     keys = sorted(k for k in names if k in tables)
     if not keys:
         raise ValueError(f"{predictions}: no predicted slide matches a slide of {gt_path}")
+    files = None if slides is None else slide_files(slides, {k: names[k] for k in keys})
     empty_gt = pd.DataFrame({"x": [], "y": [], "label": []})
     per_image = {
         k: (tables[k], catalog[catalog["slide"] == names[k]] if len(catalog) else empty_gt) for k in keys
@@ -207,6 +274,10 @@ def evaluate_detections(
         result["best_threshold"] = {"threshold": t, **score.to_dict()}
     curve = froc(per_image, radius_um=radius_um, mpp=mpps, max_thresholds=64)
     result["froc"] = curve[["threshold", "sensitivity", "fp_per_image"]].to_dict("records")
+    if files is not None:
+        areas = tissue_areas_mm2(files)
+        errors = tissue_errors(per_image, areas_mm2=areas, mpp=mpps, threshold=threshold, radius_um=radius_um)
+        result["tissue"] = errors.to_dict(TISSUE_DENSITIES)
     return result
 
 
