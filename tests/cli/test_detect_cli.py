@@ -121,6 +121,18 @@ def test_detect_writes_outputs_and_resumes(tmp_path, checkpoint, slides):
     assert len(pd.read_csv(out / "case_a.csv")) == 0
 
 
+def test_a_folder_stands_for_its_slides(tmp_path, checkpoint, slides):
+    out = tmp_path / "out"
+    res = run(
+        "detect", "--model", checkpoint, slides[0].parent, "--out", out, "--device", "cpu", "--workers", "0"
+    )
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.glob("*.done.json")) == ["case_a.done.json", "case_b.done.json"]
+    (tmp_path / "empty").mkdir()
+    res = run("detect", "--model", checkpoint, tmp_path / "empty", "--out", out, "--device", "cpu")
+    assert res.exit_code != 0 and "no slides given" in res.output
+
+
 def test_missing_and_unreadable_slides_are_reported_and_others_continue(tmp_path, checkpoint, slides):
     bad = tmp_path / "slides" / "broken.tiff"
     bad.write_bytes(b"II*\x00 not really a tiff")

@@ -50,7 +50,9 @@ def load_detector(model: str | Path, device: str, verifier: str = "auto", precis
 
 
 def detect(
-    slides: list[Path] = typer.Argument(..., help="Slide files (TIFF/SVS, OpenSlide formats, PNG/JPEG)."),
+    slides: list[Path] = typer.Argument(
+        ..., help="Slide files (TIFF/SVS, OpenSlide formats, PNG/JPEG) or folders of slides."
+    ),
     out: Path = opt.out_option("Output folder (one set of files per slide)."),
     model: str = opt.model_option(
         "mitoscope-detector",
@@ -80,7 +82,7 @@ def detect(
     from rich.console import Console
 
     from mitoscope.cli.progress import slide_bars
-    from mitoscope.inference.batch import detect_slides, detection_formats
+    from mitoscope.inference.batch import detect_slides, detection_formats, expand_slides
 
     err = Console(stderr=True)
     try:
@@ -96,6 +98,9 @@ def detect(
             torch.set_num_threads(extra.threads)
     except (ValueError, RuntimeError, OSError) as exc:
         fail(exc)
+    slides = expand_slides(slides)
+    if not slides:
+        fail("no slides given (the folders hold no slide files)")
     detector = load_detector(model, device, verifier, precision)
     err.print(detector.describe(threshold), highlight=False, soft_wrap=True)
     with slide_bars(err, len(slides)) as callbacks:
