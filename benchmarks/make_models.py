@@ -409,7 +409,10 @@ def select_stage(
     torch_threads(threads)
     detector = run_detector(work, detector_run)
     bundled = detector_run == SHIPPED_DETECTOR
-    verifier = Classifier.from_path(work / verifier_run, device="cpu") if bundled else None
+    has_verifier = (work / verifier_run).exists()
+    if bundled and not has_verifier:
+        print(f"select: no {verifier_run} in {work}; the detector alone", flush=True)
+    verifier = Classifier.from_path(work / verifier_run, device="cpu") if bundled and has_verifier else None
     sets = [region_detections(detector, f, threshold=0.0) for f in folders["val"]]
     per_image = {k: v for s in sets for k, v in s["per_image"].items()}
     mpp = {k: v for s in sets for k, v in s["mpp"].items()}
