@@ -229,6 +229,8 @@ EXTRA_RUNS: dict[str, tuple[tuple[str, ...], bool]] = {
 }
 #: The run that ships as ``mitoscope-detector`` (rule 31): the recipe with hard negatives mined by ``detector``.
 SHIPPED_DETECTOR = "detector_mined"
+#: The sha256 of the bundled detector weights whose hard negatives the previous bundled detector mined (rule 34).
+MINED_BY_PREVIOUS_DETECTOR = "851276ef5da3fd1b321ee3b314eff2f9e388b3533eaf76c6a091120622efbbc3"
 #: Runs of one recipe, for verdicts on the mean over seeds (rule 31).
 RECIPES: dict[str, tuple[str, ...]] = {
     "bundled": ("detector", "detector_seed1"),
@@ -744,12 +746,16 @@ LIMITS = [
     "AtNorM-MD has no slide ids, so its test patches may share slides with its training patches (in-domain "
     "figures for it are optimistic); the leave-one-dataset-out figures are the out-of-domain evidence.",
     "Weights are stored in float16 and run in float32 (or bfloat16 on CPUs with native bf16).",
-    "On tissue unlike the training data the detector calls many non-figures mitoses: on the CMU-1 skin crop "
-    "(dermal fibroblast nuclei, epidermis, ink) it finds tens per mm² where a handful at most are expected, so "
-    "counts on such tissue overstate the mitotic activity; look at the report's gallery.",
-    "The detector's threshold was chosen on 1.69 mm² of validation tissue, too little to pin it: the same recipe "
-    "trained with another seed chose 0.84 instead of 0.57 and found far fewer figures (and far fewer false ones "
-    "on the skin crop), so counts carry that uncertainty too.",
+    "On tissue unlike the training data the detector calls some non-figures mitoses: on the CMU-1 skin crop "
+    "(see mitoscope-detector's card) they are dark dermal fibroblast nuclei, a nucleus beside marking ink and an "
+    "epidermal nucleus, where a handful of figures at most are expected, so counts on such tissue overstate the "
+    "mitotic activity; look at the report's gallery.",
+    "The detector's threshold was chosen on 1.69 mm² of validation tissue, too little to pin it: another seed of "
+    "the same recipe chose a far lower threshold and scored far lower on the test mosaics (benchmarks/README.md, "
+    "rule 31), so counts carry that uncertainty too.",
+    "On synthetic H&E the detector alone gives mitotic figures low scores, in the stain domains it trained on as "
+    "in unseen ones, and misses most of them at its threshold; the verification stage finds them "
+    "(benchmarks/detector_score_margins.py).",
 ]
 
 
@@ -1093,6 +1099,14 @@ def cards_stage(work: Path) -> None:
             f"than 12 µm from every figure (at most {MINE_PER_REGION} per region) join the annotations as hard "
             f"negatives, and crops are centred on figures / hard negatives / anywhere in the proportions "
             f"{MINED_PROPORTIONS}."
+            + (
+                " These weights' hard negatives were proposed by the previous bundled detector, not by this "
+                "recipe's first detector, so a rebuild gives other weights and figures (benchmarks/README.md, "
+                "rule 34)."
+                if json.loads((PRETRAINED / "mitoscope-detector.json").read_text())["sha256"]
+                == MINED_BY_PREVIOUS_DETECTOR
+                else ""
+            )
         ],
         "verifier": [f"Recipe: `classifier-cpu` with {', '.join(VERIFIER_OVERRIDES)}."],
         "classifier": ["Recipe: `classifier-cpu` with `cv.scheme=split` (the shared split)."],
