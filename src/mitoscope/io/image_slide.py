@@ -73,11 +73,3 @@ class ImageSlide(ArraySlide):
             mpp = DEFAULT_MPP
         super().__init__(read_image(path), mpp=mpp, path=str(path))
         self._assumed = True
-
-    @property
-    def mpp_is_assumed(self) -> bool:
-        return self._assumed
-
-    @property
-    def mpp_source(self) -> str:
-        return self._mpp_source

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import warnings
 from typing import Any
+
+from mitoscope.utils.errors import InputError
 
 _APERIO_MPP = re.compile(r"\bMPP\s*=\s*([0-9.eE+-]+)")
 _OME_SIZE = re.compile(r'PhysicalSizeX="([0-9.eE+-]+)"')
@@ -114,3 +118,39 @@ def page_mpp_source(page: Any) -> tuple[float | None, str]:
         return value, source
     value = mpp_from_resolution(page.tags)
     return (value, RESOLUTION_TAGS_SOURCE) if value is not None else (None, "")
+
+
+def resolve_mpp(
+    path: str | os.PathLike[str], found: float | None, source: str, given: float | None
+) -> tuple[float, bool, str]:
+    """A slide's mpp, whether it is assumed, and where it comes from (worded to follow "0.5 µm/px").
+
+    ``given`` (the user's ``--mpp``) wins over ``found`` (the file's, read ``from source``), with a warning when the
+    file has none or says otherwise by more than 5 %. A non-positive ``given``, or no mpp at all, is an
+    :class:`~mitoscope.utils.errors.InputError` naming ``path``.
+
+    Examples:
+        >>> resolve_mpp("s.svs", 0.499, "the Aperio metadata", None)
+        (0.499, False, 'from the Aperio metadata')
+        >>> resolve_mpp("s.svs", 0.499, "the Aperio metadata", 0.5)
+        (0.5, False, 'as given (the file says 0.499)')
+        >>> resolve_mpp("s.tif", None, "", None)
+        Traceback (most recent call last):
+        ...
+        mitoscope.utils.errors.InputError: s.tif: no resolution (mpp) in the file's metadata; pass the microns per pixel with --mpp (or mpp=)
+    """
+    if given is None:
+        if found is None or found <= 0:
+            raise InputError(
+                "no resolution (mpp) in the file's metadata; pass the microns per pixel with --mpp (or mpp=)",
+                path=path,
+            )
+        return float(found), False, f"from {source}"
+    if given <= 0:
+        raise InputError(f"mpp must be positive, got {given}", path=path)
+    if found is None:
+        warnings.warn(f"{path}: no mpp in the file; assuming {given:g} µm/px as given", stacklevel=4)
+        return float(given), True, "as given"
+    if abs(found - given) / found > 0.05:
+        warnings.warn(f"{path}: the file says {found:g} µm/px; using the given {given:g} µm/px", stacklevel=4)
+    return float(given), False, f"as given (the file says {found:g})"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 
 import numpy as np
 
+from mitoscope.io.mpp import resolve_mpp
 from mitoscope.io.slide_base import Slide
 from mitoscope.utils.errors import InputError
 from mitoscope.utils.optional import optional_import
@@ -53,28 +53,18 @@ class OpenSlideSlide(Slide):
         except Exception as exc:  # OpenSlideUnsupportedFormatError, OpenSlideError, OSError
             raise InputError(f"OpenSlide cannot open it: {exc}", path=path) from exc
         props = self._osr.properties
-        found = None
+        found, source = None, ""
         for key in ("openslide.mpp-x", "aperio.MPP"):
             try:
-                found = float(props[key])
-                self._mpp_source = f"from the OpenSlide property {key}"
+                found, source = float(props[key]), f"the OpenSlide property {key}"
                 break
             except (KeyError, ValueError):
                 continue
-        self._assumed = False
-        if mpp is not None:
-            self._mpp_source = "as given" if found is None else f"as given (the file says {found:g})"
-            if found is None:
-                warnings.warn(f"{path}: no mpp in the file; assuming {mpp:g} µm/px as given", stacklevel=3)
-                self._assumed = True
-            self._mpp = float(mpp)
-        elif found is None or found <= 0:
+        try:
+            self._mpp, self._assumed, self._mpp_source = resolve_mpp(path, found, source, mpp)
+        except InputError:
             self._osr.close()
-            raise InputError(
-                "no resolution (mpp) in the slide's metadata; pass it with --mpp (or mpp=)", path=path
-            )
-        else:
-            self._mpp = found
+            raise
 
     @property
     def dimensions(self) -> tuple[int, int]:
@@ -84,14 +74,6 @@ class OpenSlideSlide(Slide):
     @property
     def mpp(self) -> float:
         return self._mpp
-
-    @property
-    def mpp_is_assumed(self) -> bool:
-        return self._assumed
-
-    @property
-    def mpp_source(self) -> str:
-        return self._mpp_source
 
     @property
     def level_dimensions(self) -> list[tuple[int, int]]:

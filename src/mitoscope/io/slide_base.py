@@ -26,6 +26,8 @@ class Slide(abc.ABC):
     path: str = ""
     #: The reader behind the slide, as named by ``open_slide(backend=...)``.
     backend: str = ""
+    _assumed: bool = False  # backends that read an mpp set these two (mitoscope.io.mpp.resolve_mpp)
+    _mpp_source: str = "as given"
 
     @property
     @abc.abstractmethod
@@ -144,7 +146,7 @@ class Slide(abc.ABC):
     @property
     def mpp_is_assumed(self) -> bool:
         """True when the mpp was not in the file but given or defaulted by the user."""
-        return False
+        return self._assumed
 
     @property
     def file_format(self) -> str:
@@ -160,7 +162,7 @@ class Slide(abc.ABC):
     @property
     def mpp_source(self) -> str:
         """Where the mpp comes from, worded to follow "0.5 µm/px": ``"from the Aperio metadata"``, ``"as given"``."""
-        return "as given"
+        return self._mpp_source
 
     def close(self) -> None:  # noqa: B027
         """Release file handles (no-op by default)."""

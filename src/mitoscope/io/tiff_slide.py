@@ -11,13 +11,12 @@ import math
 import os
 import re
 import threading
-import warnings
 from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 
-from mitoscope.io.mpp import page_mpp_source
+from mitoscope.io.mpp import page_mpp_source, resolve_mpp
 from mitoscope.io.slide_base import Slide, as_rgb_uint8
 from mitoscope.utils.errors import InputError
 
@@ -114,29 +113,11 @@ class TiffSlide(Slide):
                 raise
         base = self._levels[0].page
         found, source = page_mpp_source(base)
-        self._assumed = False
-        self._mpp_source = f"from {source}"
-        if mpp is not None:
-            self._mpp_source = "as given" if found is None else f"as given (the file says {found:g})"
-            if mpp <= 0:
-                self._tif.close()
-                raise InputError(f"mpp must be positive, got {mpp}", path=path)
-            if found is None:
-                warnings.warn(f"{path}: no mpp in the file; assuming {mpp:g} µm/px as given", stacklevel=3)
-                self._assumed = True
-            elif abs(found - mpp) / found > 0.05:
-                warnings.warn(
-                    f"{path}: the file says {found:g} µm/px; using the given {mpp:g} µm/px", stacklevel=3
-                )
-            self._mpp = float(mpp)
-        elif found is None:
+        try:
+            self._mpp, self._assumed, self._mpp_source = resolve_mpp(path, found, source, mpp)
+        except InputError:
             self._tif.close()
-            raise InputError(
-                "no resolution (mpp) in the file's metadata; pass the microns per pixel with --mpp (or mpp=)",
-                path=path,
-            )
-        else:
-            self._mpp = float(found)
+            raise
 
     def _find_levels(self) -> list[_Level]:
         tif = self._tif
@@ -169,14 +150,6 @@ class TiffSlide(Slide):
     @property
     def mpp(self) -> float:
         return self._mpp
-
-    @property
-    def mpp_is_assumed(self) -> bool:
-        return self._assumed
-
-    @property
-    def mpp_source(self) -> str:
-        return self._mpp_source
 
     @property
     def level_downsamples(self) -> list[float]:
