@@ -7,47 +7,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from scipy.ndimage import gaussian_filter
-from torch import nn
 
 from mitoscope.data.stain import STAIN_TTA_SCALES
 from mitoscope.data.transforms import sharpen
 from mitoscope.inference.classify import Classifier
 from mitoscope.io.catalog import make_catalog
 from mitoscope.models.checkpoint import ModelContract, save_checkpoint
-from mitoscope.models.registry import register_model
+from tiny_models import TINY_CLASSIFIER, tiny_classifier
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from bench_helpers import laplacian_variance, member_view_probs, merge_views  # a benchmark module
 
-ARCH = "bench_helpers_test_tiny"
+ARCH = TINY_CLASSIFIER
 SIZE = 32
-
-
-class _Tiny(nn.Module):
-    """Not rotation invariant (a strided conv on the top-left), so TTA changes the result."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 5, stride=3)
-        self.fc = nn.Linear(4 * 4, 1)
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        f = nn.functional.adaptive_avg_pool2d(self.conv(x), 2).flatten(1)
-        logits = self.fc(f)[:, 0]
-        return {"logits": logits, "prob": torch.sigmoid(logits)}
-
-
-try:
-
-    @register_model(ARCH)
-    def _build() -> nn.Module:
-        return _Tiny()
-
-except ValueError:
-    pass
 
 
 def _contract() -> ModelContract:
@@ -64,17 +38,12 @@ def _contract() -> ModelContract:
     )
 
 
-def _model(seed: int) -> _Tiny:
-    torch.manual_seed(seed)
-    return _Tiny().eval()
-
-
 def test_member_view_probs_reproduce_every_variant(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     patches = [rng.integers(0, 256, (48, 48, 3), dtype=np.uint8) for _ in range(7)]
     run = tmp_path / "run"
     for k in range(2):
-        save_checkpoint(run / f"fold_{k}" / "model.pt", _model(k), _contract())
+        save_checkpoint(run / f"fold_{k}" / "model.pt", tiny_classifier(k), _contract())
     files = []
     for i, p in enumerate(patches):
         files.append(str(tmp_path / f"p{i}.png"))

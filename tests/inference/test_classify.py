@@ -16,36 +16,12 @@ from mitoscope.inference.classify import Classifier
 from mitoscope.io.catalog import make_catalog
 from mitoscope.io.slide_base import ArraySlide
 from mitoscope.models.checkpoint import ModelContract, save_checkpoint
-from mitoscope.models.registry import register_model
+from tiny_models import TINY_CLASSIFIER, tiny_classifier
 
-ARCH = "c3_test_classify_tiny"
+ARCH = TINY_CLASSIFIER
 SIZE = 32
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
-
-
-class _Tiny(nn.Module):
-    """Not rotation invariant (a strided conv on the top-left), so TTA changes the result."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 5, stride=3)
-        self.fc = nn.Linear(4 * 4, 1)
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        f = nn.functional.adaptive_avg_pool2d(self.conv(x), 2).flatten(1)
-        logits = self.fc(f)[:, 0]
-        return {"logits": logits, "prob": torch.sigmoid(logits)}
-
-
-try:
-
-    @register_model(ARCH)
-    def _build() -> nn.Module:
-        return _Tiny()
-
-except ValueError:
-    pass
 
 
 def _contract(threshold: float = 0.5, config: dict | None = None) -> ModelContract:
@@ -62,14 +38,9 @@ def _contract(threshold: float = 0.5, config: dict | None = None) -> ModelContra
     )
 
 
-def _model(seed: int) -> _Tiny:
-    torch.manual_seed(seed)
-    return _Tiny().eval()
-
-
 @pytest.fixture()
 def ckpt(tmp_path: Path) -> Path:
-    return save_checkpoint(tmp_path / "model.pt", _model(0), _contract(0.45))
+    return save_checkpoint(tmp_path / "model.pt", tiny_classifier(0), _contract(0.45))
 
 
 @pytest.fixture()
@@ -95,7 +66,7 @@ def test_predict_arrays_matches_model_and_batching(ckpt: Path, patches: list[np.
     assert clf.threshold == pytest.approx(0.45) and clf.input_size == SIZE and clf.mpp == 0.5
     probs = clf.predict_arrays(patches, batch_size=3)
     assert probs.shape == (7,) and ((probs >= 0) & (probs <= 1)).all()
-    np.testing.assert_allclose(probs, _reference(_model(0), patches), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(probs, _reference(tiny_classifier(0), patches), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(clf.predict_arrays(patches, batch_size=64), probs, rtol=1e-5, atol=1e-6)
     full = clf.predict_arrays_full(patches)
     assert full.label.tolist() == (probs >= 0.45).astype(int).tolist()
@@ -108,7 +79,7 @@ def test_predict_arrays_matches_model_and_batching(ckpt: Path, patches: list[np.
 def test_tta_averages_eight_views(ckpt: Path, patches: list[np.ndarray]) -> None:
     plain = Classifier.from_path(ckpt, precision="fp32").predict_arrays(patches)
     tta = Classifier.from_path(ckpt, tta=True, precision="fp32").predict_arrays(patches)
-    np.testing.assert_allclose(tta, _reference(_model(0), patches, tta=True), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(tta, _reference(tiny_classifier(0), patches, tta=True), rtol=1e-5, atol=1e-6)
     assert not np.allclose(tta, plain)
     by_prob = Classifier.from_path(ckpt, tta=True, tta_reduce="prob", precision="fp32").predict_arrays(
         patches
@@ -116,7 +87,7 @@ def test_tta_averages_eight_views(ckpt: Path, patches: list[np.ndarray]) -> None
     tf = build_patch_transform(train=False, size=SIZE, mean=MEAN, std=STD)
     x = torch.stack([tf(im)[0] for im in patches])
     with torch.no_grad():
-        mean_prob = torch.stack([_model(0)(v)["prob"] for v in tta_views(x)]).mean(0).numpy()
+        mean_prob = torch.stack([tiny_classifier(0)(v)["prob"] for v in tta_views(x)]).mean(0).numpy()
     np.testing.assert_allclose(by_prob, mean_prob, rtol=1e-6, atol=1e-7)
     # a dihedral view of an input gets the same TTA prediction (patches at the model size: resampling to
     # 8-bit pixels is rotation-equivariant only up to rounding)
@@ -138,7 +109,9 @@ def test_stain_tta_averages_restained_dihedral_views(ckpt: Path, patches: list[n
     x = [((v.permute(0, 3, 1, 2).float() / 255) - MEAN[0]) / STD[0] for v in stain_views(pixels)]
     with torch.no_grad():
         logits = [
-            torch.logit(_model(0)(view)["prob"].clamp(1e-6, 1 - 1e-6)) for v in x for view in tta_views(v)
+            torch.logit(tiny_classifier(0)(view)["prob"].clamp(1e-6, 1 - 1e-6))
+            for v in x
+            for view in tta_views(v)
         ]
     assert len(logits) == 8 * (1 + len(STAIN_TTA_SCALES))
     np.testing.assert_allclose(got, torch.sigmoid(torch.stack(logits).mean(0)).numpy(), rtol=1e-5, atol=1e-6)
@@ -173,10 +146,10 @@ def test_precision_choices(ckpt: Path) -> None:
 
 def test_contract_crop_is_applied(tmp_path: Path, patches: list[np.ndarray]) -> None:
     path = save_checkpoint(
-        tmp_path / "c.pt", _model(0), _contract(config={"data": {"augment": {"crop": 40}}})
+        tmp_path / "c.pt", tiny_classifier(0), _contract(config={"data": {"augment": {"crop": 40}}})
     )
     probs = Classifier.from_path(path, precision="fp32").predict_arrays(patches)
-    np.testing.assert_allclose(probs, _reference(_model(0), patches, crop=40), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(probs, _reference(tiny_classifier(0), patches, crop=40), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("num_workers", [0, 1])
@@ -226,11 +199,11 @@ def test_classify_points_reads_at_contract_mpp(ckpt: Path) -> None:
 def test_run_directory_ensemble(tmp_path: Path, patches: list[np.ndarray]) -> None:
     run = tmp_path / "run"
     for k in range(3):
-        save_checkpoint(run / f"fold_{k}" / "best.pt", _model(k), _contract(0.5))
+        save_checkpoint(run / f"fold_{k}" / "best.pt", tiny_classifier(k), _contract(0.5))
     clf = Classifier.from_path(run, precision="fp32")
     assert len(clf.ensemble) == 3 and clf.ensemble.rule == "majority"
     full = clf.predict_arrays_full(patches)
-    refs = np.stack([_reference(_model(k), patches) for k in range(3)], axis=1)
+    refs = np.stack([_reference(tiny_classifier(k), patches) for k in range(3)], axis=1)
     np.testing.assert_allclose(full.member_probs, refs, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(full.prob, refs.mean(1), rtol=1e-5, atol=1e-6)
     assert full.votes.tolist() == (refs >= 0.5).sum(1).tolist()
