@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from mitoscope.io.mpp import resolve_mpp
 from mitoscope.io.slides import MPP_RANGE, check_mpp, open_slide
 from mitoscope.io.tiff_writer import write_tiled_tiff
 from mitoscope.utils.errors import InputError
@@ -63,3 +64,22 @@ def test_plausible_mpp_from_file_opens(tmp_path):
     )
     with open_slide(tiff) as slide:
         assert slide.mpp == pytest.approx(0.499)
+
+
+def test_resolve_mpp_given_over_file_warns_and_says_why():
+    with pytest.warns(UserWarning, match=r"s\.svs: the file says 0\.499 µm/px; using the given 0\.3"):
+        assert resolve_mpp("s.svs", 0.499, "the Aperio metadata", 0.3) == (
+            0.3,
+            False,
+            "as given (the file says 0.499)",
+        )
+    with pytest.warns(UserWarning, match=r"s\.svs: no mpp in the file; assuming 0\.25"):
+        assert resolve_mpp("s.svs", 0.0, "the OpenSlide property openslide.mpp-x", 0.25) == (
+            0.25,
+            True,
+            "as given",
+        )
+    with pytest.raises(InputError, match=r"s\.svs: mpp must be positive, got -1"):
+        resolve_mpp("s.svs", 0.499, "the Aperio metadata", -1.0)
+    with pytest.raises(InputError, match=r"s\.svs: no resolution \(mpp\)"):
+        resolve_mpp("s.svs", 0.0, "the OpenSlide property openslide.mpp-x", None)

@@ -139,8 +139,10 @@ def resolve_mpp(
         ...
         mitoscope.utils.errors.InputError: s.tif: no resolution (mpp) in the file's metadata; pass the microns per pixel with --mpp (or mpp=)
     """
+    if found is not None and found <= 0:
+        found = None  # a zero or negative mpp in a file says nothing
     if given is None:
-        if found is None or found <= 0:
+        if found is None:
             raise InputError(
                 "no resolution (mpp) in the file's metadata; pass the microns per pixel with --mpp (or mpp=)",
                 path=path,
