@@ -497,9 +497,25 @@ class Detector(InferenceModel):
 
     @property
     def merge_radius_um(self) -> float:
-        """Detections closer than this are one figure (the contract's, chosen on validation data; else the MIDOG
-        hit radius, 7.5 µm)."""
-        return float(self.contract.config.get("merge_radius_um", 7.5))
+        """Detections closer than this are one figure: the contract's, chosen on validation data, with the
+        verifier's own (``verified_merge_radius_um``) when there is one; else the MIDOG hit radius, 7.5 µm.
+
+        Examples:
+            >>> import torch
+            >>> from mitoscope.models.checkpoint import ModelContract
+            >>> contract = ModelContract("x", {}, "detection", input_size=256, mpp=0.5,
+            ...                          config={"merge_radius_um": 10.0, "verified_merge_radius_um": 12.5})
+            >>> d = Detector(torch.nn.Identity(), contract, precision="fp32")
+            >>> d.merge_radius_um
+            10.0
+            >>> d.verifier = object()  # any verifier
+            >>> d.merge_radius_um
+            12.5
+        """
+        alone = float(self.contract.config.get("merge_radius_um", 7.5))
+        if self.verifier is None:
+            return alone
+        return float(self.contract.config.get("verified_merge_radius_um", alone))
 
     @property
     def tile_size(self) -> int:
