@@ -14,7 +14,9 @@ Stages (each resumes from what ``--work`` already holds):
   with the mined hard negatives), ``verifier``, ``select``, ``export``: see ``benchmarks/README.md``
   ("make_models.py and detector_precision.py");
 - ``verifier_nuclei``, ``verifier_nuclei_lowres``, ``select_nuclei``, ``compare_nuclei``: the verifiers of
-  rules 29 and 30 (real non-figure nuclei as negatives), their operating points, and their comparison.
+  rules 29 and 30 (real non-figure nuclei as negatives), their operating points, and their comparison;
+- ``unpack`` (the bundled detector as the work folder's shipped run) and ``compare_verifier`` (the shipped run
+  alone and with the work folder's verifier, each at its selected point): rule 36.
 
     .venv/bin/python benchmarks/make_models.py --stages classifier
 """
@@ -520,16 +522,18 @@ def run_detector(work: Path, run: str) -> Any:
 
 def at_point(detector: Any, point: dict[str, Any]) -> Any:
     """``detector`` set to an operating point of :func:`select_stage` (its ``alone`` or ``verified`` row)."""
-    thresholds = {"default": float(point["candidate"])}
+    thresholds, merge_key = {"default": float(point["candidate"])}, "merge_radius_um"
     if pd.notna(point.get("verified")):
         thresholds = {"candidate": float(point["candidate"]), "verified": float(point["verified"])}
+        merge_key = "verified_merge_radius_um"
     detector.contract.thresholds = {**detector.contract.thresholds, **thresholds}
-    detector.contract.config = {**detector.contract.config, "merge_radius_um": float(point["merge_um"])}
+    detector.contract.config = {**detector.contract.config, merge_key: float(point["merge_um"])}
     return detector
 
 
 RUNS_RESULTS = ROOT / "benchmarks" / "results" / "detector_runs.json"
 FUSION_RESULTS = ROOT / "benchmarks" / "results" / "detector_fusion.json"
+VERIFIER_RESULTS = ROOT / "benchmarks" / "results" / "detector_verifier.json"
 
 
 def compare_runs_stage(work: Path, threads: int, runs: list[str], out: Path) -> dict[str, Any]:
@@ -537,41 +541,93 @@ def compare_runs_stage(work: Path, threads: int, runs: list[str], out: Path) -> 
     rule-24 operating point, on the real test mosaics, the unseen synthetic domains and the CMU crop; the
     verdict (:func:`recipe_verdict`) when both recipes' seeds are there (rule 28's single-run verdict is in
     benchmarks/README.md)."""
-    from detector_precision import cmu_density, region_detections, score_set
     from mitoscope.utils.atomic import write_text_atomic
 
     torch_threads(threads)
-    tests = {d: work / "mosaics" / d / "test" for d in ("AMi-Br", "AtNorM-MD")}
     result: dict[str, Any] = {}
-    unseen = synthetic_unseen(work)
     for run in runs:
         point_file = "operating_point.json" if run == SHIPPED_DETECTOR else f"operating_point_{run}.json"
         point = json.loads((work / point_file).read_text())["alone"]
-        det = at_point(run_detector(work, run), point)
-        part: dict[str, Any] = {"threshold": det.threshold, "merge_radius_um": det.merge_radius_um}
-        for name, folder in tests.items():
-            part[name] = score_set(region_detections(det, folder))
-        part["synthetic-unseen"] = score_set(region_detections(det, unseen))
-        part["cmu"] = {k: v for k, v in cmu_density(det).items() if k != "points"}
-        result[run] = part
+        result[run] = score_detector(work, at_point(run_detector(work, run), point))
     if all(run in result for runs in RECIPES.values() for run in runs):
-        result["verdict"] = recipe_verdict(result, list(tests))
+        result["verdict"] = recipe_verdict(result, list(REAL_TESTS))
     write_text_atomic(out, json.dumps(result, indent=2, default=float) + "\n")
+    print_scores(result)
+    return result
+
+
+REAL_TESTS = ("AMi-Br", "AtNorM-MD")
+
+
+def score_detector(work: Path, det: Any) -> dict[str, Any]:
+    """``det`` at its thresholds on the real test mosaics, the unseen synthetic domains and the CMU crop."""
+    from detector_precision import cmu_density, region_detections, score_set
+
+    part: dict[str, Any] = {"threshold": det.threshold, "merge_radius_um": det.merge_radius_um}
+    for name in REAL_TESTS:
+        part[name] = score_set(region_detections(det, work / "mosaics" / name / "test"))
+    part["synthetic-unseen"] = score_set(region_detections(det, synthetic_unseen(work)))
+    part["cmu"] = {k: v for k, v in cmu_density(det).items() if k != "points"}
+    return part
+
+
+def print_scores(result: dict[str, Any]) -> None:
+    """One line per scored detector of :func:`score_detector`; then the verdict, if any."""
     for run, part in result.items():
         if run == "verdict":
             continue
         cells = [
             f"{d}: recall {part[d]['recall']:.3f}, FP/mm² {part[d]['fp_per_mm2']:.1f}, "
             f"F1@10 {part[d]['expected_f1_at_10']:.3f}, mosaic F1 {part[d]['mosaic_f1']['f1']:.3f}"
-            for d in tests
+            for d in REAL_TESTS
         ]
         print(
             f"{run} (threshold {part['threshold']:.2f}): "
             + "; ".join(cells)
+            + f"; unseen F1 {part['synthetic-unseen']['mosaic_f1']['f1']:.3f}"
             + f"; CMU {part['cmu']['per_mm2']:.1f}/mm²"
         )
     if "verdict" in result:
         print(f"verdict: {json.dumps(result['verdict'])}", flush=True)
+
+
+#: Beside an unpacked bundled detector: its own detector-alone point.
+UNPACKED = "bundled_point.json"
+
+
+def unpack_stage(work: Path) -> Path:
+    """The bundled detector as the work folder's shipped run (``work/detector_mined/best.pt``), so that the
+    stages that select or compare against the shipped run work without its training run; its own operating
+    point (:data:`UNPACKED`) stays the detector-alone point (:func:`shipped_points`)."""
+    from mitoscope.models.checkpoint import load_model, save_checkpoint
+    from mitoscope.utils.atomic import write_text_atomic
+
+    target = work / SHIPPED_DETECTOR / "best.pt"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        model, contract = load_model(NAMES["detector"])
+        save_checkpoint(target, model, contract)
+        point = {"candidate": contract.thresholds["default"], "merge_um": contract.config["merge_radius_um"]}
+        write_text_atomic(target.parent / UNPACKED, json.dumps(point) + "\n")
+    return target
+
+
+def compare_verifier_stage(work: Path, threads: int, out: Path) -> dict[str, Any]:
+    """The shipped run alone and with ``work/verifier``, each at the point it would ship with
+    (:func:`shipped_points`), scored by :func:`score_detector` (rule 36)."""
+    from mitoscope.inference.detect import Detector
+    from mitoscope.utils.atomic import write_text_atomic
+
+    torch_threads(threads)
+    points = shipped_points(work)
+    result: dict[str, Any] = {}
+    for (label, verifier), point in zip(
+        (("detector alone", None), ("with verifier", work / "verifier")), points, strict=True
+    ):
+        det = Detector.from_path(work / SHIPPED_DETECTOR / "best.pt", device="cpu", verifier=verifier)
+        result[label] = score_detector(work, at_point(det, point))
+    write_text_atomic(out, json.dumps(result, indent=2, default=float) + "\n")
+    print_scores(result)
     return result
 
 
@@ -907,15 +963,21 @@ def _update_json(name: str, summary: dict[str, Any]) -> None:
 
 
 def shipped_points(work: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The bundled detector's operating points (:func:`select_stage`), alone and with the verifier. A contract
-    holds one merge radius: the default's (the detector alone); the verifier gets its best point at that radius."""
+    """The bundled detector's operating points (:func:`select_stage`), alone and with the verifier, each with
+    its own merge radius."""
     point = json.loads((work / "operating_point.json").read_text())
     alone, verified = point["alone"], point["verified"]
-    if verified["merge_um"] != alone["merge_um"]:
-        table = pd.read_csv(work / "operating_points.csv")
-        table = table[(table["stage"] == "verified") & (table["merge_um"] == alone["merge_um"])]
-        verified = table.loc[table["objective"].idxmax()].to_dict()
+    unpacked = work / SHIPPED_DETECTOR / UNPACKED
+    if unpacked.is_file():  # the bundled detector itself: its own point stays (chosen with its training run)
+        alone = json.loads(unpacked.read_text())
     return alone, verified
+
+
+def _card_text(name: str) -> str:
+    """Bundle ``name``'s card as it stands (the ``cards`` stage rewrites it; until then it keeps the git version
+    its weights were made at, :func:`_weights_git`)."""
+    card = PRETRAINED / f"{name}.md"
+    return card.read_text() if card.is_file() else ""
 
 
 def export_stage(work: Path) -> None:
@@ -931,14 +993,19 @@ def export_stage(work: Path) -> None:
         "verified": float(verified["verified"]),
     }
     verifier = NAMES["verifier"] if VERIFIER_BY_DEFAULT else None
-    contract.config = {**contract.config, "verifier": verifier, "merge_radius_um": float(alone["merge_um"])}
-    export_bundle(model, contract, PRETRAINED, NAMES["detector"], card="")
+    contract.config = {
+        **contract.config,
+        "verifier": verifier,
+        "merge_radius_um": float(alone["merge_um"]),
+        "verified_merge_radius_um": float(verified["merge_um"]),
+    }
+    export_bundle(model, contract, PRETRAINED, NAMES["detector"], card=_card_text(NAMES["detector"]))
     for key in ("verifier", "classifier"):
         if not (work / key / "fold_0" / "metrics.json").is_file():
             print(f"{key}: not trained yet in {work}, its bundle is left as it is", flush=True)
             continue
         model, contract = load_model(work / key / "fold_0" / "model.pt")
-        export_bundle(model, contract, PRETRAINED, NAMES[key], card="")
+        export_bundle(model, contract, PRETRAINED, NAMES[key], card=_card_text(NAMES[key]))
     print(f"bundled models written to {PRETRAINED}", flush=True)
 
 
@@ -1060,7 +1127,8 @@ def cards_stage(work: Path) -> None:
             if VERIFIER_BY_DEFAULT
             else "`--verifier mitoscope-verifier` adds the verification stage: every candidate above detector "
             f"score {v['candidate']} is read again at 0.25 µm/px and kept when the verifier's probability is ≥ "
-            f"{v['verified']} — it finds more of the figures on the test mosaics (below) but calls more non-figures on "
+            f"{v['verified']}, and its detections within {v['merge_um']} µm are one figure — it finds more of the "
+            "figures on the test mosaics (below) but calls more non-figures on "
             "tissue unlike its training data (the skin crop, below), "
             "so it is not the default."
         ),
@@ -1081,9 +1149,10 @@ def cards_stage(work: Path) -> None:
         ],
         "verifier": [
             "Crops at 0.25 µm/px from the detector's training and validation data (AMi-Br and AtNorM-MD mosaics, "
-            "synthetic regions): every annotated figure and each detector candidate within 7.5 µm of one "
-            f"(positives), every candidate with detector score ≥ {MINE_SCORE} farther than 12 µm from all figures "
-            "and every synthetic imposter (negatives: the detector's own false positives).",
+            "synthetic regions with non-tumour tissue): every annotated figure and each candidate of the recipe's "
+            f"first detector (the one that mines) within 7.5 µm of one (positives), every candidate with score ≥ "
+            f"{MINE_SCORE} farther than 12 µm from all figures and every synthetic imposter (negatives: that "
+            "detector's false positives).",
             DATA_LINES["amibr"],
             DATA_LINES["atnorm"],
         ],
@@ -1180,10 +1249,13 @@ def main(argv: list[str] | None = None) -> None:
             "select_nuclei",
             "select_runs",
             "fusion",
+            "compare_verifier",
         }
         & set(stages)
         else {}
     )
+    if "unpack" in stages:
+        unpack_stage(args.work)
     if "detector" in stages:
         detector_stage(args.work, folders, args.threads)
     if "mine" in stages:
@@ -1211,6 +1283,10 @@ def main(argv: list[str] | None = None) -> None:
     if "select_runs" in stages:
         for run in (r for r in runs if r != SHIPPED_DETECTOR):
             select_stage(args.work, folders, args.threads, detector_run=run)
+    if "compare_verifier" in stages:
+        compare_verifier_stage(
+            args.work, args.threads, VERIFIER_RESULTS.with_stem(VERIFIER_RESULTS.stem + args.suffix)
+        )
     if "fusion" in stages:
         for run in FUSED_RUNS:
             if not (args.work / f"operating_point_{run}.json").is_file():
