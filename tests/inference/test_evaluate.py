@@ -117,6 +117,23 @@ def test_detection_errors_per_mm2_of_tissue(tmp_path: Path) -> None:
     assert "tissue" not in evaluate_detections(pred, gt)
 
 
+def test_detection_mpp_from_the_slides_when_the_outputs_lack_it(tmp_path: Path) -> None:
+    gt = _ground_truth(tmp_path / "gt")
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    (pred / "001.csv").write_text(
+        "x,y,score,label\n114,100,0.9,mitotic figure\n"
+    )  # no mm columns, no .done.json
+    (pred / "002.csv").write_text("x,y,score,label\n")  # no detections at all
+    _slide(gt.parent / "001.tiff", 512, 1.0)
+    _slide(gt.parent / "002.tiff", 256, 1.0)
+    result = evaluate_detections(pred, gt, slides=gt.parent)
+    assert not any("assuming 0.25" in note for note in result["notes"])
+    # at the slides' 1 µm/px the point is 14 µm from slide 001's figure: no hit (at 0.25 µm/px it would be one)
+    assert result["tissue"]["tp"] == 0 and result["tissue"]["figures"] == 3
+    assert evaluate_detections(pred, gt, slides=gt.parent, mpp=0.25)["tissue"]["tp"] == 1
+
+
 def test_detection_slide_folder_errors(tmp_path: Path) -> None:
     gt = _ground_truth(tmp_path / "gt")
     pred = tmp_path / "pred"

@@ -28,7 +28,9 @@ def evaluate_detection(
     threshold: float | None = opt.threshold_option(
         "Score threshold for F1 (default: the labels the detector wrote)."
     ),
-    mpp: float | None = opt.mpp_option("µm/px of the coordinates (default: from the outputs, else 0.25)."),
+    mpp: float | None = opt.mpp_option(
+        "µm/px of the coordinates (default: from the outputs, else from --slides, else 0.25)."
+    ),
     xvalidation: Path | None = typer.Option(
         None, "--xvalidation", help="MIDOG++_datasets_xvalidation.csv, for scanner/origin/species groups."
     ),

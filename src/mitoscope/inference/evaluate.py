@@ -144,6 +144,12 @@ def slide_files(folder: str | os.PathLike[str], names: Mapping[str, str]) -> dic
     return files
 
 
+def slide_mpp(path: str | os.PathLike[str]) -> float:
+    """The µm/px of a slide file's level 0."""
+    with open_slide(path) as slide:
+        return float(slide.mpp)
+
+
 def tissue_areas_mm2(files: Mapping[str, str | os.PathLike[str]]) -> dict[str, float]:
     """The tissue area in mm² of each slide file (:func:`~mitoscope.data.tissue.slide_tissue_mask`).
 
@@ -198,7 +204,7 @@ def evaluate_detections(
         radius_um: hit radius in µm.
         by: also score per group: one of :data:`GROUP_COLUMNS`.
         threshold: score threshold re-deciding every candidate (default: the labels the detector wrote).
-        mpp: µm/px of the coordinates (default: from the outputs, else 0.25).
+        mpp: µm/px of the coordinates (default: from the outputs, else from the ``slides``, else 0.25).
         xvalidation: ``MIDOG++_datasets_xvalidation.csv`` for the scanner/origin/species groups.
         tune_threshold: also report the score threshold that maximises F1.
         slides: the folder of the slide images: also report the errors per mm² of tissue, as ``tissue``
@@ -252,6 +258,8 @@ def evaluate_detections(
         k: (tables[k], catalog[catalog["slide"] == names[k]] if len(catalog) else empty_gt) for k in keys
     }
     mpps = {k: float(mpp) if mpp is not None else pred_mpp.get(k, math.nan) for k in keys}
+    if files is not None:  # the slide images know their resolution
+        mpps = {k: slide_mpp(files[k]) if math.isnan(v) else v for k, v in mpps.items()}
     if any(math.isnan(v) for v in mpps.values()):
         notes.append("note: µm/px not found for some slides; assuming 0.25 (use --mpp)")
         mpps = {k: (0.25 if math.isnan(v) else v) for k, v in mpps.items()}
