@@ -1042,6 +1042,19 @@ def _weights_git(name: str) -> str:
     return found.group(1) if found and sha in text else _git_version()
 
 
+def _verifier_headline(precision: dict[str, Any]) -> str:
+    """The verification stage's test figures in one line for `mitoscope models` ("" before they are measured)."""
+    part = precision.get("with verifier", {})
+    if not all(k in part for k in ("AMi-Br", "AtNorM-MD", "cmu")):
+        return ""
+    recall = " / ".join(f"{part[t]['recall']:.3f}" for t in ("AMi-Br", "AtNorM-MD"))
+    f1 = " / ".join(f"{part[t]['expected_f1_at_10']:.3f}" for t in ("AMi-Br", "AtNorM-MD"))
+    return (
+        f"With the detector, AMi-Br / AtNorM-MD test mosaics: recall {recall}, F1 at 10 figures/mm² {f1}; "
+        f"CMU skin crop: {part['cmu']['detections']} detections"
+    )
+
+
 def cards_stage(work: Path) -> None:
     """Write each bundled model's card (and its one-line summary for `mitoscope models`) from the results."""
     from detector_precision import with_interval
@@ -1188,7 +1201,7 @@ def cards_stage(work: Path) -> None:
     headline = {
         "detector": next((f for f in figures["detector"] if "CMU" in f), ""),
         "classifier": figures["classifier"][0] if figures["classifier"] else "",
-        "verifier": figures["verifier"][0],
+        "verifier": _verifier_headline(precision) or figures["verifier"][0],
     }
     for key, name in NAMES.items():
         facts = {
