@@ -15,8 +15,9 @@ Stages (each resumes from what ``--work`` already holds):
   ("make_models.py and detector_precision.py");
 - ``verifier_nuclei``, ``verifier_nuclei_lowres``, ``select_nuclei``, ``compare_nuclei``: the verifiers of
   rules 29 and 30 (real non-figure nuclei as negatives), their operating points, and their comparison;
-- ``unpack`` (the bundled detector as the work folder's shipped run) and ``compare_verifier`` (the shipped run
-  alone and with the work folder's verifier, each at its selected point): rule 36.
+- ``unpack`` (the bundled detector as the work folder's shipped run), ``verifier_seed1`` (the verifier recipe with
+  seed 1 and its point) and ``compare_verifier`` (the shipped run alone and with each of the work folder's
+  verifiers, each at its selected point): rules 36 and 37.
 
     .venv/bin/python benchmarks/make_models.py --stages classifier
 """
@@ -330,14 +331,25 @@ def mined_patches(work: Path, folder: Path, detector: Path, threads: int) -> pd.
     return patches
 
 
-def verifier_stage(work: Path, folders: dict[str, list[Path]], detector: Path, threads: int) -> Path:
+#: Verifier runs of the bundled recipe: run name → seed (rule 37 measures the second).
+VERIFIER_SEEDS = {"verifier": 0, "verifier_seed1": 1}
+
+
+def verifier_stage(
+    work: Path, folders: dict[str, list[Path]], detector: Path, threads: int, run: str = "verifier"
+) -> Path:
+    """Train the verifier recipe (:data:`VERIFIER_OVERRIDES`, seed :data:`VERIFIER_SEEDS` of ``run``) on the
+    figures and mined candidates of the training and validation regions (:func:`mined_patches`)."""
     parts = []
     for split in ("train", "val"):
         for folder in folders[split]:
             patches = mined_patches(work, folder, detector, threads).assign(split=split)
             print(f"verifier data {folder}: {patches['label'].value_counts().to_dict()}", flush=True)
             parts.append(patches)
-    return train_classifier_stage(work, pd.concat(parts, ignore_index=True), "verifier", VERIFIER_OVERRIDES)
+    seed = [f"train.seed={VERIFIER_SEEDS[run]}"]
+    return train_classifier_stage(
+        work, pd.concat(parts, ignore_index=True), run, [*VERIFIER_OVERRIDES, *seed]
+    )
 
 
 _NUCLEI_RECIPE = [
@@ -619,11 +631,16 @@ def compare_verifier_stage(work: Path, threads: int, out: Path) -> dict[str, Any
     from mitoscope.utils.atomic import write_text_atomic
 
     torch_threads(threads)
-    points = shipped_points(work)
-    result: dict[str, Any] = {}
-    for (label, verifier), point in zip(
-        (("detector alone", None), ("with verifier", work / "verifier")), points, strict=True
+    alone, verified = shipped_points(work)
+    variants: dict[str, tuple[Path | None, dict[str, Any]]] = {"detector alone": (None, alone)}
+    variants["with verifier"] = (work / "verifier", verified)
+    for run in (
+        r for r in VERIFIER_SEEDS if r != "verifier" and (work / f"operating_point_{r}.json").is_file()
     ):
+        point = json.loads((work / f"operating_point_{run}.json").read_text())["verified"]
+        variants[f"with {run}"] = (work / run, point)
+    result: dict[str, Any] = {}
+    for label, (verifier, point) in variants.items():
         det = Detector.from_path(work / SHIPPED_DETECTOR / "best.pt", device="cpu", verifier=verifier)
         result[label] = score_detector(work, at_point(det, point))
     write_text_atomic(out, json.dumps(result, indent=2, default=float) + "\n")
@@ -1263,6 +1280,7 @@ def main(argv: list[str] | None = None) -> None:
             "select_runs",
             "fusion",
             "compare_verifier",
+            "verifier_seed1",
         }
         & set(stages)
         else {}
@@ -1279,6 +1297,10 @@ def main(argv: list[str] | None = None) -> None:
             extra_run_stage(args.work, folders, args.threads, run)
     if "verifier" in stages:
         verifier_stage(args.work, folders, args.work / "detector" / "best.pt", args.threads)
+    if "verifier_seed1" in stages:
+        verifier_stage(args.work, folders, args.work / "detector" / "best.pt", args.threads, "verifier_seed1")
+        if not (args.work / "operating_point_verifier_seed1.json").is_file():
+            select_stage(args.work, folders, args.threads, verifier_run="verifier_seed1")
     for run in NUCLEI_VERIFIERS:
         if run in stages:
             detector = args.work / "detector" / "best.pt"
