@@ -331,6 +331,8 @@ def mined_patches(work: Path, folder: Path, detector: Path, threads: int) -> pd.
     return patches
 
 
+#: The sha256 of verifier 1's weights, trained on the mosaics before their repair (rules 36 and 37 kept it).
+VERIFIER_1 = "856ea215088bd6f77423675040cffa55ea16e55d7959c541c18b6f19dd4e21ca"
 #: Verifier runs of the bundled recipe: run name → seed (rule 37 measures the second).
 VERIFIER_SEEDS = {"verifier": 0, "verifier_seed1": 1}
 
@@ -1169,6 +1171,7 @@ def cards_stage(work: Path) -> None:
         "whole 128 px patch at 0.25 µm/px upsampled to 224 px, trained with the `classifier-cpu` recipe on both "
         "real datasets. `mitoscope classify` and `mitoscope analyze` use it by default.",
     }
+    verifier_1 = json.loads((PRETRAINED / "mitoscope-verifier.json").read_text())["sha256"] == VERIFIER_1
     data = {
         "detector": [
             f"{DATA_LINES['amibr']} Mosaics of the train slides' patches (half of the cells background tiled from "
@@ -1178,11 +1181,17 @@ def cards_stage(work: Path) -> None:
             DATA_LINES["synthetic"],
         ],
         "verifier": [
-            "Crops at 0.25 µm/px from the detector's training and validation data (AMi-Br and AtNorM-MD mosaics, "
-            "synthetic regions with non-tumour tissue): every annotated figure and each candidate of the recipe's "
-            f"first detector (the one that mines) within 7.5 µm of one (positives), every candidate with score ≥ "
-            f"{MINE_SCORE} farther than 12 µm from all figures and every synthetic imposter (negatives: that "
-            "detector's false positives).",
+            (
+                "Crops at 0.25 µm/px from an earlier round's detector training and validation data (AMi-Br and "
+                "AtNorM-MD mosaics built before their background cells were repaired, synthetic regions without "
+                "non-tumour tissue): every annotated figure and each candidate of that round's detector"
+                if verifier_1
+                else "Crops at 0.25 µm/px from the detector's training and validation data (AMi-Br and AtNorM-MD "
+                "mosaics, synthetic regions with non-tumour tissue): every annotated figure and each candidate of "
+                "the recipe's first detector (the one that mines)"
+            )
+            + f" within 7.5 µm of one (positives), every candidate with score ≥ {MINE_SCORE} farther than 12 µm "
+            "from all figures and every synthetic imposter (negatives: that detector's false positives).",
             DATA_LINES["amibr"],
             DATA_LINES["atnorm"],
         ],
