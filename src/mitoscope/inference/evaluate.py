@@ -144,28 +144,24 @@ def slide_files(folder: str | os.PathLike[str], names: Mapping[str, str]) -> dic
     return files
 
 
-def slide_mpp(path: str | os.PathLike[str]) -> float:
-    """The µm/px of a slide file's level 0."""
-    with open_slide(path) as slide:
-        return float(slide.mpp)
-
-
-def tissue_areas_mm2(files: Mapping[str, str | os.PathLike[str]]) -> dict[str, float]:
-    """The tissue area in mm² of each slide file (:func:`~mitoscope.data.tissue.slide_tissue_mask`).
+def slide_tissue(files: Mapping[str, str | os.PathLike[str]]) -> dict[str, tuple[float, float]]:
+    """Each slide file's tissue area in mm² (:func:`~mitoscope.data.tissue.slide_tissue_mask`) and its µm/px,
+    from one opening.
 
     Examples:
         >>> import tempfile
         >>> from mitoscope.io.tiff_writer import write_tiled_tiff
         >>> img = np.full((512, 512, 3), 240, np.uint8); img[:256] = (190, 90, 170)
         >>> f = write_tiled_tiff(Path(tempfile.mkdtemp()) / "s.tiff", img, mpp=0.5, compression="deflate")
-        >>> round(tissue_areas_mm2({"s": f})["s"], 4)  # 512 × 256 px of 0.5 µm
-        0.0328
+        >>> area, mpp = slide_tissue({"s": f})["s"]  # 512 × 256 px of 0.5 µm
+        >>> round(area, 4), mpp
+        (0.0328, 0.5)
     """
-    areas = {}
+    facts = {}
     for key, path in files.items():
         with open_slide(path) as slide:
-            areas[key] = tissue_area_mm2(*slide_tissue_mask(slide))
-    return areas
+            facts[key] = (tissue_area_mm2(*slide_tissue_mask(slide)), float(slide.mpp))
+    return facts
 
 
 def _groups(
@@ -258,8 +254,9 @@ def evaluate_detections(
         k: (tables[k], catalog[catalog["slide"] == names[k]] if len(catalog) else empty_gt) for k in keys
     }
     mpps = {k: float(mpp) if mpp is not None else pred_mpp.get(k, math.nan) for k in keys}
-    if files is not None:  # the slide images know their resolution
-        mpps = {k: slide_mpp(files[k]) if math.isnan(v) else v for k, v in mpps.items()}
+    tissue = None if files is None else slide_tissue(files)
+    if tissue is not None:  # the slide images know their resolution
+        mpps = {k: tissue[k][1] if math.isnan(v) else v for k, v in mpps.items()}
     if any(math.isnan(v) for v in mpps.values()):
         notes.append("note: µm/px not found for some slides; assuming 0.25 (use --mpp)")
         mpps = {k: (0.25 if math.isnan(v) else v) for k, v in mpps.items()}
@@ -282,8 +279,8 @@ def evaluate_detections(
         result["best_threshold"] = {"threshold": t, **score.to_dict()}
     curve = froc(per_image, radius_um=radius_um, mpp=mpps, max_thresholds=64)
     result["froc"] = curve[["threshold", "sensitivity", "fp_per_image"]].to_dict("records")
-    if files is not None:
-        areas = tissue_areas_mm2(files)
+    if tissue is not None:
+        areas = {k: area for k, (area, _) in tissue.items()}
         errors = tissue_errors(per_image, areas_mm2=areas, mpp=mpps, threshold=threshold, radius_um=radius_um)
         result["tissue"] = errors.to_dict(TISSUE_DENSITIES)
     return result
